@@ -1,0 +1,208 @@
+//! The agent protocol: how the OCA server and its agents talk.
+//!
+//! ## Transport
+//! - `POST /agent/v1/register` with a JSON [`RegisterRequest`] (an activation id and code)
+//!   answers a [`RegisterResponse`]: the instance id and a token the agent keeps.
+//! - `GET /agent/v1/connect` with `Authorization: Bearer <instance_id>:<token>` upgrades to
+//!   a WebSocket. Each text frame is one JSON message: [`AgentMsg`] from the agent,
+//!   [`ServerMsg`] from the server. The server pushes work the moment it exists.
+//!
+//! ## Conversation
+//! 1. The agent sends [`AgentMsg::Hello`] with every task it still knows (running, or
+//!    finished with a result not yet acknowledged). The server answers
+//!    [`ServerMsg::Welcome`], then sends [`ServerMsg::Run`] for every task of this
+//!    instance still waiting for delivery, and [`ServerMsg::Stop`] for every task a
+//!    person asked to stop. A task the server believes started but the agent no longer
+//!    knows ended with the agent (ExecutionInterrupted).
+//! 2. Per task: `Started`, then `Output` chunks (the whole output, in order, with their
+//!    byte offset, up to the cap the task names), then `Finished`.
+//! 3. The server answers `Finished` with [`ServerMsg::Ack`] once the result and all of the
+//!    output are stored; the agent keeps the task's spooled result until then and sends
+//!    it again after a reconnect. If the server is missing output (chunks lost with a
+//!    dropped connection), it answers [`ServerMsg::Resend`] with the offset it has; the
+//!    agent sends the output from there and `Finished` again.
+//! 4. The agent sends [`AgentMsg::Heartbeat`] every `heartbeat_secs` of the `Welcome`.
+//!
+//! Every step is idempotent: a `Run` for a task the agent already knows is ignored, a
+//! second `Finished` for a stored result is acknowledged again, output already stored is
+//! not appended twice.
+
+use oca_domain::command::CommandType;
+use oca_domain::status::InvocationStatus;
+use oca_domain::task_error::TaskError;
+use oca_domain::time::Millis;
+use serde::{Deserialize, Serialize};
+
+/// The protocol version this build speaks.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+pub const REGISTER_PATH: &str = "/agent/v1/register";
+pub const CONNECT_PATH: &str = "/agent/v1/connect";
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegisterRequest {
+    pub activation_id: String,
+    pub activation_code: String,
+    pub hostname: String,
+    /// `linux`, `windows`, …
+    pub os_type: String,
+    pub agent_version: String,
+    /// `/etc/machine-id` where there is one.
+    #[serde(default)]
+    pub machine_id: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegisterResponse {
+    pub instance_id: String,
+    pub token: String,
+}
+
+/// An error the register endpoint answers with (HTTP 4xx), as JSON.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegisterError {
+    pub code: String,
+    pub message: String,
+}
+
+/// One run to carry out on the agent's host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Task {
+    pub invoke_id: String,
+    pub command_id: String,
+    pub command_type: CommandType,
+    /// The script, parameters already filled in.
+    pub script: String,
+    /// Empty: the user's home directory.
+    pub working_dir: String,
+    /// Empty: the agent's own user (root).
+    pub username: String,
+    pub timeout_secs: u64,
+    /// The most output bytes to send in `Output` chunks; beyond, output is only counted
+    /// (and kept in the 24 KB head-and-tail view).
+    pub output_cap: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerMsg {
+    Welcome {
+        instance_id: String,
+        heartbeat_secs: u64,
+        server_time: Millis,
+    },
+    Run(Task),
+    /// End the task's process tree; the task finishes `Terminated`.
+    Stop { invoke_id: String },
+    /// The result of this task is stored: forget it.
+    Ack { invoke_id: String },
+    /// Output from `offset` on is missing: send it again, then `Finished` again.
+    Resend { invoke_id: String, offset: u64 },
+}
+
+/// What the agent knows of a task when it (re)connects.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KnownTask {
+    pub invoke_id: String,
+    /// True when the task has ended and its result waits for an `Ack`.
+    pub finished: bool,
+}
+
+/// The outcome of a run, as the agent reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskResult {
+    pub invoke_id: String,
+    pub status: InvocationStatus,
+    pub exit_code: Option<i64>,
+    pub error: Option<TaskError>,
+    pub start_time: Option<Millis>,
+    pub finish_time: Millis,
+    /// Base64 of the 24 KB head-and-tail view of the output.
+    pub output: String,
+    /// Bytes cut from between head and tail.
+    pub dropped: u64,
+    /// Bytes of output sent (or to be sent) as `Output` chunks: min(total, output_cap).
+    pub output_len: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum AgentMsg {
+    Hello {
+        protocol: u32,
+        agent_version: String,
+        hostname: String,
+        os_type: String,
+        known: Vec<KnownTask>,
+    },
+    Heartbeat {
+        active_tasks: u32,
+    },
+    Started {
+        invoke_id: String,
+        start_time: Millis,
+    },
+    /// Output bytes `[offset, offset + len)` of the task, Base64.
+    Output {
+        invoke_id: String,
+        offset: u64,
+        data: String,
+    },
+    Finished(TaskResult),
+}
+
+impl ServerMsg {
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("protocol messages always serialize")
+    }
+}
+
+impl AgentMsg {
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("protocol messages always serialize")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_round_trip_as_tagged_json() {
+        let run = ServerMsg::Run(Task {
+            invoke_id: "t-1".into(),
+            command_id: "c-1".into(),
+            command_type: CommandType::RunShellScript,
+            script: "echo hi".into(),
+            working_dir: String::new(),
+            username: String::new(),
+            timeout_secs: 60,
+            output_cap: 16 << 20,
+        });
+        let json = run.to_json();
+        assert!(json.contains(r#""type":"run""#), "{json}");
+        assert_eq!(serde_json::from_str::<ServerMsg>(&json).unwrap(), run);
+
+        let fin = AgentMsg::Finished(TaskResult {
+            invoke_id: "t-1".into(),
+            status: InvocationStatus::Failed,
+            exit_code: Some(3),
+            error: Some(TaskError::ExitCodeNonzero),
+            start_time: Some(1),
+            finish_time: 2,
+            output: "aGk=".into(),
+            dropped: 0,
+            output_len: 2,
+        });
+        let json = fin.to_json();
+        assert!(json.contains(r#""type":"finished""#), "{json}");
+        assert!(json.contains(r#""error":"ExitCodeNonzero""#), "{json}");
+        assert_eq!(serde_json::from_str::<AgentMsg>(&json).unwrap(), fin);
+    }
+
+    #[test]
+    fn unknown_messages_are_errors_not_panics() {
+        assert!(serde_json::from_str::<AgentMsg>(r#"{"type":"bogus"}"#).is_err());
+        assert!(serde_json::from_str::<ServerMsg>("not json").is_err());
+    }
+}

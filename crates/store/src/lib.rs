@@ -1,0 +1,181 @@
+//! OCA's storage. [`Store`] is the one interface the rest of the server uses; no SQL
+//! lives outside this crate. [`sqlite::SqliteStore`] is the embedded default; a
+//! PostgreSQL implementation can follow behind the same trait.
+//!
+//! Everything a tenant owns is read and written through a [`Scope`] (account and
+//! region), so one tenant's ids are invisible to another: a lookup outside the scope
+//! answers `None`, exactly like a missing id.
+
+pub mod records;
+pub mod sqlite;
+
+pub use records::*;
+
+use async_trait::async_trait;
+use oca_domain::task::TaskEvent;
+use oca_domain::time::Millis;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("storage error: {0}")]
+    Backend(String),
+    #[error("conflict: {0}")]
+    Conflict(String),
+}
+
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// The tenant and region a request acts in.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Scope {
+    pub account_id: String,
+    pub region_id: String,
+}
+
+/// Which page of a listing to return.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Page {
+    /// Rows to skip.
+    pub offset: u64,
+    /// Rows to return at most.
+    pub limit: u64,
+}
+
+/// One page of a listing and the number of rows over all pages.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Listing<T> {
+    pub total: u64,
+    pub items: Vec<T>,
+}
+
+/// The outcome of appending a chunk of a run's whole output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OutputAppend {
+    /// Bytes stored for the run after this call.
+    pub stored_len: u64,
+    /// True when the chunk started past what is stored: the caller should ask the
+    /// agent to resend from `stored_len`.
+    pub gap: bool,
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    // ---- access keys ------------------------------------------------------------
+    async fn insert_access_key(&self, key: &AccessKeyRecord) -> Result<()>;
+    async fn get_access_key(&self, access_key_id: &str) -> Result<Option<AccessKeyRecord>>;
+    async fn list_access_keys(&self, account_id: Option<&str>) -> Result<Vec<AccessKeyRecord>>;
+    /// Returns false if there is no such key.
+    async fn set_access_key_enabled(&self, access_key_id: &str, enabled: bool) -> Result<bool>;
+    async fn delete_access_key(&self, access_key_id: &str) -> Result<bool>;
+
+    // ---- commands ---------------------------------------------------------------
+    async fn insert_command(&self, command: &CommandRecord) -> Result<()>;
+    /// A command in scope, hidden ones (RunCommand without KeepCommand) included.
+    async fn get_command(&self, scope: &Scope, command_id: &str) -> Result<Option<CommandRecord>>;
+    /// Replaces the mutable fields (name, description, content, working dir, timeout,
+    /// enable_parameter, parameter names) of a command in scope. False if absent.
+    async fn update_command(&self, scope: &Scope, command: &CommandRecord) -> Result<bool>;
+    /// False if absent. Invocations keep their own copy of the command.
+    async fn delete_command(&self, scope: &Scope, command_id: &str) -> Result<bool>;
+    /// Visible commands only, newest first.
+    async fn list_commands(
+        &self,
+        scope: &Scope,
+        filter: &CommandFilter,
+        page: Page,
+    ) -> Result<Listing<CommandRecord>>;
+
+    // ---- invocations ------------------------------------------------------------
+    /// Stores an invocation with one task per instance, atomically, and counts one more
+    /// invoke on its command (if the command still exists). Tasks may already be ended
+    /// (e.g. aborted because the instance's agent is not running).
+    async fn insert_invocation(&self, invocation: &InvocationRecord, tasks: &[TaskRecord]) -> Result<()>;
+    async fn get_invocation(&self, scope: &Scope, invoke_id: &str) -> Result<Option<InvocationRecord>>;
+    /// Invocations newest first, each with its tasks (outputs included only when
+    /// `with_output`).
+    async fn list_invocations(
+        &self,
+        scope: &Scope,
+        filter: &InvocationFilter,
+        page: Page,
+        with_output: bool,
+    ) -> Result<Listing<InvocationView>>;
+    /// Per-instance results, newest invocation first, then by instance id.
+    async fn list_results(
+        &self,
+        scope: &Scope,
+        filter: &ResultFilter,
+        page: Page,
+    ) -> Result<Listing<TaskRecord>>;
+    async fn get_task(&self, invoke_id: &str, instance_id: &str) -> Result<Option<TaskRecord>>;
+    /// Applies an event to one task (see `oca_domain::task`) and keeps the invocation's
+    /// status counts and derived statuses in step, in one transaction. Returns the task
+    /// after the event, or `None` if there is no such task.
+    async fn apply_task_event(
+        &self,
+        invoke_id: &str,
+        instance_id: &str,
+        event: TaskEvent,
+    ) -> Result<Option<TaskRecord>>;
+    /// Marks the invocation stopped by hand and applies `StopRequested` to its tasks on
+    /// `instance_ids` (all when `None`), in one transaction. Returns the tasks that the
+    /// stop changed.
+    async fn stop_invocation(
+        &self,
+        scope: &Scope,
+        invoke_id: &str,
+        instance_ids: Option<&[String]>,
+        at: Millis,
+    ) -> Result<Vec<TaskRecord>>;
+    /// Tasks of an instance in one of `statuses`, with what is needed to send them.
+    async fn tasks_for_instance(
+        &self,
+        instance_id: &str,
+        statuses: &[oca_domain::status::InvocationStatus],
+    ) -> Result<Vec<DispatchItem>>;
+    /// Pending tasks created before `before` (undelivered for too long).
+    async fn pending_tasks_before(&self, before: Millis, limit: u64) -> Result<Vec<TaskRecord>>;
+
+    // ---- whole output -----------------------------------------------------------
+    /// Appends bytes `[offset, offset + data.len())` of a run's output, keeping at most
+    /// `cap` bytes in all. Bytes already stored are not stored twice.
+    async fn append_output(
+        &self,
+        invoke_id: &str,
+        instance_id: &str,
+        offset: u64,
+        data: &[u8],
+        cap: u64,
+    ) -> Result<OutputAppend>;
+    /// The whole stored output of a run.
+    async fn full_output(&self, invoke_id: &str, instance_id: &str) -> Result<Option<Vec<u8>>>;
+
+    // ---- activations and instances ---------------------------------------------
+    async fn insert_activation(&self, activation: &ActivationRecord) -> Result<()>;
+    async fn get_activation(&self, activation_id: &str) -> Result<Option<ActivationRecord>>;
+    /// Registers an instance under an activation, atomically checking and counting the
+    /// activation's remaining uses. `Conflict` if it has none left or is disabled.
+    async fn register_instance(&self, instance: &InstanceRecord) -> Result<()>;
+    /// Any instance by id (for agent authentication; not scoped).
+    async fn get_instance(&self, instance_id: &str) -> Result<Option<InstanceRecord>>;
+    /// Instances in scope with these ids; ids that are absent or out of scope are
+    /// simply missing from the answer.
+    async fn get_instances(&self, scope: &Scope, instance_ids: &[String]) -> Result<Vec<InstanceRecord>>;
+    async fn list_instances(
+        &self,
+        scope: &Scope,
+        filter: &InstanceFilter,
+        page: Page,
+    ) -> Result<Listing<InstanceRecord>>;
+    /// Records an agent's heartbeat and what it says of itself.
+    async fn touch_instance(
+        &self,
+        instance_id: &str,
+        at: Millis,
+        agent_version: &str,
+        hostname: &str,
+        os_type: &str,
+    ) -> Result<()>;
+    /// Counts invocations sent to these instances (InvocationCount, LastInvokedTime).
+    async fn note_invoked(&self, instance_ids: &[String], at: Millis) -> Result<()>;
+}

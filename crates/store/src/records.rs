@@ -1,0 +1,184 @@
+//! The records the store keeps.
+
+use oca_domain::status::{InvokeStatus, OverallStatus, StatusCounts};
+use oca_domain::task::TaskState;
+use oca_domain::time::Millis;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccessKeyRecord {
+    pub access_key_id: String,
+    /// The secret, sealed with the server's master key (never stored in the clear).
+    pub secret_sealed: Vec<u8>,
+    pub account_id: String,
+    pub enabled: bool,
+    pub created: Millis,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommandRecord {
+    pub command_id: String,
+    pub account_id: String,
+    pub region_id: String,
+    pub name: String,
+    pub description: String,
+    /// A `CommandType` wire value.
+    pub command_type: String,
+    /// The script, decoded.
+    pub content: Vec<u8>,
+    pub working_dir: String,
+    pub timeout_secs: i64,
+    pub enable_parameter: bool,
+    pub parameter_names: Vec<String>,
+    pub created: Millis,
+    pub invoke_times: i64,
+    /// False for the command a RunCommand creates without KeepCommand: it is not listed.
+    pub visible: bool,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CommandFilter {
+    pub command_id: Option<String>,
+    /// Exact name.
+    pub name: Option<String>,
+    pub description: Option<String>,
+    pub command_type: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvocationRecord {
+    pub invoke_id: String,
+    pub account_id: String,
+    pub region_id: String,
+    pub command_id: String,
+    pub command_name: String,
+    pub command_description: String,
+    pub command_type: String,
+    /// The script as the command had it (placeholders not filled in).
+    pub command_content: Vec<u8>,
+    pub enable_parameter: bool,
+    /// The `Parameters` JSON object, `{}` when none.
+    pub parameters: String,
+    pub working_dir: String,
+    pub username: String,
+    pub timeout_secs: i64,
+    /// `Once`, `Period`, `NextRebootOnly`, `EveryReboot`.
+    pub repeat_mode: String,
+    pub timed: bool,
+    pub frequency: String,
+    pub termination_mode: String,
+    pub created: Millis,
+    pub stopped_by_hand: bool,
+    /// Instances per fine status; kept in step by the store.
+    pub counts: StatusCounts,
+}
+
+impl InvocationRecord {
+    pub fn periodic(&self) -> bool {
+        self.timed
+    }
+
+    /// The legacy `InvokeStatus`.
+    pub fn invoke_status(&self) -> InvokeStatus {
+        oca_domain::status::invoke_status(&self.counts, self.periodic(), self.stopped_by_hand)
+    }
+
+    /// The overall `InvocationStatus`.
+    pub fn overall_status(&self) -> OverallStatus {
+        oca_domain::status::overall_status(&self.counts)
+    }
+}
+
+/// One instance's run of an invocation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskRecord {
+    pub invoke_id: String,
+    pub instance_id: String,
+    pub account_id: String,
+    pub region_id: String,
+    pub command_id: String,
+    pub username: String,
+    pub timed: bool,
+    pub created: Millis,
+    pub updated: Millis,
+    pub state: TaskState,
+    /// Bytes of whole output stored.
+    pub output_len: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvocationView {
+    pub invocation: InvocationRecord,
+    pub tasks: Vec<TaskRecord>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct InvocationFilter {
+    pub invoke_id: Option<String>,
+    pub command_id: Option<String>,
+    pub command_name: Option<String>,
+    pub command_type: Option<String>,
+    pub timed: Option<bool>,
+    pub invoke_status: Option<InvokeStatus>,
+    /// Invocations that include this instance.
+    pub instance_id: Option<String>,
+    pub repeat_mode: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ResultFilter {
+    pub invoke_id: Option<String>,
+    pub instance_id: Option<String>,
+    pub command_id: Option<String>,
+    /// Coarse status (`InvokeRecordStatus`).
+    pub record_status: Option<oca_domain::status::InstanceInvokeStatus>,
+}
+
+/// A task with what the dispatcher needs to send it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DispatchItem {
+    pub invocation: InvocationRecord,
+    pub task: TaskRecord,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActivationRecord {
+    pub activation_id: String,
+    pub account_id: String,
+    pub region_id: String,
+    /// SHA-256 hex of the activation code.
+    pub code_hash: String,
+    pub instance_name: String,
+    pub description: String,
+    pub instance_count: i64,
+    pub registered_count: i64,
+    pub ip_address_range: String,
+    pub created: Millis,
+    pub expires: Millis,
+    pub disabled: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstanceRecord {
+    pub instance_id: String,
+    pub account_id: String,
+    pub region_id: String,
+    /// The instance's name (the activation's InstanceName, else the hostname).
+    pub name: String,
+    pub hostname: String,
+    pub os_type: String,
+    pub agent_version: String,
+    pub machine_id: String,
+    pub activation_id: String,
+    /// SHA-256 hex of the agent's token.
+    pub token_hash: String,
+    pub registered: Millis,
+    pub last_heartbeat: Option<Millis>,
+    pub last_invoked: Option<Millis>,
+    pub invocation_count: i64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct InstanceFilter {
+    pub instance_ids: Option<Vec<String>>,
+    pub os_type: Option<String>,
+}
