@@ -85,7 +85,9 @@ pub fn decode_base64(s: &str) -> Option<Vec<u8>> {
     let s = s.trim();
     base64::engine::general_purpose::STANDARD
         .decode(s)
-        .or_else(|_| base64::engine::general_purpose::STANDARD_NO_PAD.decode(s.trim_end_matches('=')))
+        .or_else(|_| {
+            base64::engine::general_purpose::STANDARD_NO_PAD.decode(s.trim_end_matches('='))
+        })
         .ok()
 }
 
@@ -112,8 +114,14 @@ mod tests {
 
     #[test]
     fn encodings() {
-        assert_eq!(ContentEncoding::parse("plaintext"), Some(ContentEncoding::PlainText));
-        assert_eq!(ContentEncoding::parse("BASE64"), Some(ContentEncoding::Base64));
+        assert_eq!(
+            ContentEncoding::parse("plaintext"),
+            Some(ContentEncoding::PlainText)
+        );
+        assert_eq!(
+            ContentEncoding::parse("BASE64"),
+            Some(ContentEncoding::Base64)
+        );
         assert_eq!(ContentEncoding::parse("hex"), None);
         assert_eq!(ContentEncoding::Base64.render(b"ls"), "bHM=");
         assert_eq!(ContentEncoding::PlainText.render(b"a\xffb"), "a\u{fffd}b");

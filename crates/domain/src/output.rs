@@ -56,8 +56,7 @@ impl HeadTail {
         }
         if bytes.len() >= self.tail_cap() {
             self.tail.clear();
-            self.tail
-                .extend(&bytes[bytes.len() - self.tail_cap()..]);
+            self.tail.extend(&bytes[bytes.len() - self.tail_cap()..]);
         } else {
             let overflow = (self.tail.len() + bytes.len()).saturating_sub(self.tail_cap());
             self.tail.drain(..overflow);

@@ -214,10 +214,18 @@ mod tests {
             "me@host/mi-1 t-1 c-1 r {{x}}"
         );
         assert_eq!(
-            substitute("{{who}} {{ACS::InstanceId}}", false, &map(&[("who", "me")]), &b),
+            substitute(
+                "{{who}} {{ACS::InstanceId}}",
+                false,
+                &map(&[("who", "me")]),
+                &b
+            ),
             "{{who}} mi-1"
         );
-        assert_eq!(substitute("no {{ close", true, &map(&[]), &b), "no {{ close");
+        assert_eq!(
+            substitute("no {{ close", true, &map(&[]), &b),
+            "no {{ close"
+        );
     }
 
     proptest! {

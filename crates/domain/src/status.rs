@@ -322,25 +322,55 @@ mod tests {
 
     #[test]
     fn nonzero_exit_is_finished_not_failed_in_the_legacy_status() {
-        assert_eq!(invoke_status(&c(&[S::Failed]), false, false), InvokeStatus::Finished);
+        assert_eq!(
+            invoke_status(&c(&[S::Failed]), false, false),
+            InvokeStatus::Finished
+        );
         assert_eq!(overall_status(&c(&[S::Failed])), OverallStatus::Failed);
     }
 
     #[test]
     fn legacy_status_examples_from_seed_000() {
         use InvokeStatus as I;
-        assert_eq!(invoke_status(&c(&[S::Success, S::Running]), false, false), I::Running);
-        assert_eq!(invoke_status(&c(&[S::Success, S::Success]), false, false), I::Finished);
-        assert_eq!(invoke_status(&c(&[S::Timeout, S::Error]), false, false), I::Failed);
-        assert_eq!(invoke_status(&c(&[S::Success, S::Timeout]), false, false), I::PartialFailed);
+        assert_eq!(
+            invoke_status(&c(&[S::Success, S::Running]), false, false),
+            I::Running
+        );
+        assert_eq!(
+            invoke_status(&c(&[S::Success, S::Success]), false, false),
+            I::Finished
+        );
+        assert_eq!(
+            invoke_status(&c(&[S::Timeout, S::Error]), false, false),
+            I::Failed
+        );
+        assert_eq!(
+            invoke_status(&c(&[S::Success, S::Timeout]), false, false),
+            I::PartialFailed
+        );
         // Some stopped by hand, the rest finished: Finished.
-        assert_eq!(invoke_status(&c(&[S::Terminated, S::Success]), true, false), I::Running);
-        assert_eq!(invoke_status(&c(&[S::Terminated, S::Success]), false, true), I::Finished);
-        assert_eq!(invoke_status(&c(&[S::Terminated, S::Cancelled]), false, true), I::Stopped);
+        assert_eq!(
+            invoke_status(&c(&[S::Terminated, S::Success]), true, false),
+            I::Running
+        );
+        assert_eq!(
+            invoke_status(&c(&[S::Terminated, S::Success]), false, true),
+            I::Finished
+        );
+        assert_eq!(
+            invoke_status(&c(&[S::Terminated, S::Cancelled]), false, true),
+            I::Stopped
+        );
         // Periodic: Running until stopped.
-        assert_eq!(invoke_status(&c(&[S::Failed, S::Scheduled]), true, false), I::Running);
+        assert_eq!(
+            invoke_status(&c(&[S::Failed, S::Scheduled]), true, false),
+            I::Running
+        );
         assert_eq!(invoke_status(&c(&[S::Timeout]), true, false), I::Running);
-        assert_eq!(invoke_status(&c(&[S::Cancelled, S::Terminated]), true, true), I::Stopped);
+        assert_eq!(
+            invoke_status(&c(&[S::Cancelled, S::Terminated]), true, true),
+            I::Stopped
+        );
         assert_eq!(invoke_status(&c(&[S::Stopping]), true, true), I::Running);
     }
 
@@ -349,14 +379,23 @@ mod tests {
         use OverallStatus as O;
         assert_eq!(overall_status(&c(&[S::Pending, S::Pending])), O::Pending);
         assert_eq!(overall_status(&c(&[S::Pending, S::Success])), O::Running);
-        assert_eq!(overall_status(&c(&[S::Scheduled, S::Scheduled])), O::Scheduled);
+        assert_eq!(
+            overall_status(&c(&[S::Scheduled, S::Scheduled])),
+            O::Scheduled
+        );
         assert_eq!(overall_status(&c(&[S::Scheduled, S::Running])), O::Running);
         assert_eq!(overall_status(&c(&[S::Stopping, S::Running])), O::Stopping);
         assert_eq!(overall_status(&c(&[S::Success, S::Success])), O::Success);
-        assert_eq!(overall_status(&c(&[S::Success, S::Failed])), O::PartialFailed);
+        assert_eq!(
+            overall_status(&c(&[S::Success, S::Failed])),
+            O::PartialFailed
+        );
         assert_eq!(overall_status(&c(&[S::Aborted, S::Invalid])), O::Failed);
         assert_eq!(overall_status(&c(&[S::Terminated, S::Success])), O::Success);
-        assert_eq!(overall_status(&c(&[S::Terminated, S::Cancelled])), O::Stopped);
+        assert_eq!(
+            overall_status(&c(&[S::Terminated, S::Cancelled])),
+            O::Stopped
+        );
     }
 
     fn any_status() -> impl Strategy<Value = S> {

@@ -165,14 +165,20 @@ mod tests {
         assert!(t.apply(finished(S::Success, 0)));
         assert_eq!((t.status, t.exit_code, t.repeats), (S::Success, Some(0), 1));
         assert_eq!(t.output, b"out");
-        assert!(!t.apply(finished(S::Failed, 1)), "an ended run never changes");
+        assert!(
+            !t.apply(finished(S::Failed, 1)),
+            "an ended run never changes"
+        );
     }
 
     #[test]
     fn stop_cancels_pending_and_stops_running() {
         let mut t = TaskState::pending();
         t.apply(TaskEvent::StopRequested { at: 5 });
-        assert_eq!((t.status, t.stop_time, t.finish_time), (S::Cancelled, Some(5), Some(5)));
+        assert_eq!(
+            (t.status, t.stop_time, t.finish_time),
+            (S::Cancelled, Some(5), Some(5))
+        );
 
         let mut t = TaskState::pending();
         t.apply(TaskEvent::Started { at: 1 });
@@ -194,19 +200,31 @@ mod tests {
     #[test]
     fn a_lost_run_is_interrupted_and_an_undelivered_one_aborted() {
         let t = TaskState::failed_at_once(TaskError::ClientNotRunning, 3);
-        assert_eq!((t.status, t.error), (S::Aborted, Some(TaskError::ClientNotRunning)));
+        assert_eq!(
+            (t.status, t.error),
+            (S::Aborted, Some(TaskError::ClientNotRunning))
+        );
 
         let mut t = TaskState::pending();
         t.apply(TaskEvent::Started { at: 1 });
-        t.apply(TaskEvent::Aborted { error: TaskError::ClientNotRunning, at: 2 });
-        assert_eq!((t.status, t.error), (S::Error, Some(TaskError::ExecutionInterrupted)));
+        t.apply(TaskEvent::Aborted {
+            error: TaskError::ClientNotRunning,
+            at: 2,
+        });
+        assert_eq!(
+            (t.status, t.error),
+            (S::Error, Some(TaskError::ExecutionInterrupted))
+        );
     }
 
     #[test]
     fn a_result_that_does_not_end_the_run_is_an_exception() {
         let mut t = TaskState::pending();
         t.apply(finished(S::Running, 0));
-        assert_eq!((t.status, t.error), (S::Error, Some(TaskError::ExecutionException)));
+        assert_eq!(
+            (t.status, t.error),
+            (S::Error, Some(TaskError::ExecutionException))
+        );
     }
 
     fn any_event() -> impl Strategy<Value = TaskEvent> {

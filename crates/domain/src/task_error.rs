@@ -74,8 +74,14 @@ mod tests {
             TaskError::ClientNotRunning.info(),
             "the aliyun service is not running on the instance"
         );
-        assert_eq!(TaskError::ExecutionTimeout.status(), InvocationStatus::Timeout);
-        assert_eq!(TaskError::ClientNotRunning.status(), InvocationStatus::Aborted);
+        assert_eq!(
+            TaskError::ExecutionTimeout.status(),
+            InvocationStatus::Timeout
+        );
+        assert_eq!(
+            TaskError::ClientNotRunning.status(),
+            InvocationStatus::Aborted
+        );
         assert_eq!(TaskError::from_code("Nope"), None);
     }
 }

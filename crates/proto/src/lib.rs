@@ -93,11 +93,18 @@ pub enum ServerMsg {
     },
     Run(Task),
     /// End the task's process tree; the task finishes `Terminated`.
-    Stop { invoke_id: String },
+    Stop {
+        invoke_id: String,
+    },
     /// The result of this task is stored: forget it.
-    Ack { invoke_id: String },
+    Ack {
+        invoke_id: String,
+    },
     /// Output from `offset` on is missing: send it again, then `Finished` again.
-    Resend { invoke_id: String, offset: u64 },
+    Resend {
+        invoke_id: String,
+        offset: u64,
+    },
 }
 
 /// What the agent knows of a task when it (re)connects.

@@ -1,0 +1,29 @@
+//! The OCA agent: connects to the server, runs scripts, streams output, never loses a
+//! result.
+//!
+//! - [`exec`]: runs one task (user, directory, one pipe for stdout and stderr, the 24 KB
+//!   head-and-tail view, timeout and stop that kill the whole process tree); its module
+//!   documentation has the status / exit code / error table.
+//! - [`proc`]: spawning, reaping (the agent is a child subreaper) and tree kills.
+//! - [`spool`]: the on-disk state, one directory per task, kept until the server acks.
+//! - [`client`]: registration and the WebSocket conversation of `oca_proto`.
+//! - [`url`]: the server URL (`http` → `ws`).
+//! - [`cli`]: the `oca-agent` binary's flags; `crates/oca/src/bin/oca-agent.rs` calls
+//!   [`cli_main`].
+//!
+//! ```text
+//! oca-agent --server http://127.0.0.1:8080 --state-dir /var/lib/oca-agent \
+//!           [--activation-id ID --activation-code CODE] [--hostname NAME]
+//! ```
+//! Each flag has an environment variable: `OCA_SERVER`, `OCA_STATE_DIR`,
+//! `OCA_ACTIVATION_ID`, `OCA_ACTIVATION_CODE`, `OCA_HOSTNAME`; logs follow `RUST_LOG`.
+
+pub mod cli;
+pub mod client;
+pub mod exec;
+pub mod proc;
+pub mod spool;
+pub mod url;
+
+pub use cli::cli_main;
+pub use client::{run, Config, Identity};

@@ -1,0 +1,363 @@
+//! The spool: everything the agent must not lose, on disk, one directory per task.
+//!
+//! ```text
+//! <state_dir>/identity.json             instance id + token (0600)
+//! <state_dir>/tasks/<invoke_id>/
+//!     task.json      the task and its process marker, written when the Run arrives
+//!     started        the start time (ms since the epoch), once the process started
+//!     output         the first `output_cap` bytes of output, as the script printed them
+//!     script.sh      the script (`script.ps1` for PowerShell) when run as the agent's user
+//!     result.json    the TaskResult, once the task ended
+//! ```
+//!
+//! `task.json` and `result.json` are written atomically (temporary file, fsync, rename,
+//! fsync of the directory). A task's directory is removed only when the server
+//! acknowledges its result. A directory with a task but no result belongs to a run the
+//! agent did not see end (it died meanwhile): on start, the agent finishes it as
+//! `Error` / `ExecutionInterrupted` with whatever output it has.
+
+use oca_domain::output::HeadTail;
+use oca_domain::task_error::TaskError;
+use oca_domain::time::{now_millis, Millis};
+use oca_proto::{Task, TaskResult};
+use serde::{Deserialize, Serialize};
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{FileExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+const TASK_FILE: &str = "task.json";
+const STARTED_FILE: &str = "started";
+const OUTPUT_FILE: &str = "output";
+const RESULT_FILE: &str = "result.json";
+
+/// What `task.json` holds.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TaskFile {
+    pub task: Task,
+    /// The value of `OCA_TASK_MARKER` in the task's processes.
+    pub marker: String,
+    pub received_at: Millis,
+}
+
+/// A task found in the spool.
+#[derive(Debug)]
+pub struct Spooled {
+    pub file: TaskFile,
+    pub dir: TaskDir,
+    pub result: Option<TaskResult>,
+}
+
+/// The `tasks/` directory of the state dir.
+#[derive(Debug, Clone)]
+pub struct Spool {
+    root: PathBuf,
+}
+
+impl Spool {
+    pub fn open(state_dir: &Path) -> io::Result<Spool> {
+        ensure_private_dir(state_dir)?;
+        let root = state_dir.join("tasks");
+        ensure_private_dir(&root)?;
+        Ok(Spool { root })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The directory of a task (it may not exist).
+    pub fn dir(&self, invoke_id: &str) -> TaskDir {
+        TaskDir {
+            path: self.root.join(dir_name(invoke_id)),
+        }
+    }
+
+    /// Records a task that just arrived.
+    pub fn create(&self, file: &TaskFile) -> io::Result<TaskDir> {
+        let dir = self.dir(&file.task.invoke_id);
+        fs::create_dir_all(&dir.path)?;
+        write_atomic(
+            &dir.path.join(TASK_FILE),
+            &serde_json::to_vec_pretty(file).map_err(io::Error::other)?,
+            0o600,
+        )?;
+        Ok(dir)
+    }
+
+    /// Forgets a task.
+    pub fn remove(&self, invoke_id: &str) -> io::Result<()> {
+        match fs::remove_dir_all(self.dir(invoke_id).path) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            r => r,
+        }
+    }
+
+    /// Every task in the spool. Directories without a readable task file (the agent
+    /// died while creating them) are removed.
+    pub fn load(&self) -> Vec<Spooled> {
+        let mut out = Vec::new();
+        let Ok(entries) = fs::read_dir(&self.root) else {
+            return out;
+        };
+        for e in entries.flatten() {
+            let path = e.path();
+            if !path.is_dir() {
+                continue;
+            }
+            let dir = TaskDir { path };
+            let file = fs::read(dir.path.join(TASK_FILE))
+                .ok()
+                .and_then(|b| serde_json::from_slice::<TaskFile>(&b).ok());
+            let Some(file) = file else {
+                tracing::warn!(dir = %dir.path.display(), "spooled task without a task file: removed");
+                let _ = fs::remove_dir_all(&dir.path);
+                continue;
+            };
+            let result = dir.read_result();
+            out.push(Spooled { file, dir, result });
+        }
+        out.sort_by_key(|s| s.file.received_at);
+        out
+    }
+}
+
+/// One task's spool directory.
+#[derive(Debug, Clone)]
+pub struct TaskDir {
+    path: PathBuf,
+}
+
+impl TaskDir {
+    /// A task directory at `path` (created if missing), outside any [`Spool`].
+    pub fn at(path: impl Into<PathBuf>) -> io::Result<TaskDir> {
+        let path = path.into();
+        fs::create_dir_all(&path)?;
+        Ok(TaskDir { path })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn output_path(&self) -> PathBuf {
+        self.path.join(OUTPUT_FILE)
+    }
+
+    pub fn script_path(&self, extension: &str) -> PathBuf {
+        self.path.join(format!("script.{extension}"))
+    }
+
+    /// Creates (truncates) the output file.
+    pub fn create_output(&self) -> io::Result<File> {
+        OpenOptions::new()
+            .create(true)
+            .write(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(self.output_path())
+    }
+
+    /// Bytes of output in the spool.
+    pub fn output_len(&self) -> u64 {
+        fs::metadata(self.output_path())
+            .map(|m| m.len())
+            .unwrap_or(0)
+    }
+
+    /// Up to `max` bytes of spooled output from `offset`.
+    pub fn read_output(&self, offset: u64, max: usize) -> io::Result<Vec<u8>> {
+        let f = File::open(self.output_path())?;
+        let mut buf = vec![0u8; max];
+        let mut n = 0;
+        while n < max {
+            let k = f.read_at(&mut buf[n..], offset + n as u64)?;
+            if k == 0 {
+                break;
+            }
+            n += k;
+        }
+        buf.truncate(n);
+        Ok(buf)
+    }
+
+    pub fn write_started(&self, at: Millis) {
+        if let Err(e) = fs::write(self.path.join(STARTED_FILE), at.to_string()) {
+            tracing::warn!(dir = %self.path.display(), "start time not spooled: {e}");
+        }
+    }
+
+    pub fn read_started(&self) -> Option<Millis> {
+        fs::read_to_string(self.path.join(STARTED_FILE))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    }
+
+    pub fn write_result(&self, result: &TaskResult) -> io::Result<()> {
+        write_atomic(
+            &self.path.join(RESULT_FILE),
+            &serde_json::to_vec_pretty(result).map_err(io::Error::other)?,
+            0o600,
+        )
+    }
+
+    pub fn read_result(&self) -> Option<TaskResult> {
+        let bytes = fs::read(self.path.join(RESULT_FILE)).ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+
+    /// The result of a run the agent did not see end: `Error` / `ExecutionInterrupted`
+    /// with the output spooled so far.
+    pub fn interrupted_result(&self, task: &Task) -> TaskResult {
+        let mut view = HeadTail::default();
+        let mut len = 0u64;
+        if let Ok(mut f) = File::open(self.output_path()) {
+            let mut buf = vec![0u8; 64 * 1024];
+            while let Ok(n) = f.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                view.push(&buf[..n]);
+                len += n as u64;
+            }
+        }
+        let (output, dropped) = view.finish();
+        let error = TaskError::ExecutionInterrupted;
+        TaskResult {
+            invoke_id: task.invoke_id.clone(),
+            status: error.status(),
+            exit_code: None,
+            error: Some(error),
+            start_time: self.read_started(),
+            finish_time: now_millis(),
+            output: oca_domain::command::encode_base64(&output),
+            dropped,
+            output_len: len,
+        }
+    }
+}
+
+/// A directory name for an invoke id: the id itself when it is a plain name, else
+/// `x` and its hex.
+fn dir_name(invoke_id: &str) -> String {
+    let plain = !invoke_id.is_empty()
+        && invoke_id.len() <= 128
+        && !invoke_id.starts_with('.')
+        && invoke_id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
+    if plain && !invoke_id.starts_with('x') {
+        invoke_id.to_string()
+    } else {
+        let hex: String = invoke_id.bytes().map(|b| format!("{b:02x}")).collect();
+        format!("x{hex}")
+    }
+}
+
+/// Creates `dir` if needed with mode 0700.
+pub fn ensure_private_dir(dir: &Path) -> io::Result<()> {
+    if !dir.is_dir() {
+        fs::create_dir_all(dir)?;
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o700))?;
+    }
+    Ok(())
+}
+
+/// Writes `bytes` to `path` atomically: a temporary file, fsync, rename, fsync of the
+/// directory.
+pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.tmp"));
+    {
+        let mut f = OpenOptions::new()
+            .create(true)
+            .write(true)
+            .truncate(true)
+            .mode(mode)
+            .open(&tmp)?;
+        f.set_permissions(fs::Permissions::from_mode(mode))?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+    }
+    fs::rename(&tmp, path)?;
+    File::open(dir)?.sync_all()?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use oca_domain::command::CommandType;
+    use oca_domain::status::InvocationStatus;
+
+    fn task(id: &str) -> Task {
+        Task {
+            invoke_id: id.into(),
+            command_id: "c-1".into(),
+            command_type: CommandType::RunShellScript,
+            script: "echo hi".into(),
+            working_dir: String::new(),
+            username: String::new(),
+            timeout_secs: 60,
+            output_cap: 1 << 20,
+        }
+    }
+
+    #[test]
+    fn odd_invoke_ids_get_safe_directory_names() {
+        assert_eq!(dir_name("t-abc123"), "t-abc123");
+        assert_eq!(dir_name("../etc"), "x2e2e2f657463");
+        assert_eq!(dir_name(""), "x");
+        assert_ne!(
+            dir_name("x41"),
+            "x41",
+            "cannot collide with an encoded name"
+        );
+    }
+
+    #[test]
+    fn tasks_results_and_removal() {
+        let tmp = tempfile::tempdir().unwrap();
+        let spool = Spool::open(tmp.path()).unwrap();
+        let file = TaskFile {
+            task: task("t-1"),
+            marker: "m".into(),
+            received_at: 1,
+        };
+        let dir = spool.create(&file).unwrap();
+        dir.create_output().unwrap().write_all(b"partial").unwrap();
+        dir.write_started(5);
+        // Half-created directory: removed on load.
+        fs::create_dir_all(spool.root().join("t-broken")).unwrap();
+
+        let loaded = spool.load();
+        assert_eq!(loaded.len(), 1);
+        assert_eq!(loaded[0].file.task, file.task);
+        assert!(loaded[0].result.is_none());
+        assert!(!spool.root().join("t-broken").exists());
+
+        let r = dir.interrupted_result(&file.task);
+        assert_eq!(r.status, InvocationStatus::Error);
+        assert_eq!(r.error, Some(TaskError::ExecutionInterrupted));
+        assert_eq!(r.start_time, Some(5));
+        assert_eq!(r.output_len, 7);
+        assert_eq!(
+            oca_domain::command::decode_base64(&r.output).unwrap(),
+            b"partial"
+        );
+        dir.write_result(&r).unwrap();
+        assert_eq!(spool.load()[0].result.as_ref(), Some(&r));
+        assert_eq!(dir.read_output(2, 3).unwrap(), b"rti");
+        assert_eq!(dir.read_output(7, 10).unwrap(), b"");
+
+        spool.remove("t-1").unwrap();
+        spool.remove("t-1").unwrap();
+        assert!(spool.load().is_empty());
+    }
+}

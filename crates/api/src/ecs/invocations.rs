@@ -1,0 +1,622 @@
+//! RunCommand, InvokeCommand, StopInvocation, DescribeInvocations,
+//! DescribeInvocationResults, and OCA's DescribeInvocationOutput.
+
+use super::commands::{self, content_encoding};
+use super::Empty;
+use crate::error::ApiError;
+use crate::render;
+use crate::{Api, Ctx};
+use axum::response::Response;
+use oca_domain::command::{self as cmd, ContentEncoding};
+use oca_domain::params::{check_values, ParamError};
+use oca_domain::status::{InstanceInvokeStatus, InvokeStatus};
+use oca_domain::time::{format_api, format_api_opt, now_millis};
+use oca_store::{CommandRecord, InvocationFilter, InvocationRecord, ResultFilter, TaskRecord};
+use serde::Serialize;
+use std::collections::BTreeMap;
+
+/// The longest `Username`.
+const MAX_USERNAME_LEN: usize = 255;
+
+/// What an invocation adds to its command.
+struct InvokeOptions {
+    instance_ids: Vec<String>,
+    parameters: BTreeMap<String, String>,
+    username: String,
+    working_dir: Option<String>,
+    timeout_secs: Option<i64>,
+    termination_mode: String,
+}
+
+fn invoke_options(api: &Api, ctx: &Ctx, username_param: &str) -> Result<InvokeOptions, ApiError> {
+    let p = &ctx.params;
+    let mut instance_ids: Vec<String> = Vec::new();
+    for id in p.list("InstanceId")? {
+        if !instance_ids.contains(&id) {
+            instance_ids.push(id);
+        }
+    }
+    if instance_ids.is_empty() {
+        return Err(ApiError::MissingParam("InstanceId"));
+    }
+    let max = api.config.max_instances_per_invocation;
+    if instance_ids.len() > max {
+        return Err(ApiError::InstanceIdsExceedLimit(max));
+    }
+    // Periodic and boot-time runs are not served yet: refuse them rather than run once.
+    match p.non_empty("RepeatMode") {
+        None | Some("Once") => {}
+        Some("Period" | "NextRebootOnly" | "EveryReboot") => {
+            return Err(ApiError::InvalidParameter(
+                "RepeatMode".into(),
+                "periodic and reboot-time invocations are not supported by this server yet".into(),
+            ))
+        }
+        Some(_) => return Err(ApiError::InvalidRepeatMode),
+    }
+    if p.bool("Timed")? == Some(true) {
+        return Err(ApiError::InvalidParameter(
+            "Timed".into(),
+            "periodic invocations are not supported by this server yet".into(),
+        ));
+    }
+    let parameters = match p.non_empty("Parameters") {
+        None => BTreeMap::new(),
+        Some(json) => {
+            let map: serde_json::Map<String, serde_json::Value> = serde_json::from_str(json)
+                .map_err(|_| ApiError::InvalidParameters("it must be a JSON object".into()))?;
+            map.into_iter()
+                .map(|(k, v)| match v {
+                    serde_json::Value::String(s) => Ok((k, s)),
+                    serde_json::Value::Number(n) => Ok((k, n.to_string())),
+                    serde_json::Value::Bool(b) => Ok((k, b.to_string())),
+                    _ => Err(ApiError::InvalidParameters(format!(
+                        "the value of {k:?} must be a string"
+                    ))),
+                })
+                .collect::<Result<_, _>>()?
+        }
+    };
+    let termination_mode = match p.non_empty("TerminationMode") {
+        None => "ProcessTree".to_string(),
+        Some(m @ ("Process" | "ProcessTree")) => m.to_string(),
+        Some(_) => return Err(ApiError::InvalidTerminationMode),
+    };
+    Ok(InvokeOptions {
+        instance_ids,
+        parameters,
+        username: p
+            .string_max(username_param, MAX_USERNAME_LEN, || {
+                ApiError::UsernameExceedLimit
+            })?
+            .unwrap_or_default(),
+        working_dir: commands::working_dir(p)?,
+        timeout_secs: commands::timeout(p)?,
+        termination_mode,
+    })
+}
+
+/// Stores an invocation of `command` and pushes it to the connected agents.
+async fn start(
+    api: &Api,
+    ctx: &Ctx,
+    command: &CommandRecord,
+    opts: InvokeOptions,
+) -> Result<String, ApiError> {
+    // Parameters.
+    if command.enable_parameter {
+        check_values(&String::from_utf8_lossy(&command.content), &opts.parameters).map_err(
+            |e| match e {
+                ParamError::Missing(name) => ApiError::ParameterMissingValue(name),
+                other => ApiError::ParameterNotMatched(other.to_string()),
+            },
+        )?;
+    } else if !opts.parameters.is_empty() {
+        return Err(ApiError::ParameterDisabled);
+    }
+    // Instances: every one must exist in this account and region.
+    let instances = api
+        .store
+        .get_instances(&ctx.scope, &opts.instance_ids)
+        .await?;
+    if let Some(missing) = opts
+        .instance_ids
+        .iter()
+        .find(|id| !instances.iter().any(|i| &i.instance_id == *id))
+    {
+        return Err(ApiError::InvalidInstanceNotFound(missing.clone()));
+    }
+    let now = now_millis();
+    let invoke_id = oca_domain::ids::new_invoke_id();
+    let tasks: Vec<TaskRecord> = instances
+        .iter()
+        .map(|i| TaskRecord {
+            invoke_id: invoke_id.clone(),
+            instance_id: i.instance_id.clone(),
+            account_id: ctx.scope.account_id.clone(),
+            region_id: ctx.scope.region_id.clone(),
+            command_id: command.command_id.clone(),
+            username: opts.username.clone(),
+            timed: false,
+            created: now,
+            updated: now,
+            state: api.dispatcher.initial_state(i, now),
+            output_len: 0,
+        })
+        .collect();
+    let counts = tasks.iter().map(|t| t.state.status).collect();
+    let invocation = InvocationRecord {
+        invoke_id: invoke_id.clone(),
+        account_id: ctx.scope.account_id.clone(),
+        region_id: ctx.scope.region_id.clone(),
+        command_id: command.command_id.clone(),
+        command_name: command.name.clone(),
+        command_description: command.description.clone(),
+        command_type: command.command_type.clone(),
+        command_content: command.content.clone(),
+        enable_parameter: command.enable_parameter,
+        parameters: serde_json::to_string(&opts.parameters).unwrap_or_else(|_| "{}".into()),
+        working_dir: opts
+            .working_dir
+            .unwrap_or_else(|| command.working_dir.clone()),
+        username: opts.username,
+        timeout_secs: opts.timeout_secs.unwrap_or(command.timeout_secs),
+        repeat_mode: "Once".into(),
+        timed: false,
+        frequency: String::new(),
+        termination_mode: opts.termination_mode,
+        created: now,
+        stopped_by_hand: false,
+        counts,
+    };
+    api.store.insert_invocation(&invocation, &tasks).await?;
+    api.store.note_invoked(&opts.instance_ids, now).await?;
+    for t in tasks.iter().filter(|t| !t.state.status.is_terminal()) {
+        api.dispatcher.send_run(&invocation, &t.instance_id);
+    }
+    tracing::info!(invoke_id, command_id = %command.command_id, instances = tasks.len(), "invocation started");
+    Ok(invoke_id)
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct InvokeCommandResponse {
+    request_id: String,
+    invoke_id: String,
+}
+
+pub async fn invoke(api: &Api, ctx: &Ctx) -> Result<Response, ApiError> {
+    let command_id = ctx.params.required("CommandId")?;
+    let command = api
+        .store
+        .get_command(&ctx.scope, command_id)
+        .await?
+        .filter(|c| c.visible)
+        .ok_or(ApiError::InvalidCmdIdNotFound)?;
+    let opts = invoke_options(api, ctx, "Username")?;
+    let invoke_id = start(api, ctx, &command, opts).await?;
+    Ok(render::ok(
+        "InvokeCommand",
+        &InvokeCommandResponse {
+            request_id: ctx.request_id.clone(),
+            invoke_id,
+        },
+        ctx.format,
+    ))
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct RunCommandResponse {
+    request_id: String,
+    command_id: String,
+    invoke_id: String,
+}
+
+pub async fn run(api: &Api, ctx: &Ctx) -> Result<Response, ApiError> {
+    let p = &ctx.params;
+    let command_type = commands::command_type(p)?;
+    let encoding = content_encoding(p, ContentEncoding::PlainText)?;
+    let content = commands::command_content(p.required("CommandContent")?, encoding)?;
+    let enable_parameter = p.bool("EnableParameter")?.unwrap_or(false);
+    let opts = invoke_options(api, ctx, "Username")?;
+    let now = now_millis();
+    let command = CommandRecord {
+        command_id: oca_domain::ids::new_command_id(),
+        account_id: ctx.scope.account_id.clone(),
+        region_id: ctx.scope.region_id.clone(),
+        name: commands::name(p)?
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| format!("RunCommand-{}", format_api(now))),
+        description: commands::description(p)?.unwrap_or_default(),
+        command_type: command_type.as_str().to_string(),
+        parameter_names: commands::names_of(&content, enable_parameter)?,
+        content,
+        working_dir: String::new(),
+        timeout_secs: cmd::DEFAULT_TIMEOUT_SECS,
+        enable_parameter,
+        created: now,
+        invoke_times: 0,
+        visible: p.bool("KeepCommand")?.unwrap_or(false),
+    };
+    api.store.insert_command(&command).await?;
+    let invoke_id = start(api, ctx, &command, opts).await?;
+    Ok(render::ok(
+        "RunCommand",
+        &RunCommandResponse {
+            request_id: ctx.request_id.clone(),
+            command_id: command.command_id,
+            invoke_id,
+        },
+        ctx.format,
+    ))
+}
+
+pub async fn stop(api: &Api, ctx: &Ctx) -> Result<Response, ApiError> {
+    let p = &ctx.params;
+    let invoke_id = p.required("InvokeId")?;
+    let instance_ids = p.list("InstanceId")?;
+    if api
+        .store
+        .get_invocation(&ctx.scope, invoke_id)
+        .await?
+        .is_none()
+    {
+        return Err(ApiError::InvalidInvokeIdNotFound);
+    }
+    let only = (!instance_ids.is_empty()).then_some(instance_ids.as_slice());
+    let changed = api
+        .store
+        .stop_invocation(&ctx.scope, invoke_id, only, now_millis())
+        .await?;
+    for t in &changed {
+        // Cancelled runs may be on their way to the agent; stopping them is harmless.
+        api.dispatcher.send_stop(&t.invoke_id, &t.instance_id);
+    }
+    Ok(render::ok(
+        "StopInvocation",
+        &Empty {
+            request_id: ctx.request_id.clone(),
+        },
+        ctx.format,
+    ))
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct InvokeInstance {
+    instance_id: String,
+    instance_invoke_status: String,
+    invocation_status: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    exit_code: Option<i64>,
+    error_code: String,
+    error_info: String,
+    output: String,
+    dropped: u64,
+    repeats: u64,
+    creation_time: String,
+    start_time: String,
+    finish_time: String,
+    stop_time: String,
+    update_time: String,
+    timed: bool,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct InvokeInstances {
+    invoke_instance: Vec<InvokeInstance>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct Invocation {
+    invoke_id: String,
+    command_id: String,
+    command_name: String,
+    command_description: String,
+    command_type: String,
+    command_content: String,
+    parameters: String,
+    invoke_status: String,
+    invocation_status: String,
+    timed: bool,
+    repeat_mode: String,
+    frequency: String,
+    timeout: i64,
+    working_dir: String,
+    username: String,
+    termination_mode: String,
+    creation_time: String,
+    invoke_instances: InvokeInstances,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct Invocations {
+    invocation: Vec<Invocation>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct DescribeInvocationsResponse {
+    request_id: String,
+    total_count: u64,
+    page_number: u64,
+    page_size: u64,
+    next_token: String,
+    invocations: Invocations,
+}
+
+fn error_pair(t: &TaskRecord) -> (String, String) {
+    match t.state.error {
+        Some(e) => (e.code().to_string(), e.info().to_string()),
+        None => (String::new(), String::new()),
+    }
+}
+
+pub async fn describe(api: &Api, ctx: &Ctx) -> Result<Response, ApiError> {
+    let p = &ctx.params;
+    let paging = p.paging()?;
+    let encoding = content_encoding(p, ContentEncoding::Base64)?;
+    let include_output = p.bool("IncludeOutput")?.unwrap_or(false);
+    let command_type = p.non_empty("CommandType").or_else(|| p.non_empty("Type"));
+    if let Some(t) = command_type {
+        cmd::CommandType::parse(t).ok_or(ApiError::InvalidCmdType)?;
+    }
+    let invoke_status = match p.non_empty("InvokeStatus") {
+        None => None,
+        Some(s) => Some(s.parse::<InvokeStatus>().map_err(|_| {
+            ApiError::InvalidParameter(
+                "InvokeStatus".into(),
+                "use Running, Finished, Failed, PartialFailed or Stopped".into(),
+            )
+        })?),
+    };
+    let filter = InvocationFilter {
+        invoke_id: p.non_empty("InvokeId").map(str::to_string),
+        command_id: p.non_empty("CommandId").map(str::to_string),
+        command_name: p.non_empty("CommandName").map(str::to_string),
+        command_type: command_type.map(str::to_string),
+        timed: p.bool("Timed")?,
+        invoke_status,
+        instance_id: p.non_empty("InstanceId").map(str::to_string),
+        repeat_mode: p.non_empty("RepeatMode").map(str::to_string),
+    };
+    let listing = api
+        .store
+        .list_invocations(&ctx.scope, &filter, paging.page(), include_output)
+        .await?;
+    let body = DescribeInvocationsResponse {
+        request_id: ctx.request_id.clone(),
+        total_count: listing.total,
+        page_number: paging.page_number,
+        page_size: paging.page_size,
+        next_token: paging.next_token(listing.total),
+        invocations: Invocations {
+            invocation: listing
+                .items
+                .into_iter()
+                .map(|view| {
+                    let inv = view.invocation;
+                    Invocation {
+                        invoke_status: inv.invoke_status().as_str().to_string(),
+                        invocation_status: inv.overall_status().as_str().to_string(),
+                        command_content: encoding.render(&inv.command_content),
+                        invoke_instances: InvokeInstances {
+                            invoke_instance: view
+                                .tasks
+                                .iter()
+                                .map(|t| {
+                                    let (error_code, error_info) = error_pair(t);
+                                    let s = &t.state;
+                                    InvokeInstance {
+                                        instance_id: t.instance_id.clone(),
+                                        instance_invoke_status: s
+                                            .status
+                                            .coarse()
+                                            .as_str()
+                                            .to_string(),
+                                        invocation_status: s.status.as_str().to_string(),
+                                        exit_code: s.exit_code,
+                                        error_code,
+                                        error_info,
+                                        output: if include_output {
+                                            encoding.render(&s.output)
+                                        } else {
+                                            String::new()
+                                        },
+                                        dropped: s.dropped,
+                                        repeats: s.repeats,
+                                        creation_time: format_api(t.created),
+                                        start_time: format_api_opt(s.start_time),
+                                        finish_time: format_api_opt(s.finish_time),
+                                        stop_time: format_api_opt(s.stop_time),
+                                        update_time: format_api(t.updated),
+                                        timed: t.timed,
+                                    }
+                                })
+                                .collect(),
+                        },
+                        invoke_id: inv.invoke_id,
+                        command_id: inv.command_id,
+                        command_name: inv.command_name,
+                        command_description: inv.command_description,
+                        command_type: inv.command_type,
+                        parameters: inv.parameters,
+                        timed: inv.timed,
+                        repeat_mode: inv.repeat_mode,
+                        frequency: inv.frequency,
+                        timeout: inv.timeout_secs,
+                        working_dir: inv.working_dir,
+                        username: inv.username,
+                        termination_mode: inv.termination_mode,
+                        creation_time: format_api(inv.created),
+                    }
+                })
+                .collect(),
+        },
+    };
+    Ok(render::ok("DescribeInvocations", &body, ctx.format))
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct InvocationResult {
+    invoke_id: String,
+    instance_id: String,
+    command_id: String,
+    invocation_status: String,
+    invoke_record_status: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    exit_code: Option<i64>,
+    error_code: String,
+    error_info: String,
+    output: String,
+    dropped: u64,
+    repeats: u64,
+    start_time: String,
+    finished_time: String,
+    stop_time: String,
+    username: String,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct InvocationResults {
+    invocation_result: Vec<InvocationResult>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct ResultsPage {
+    invocation_results: InvocationResults,
+    total_count: u64,
+    page_number: u64,
+    page_size: u64,
+    next_token: String,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct DescribeInvocationResultsResponse {
+    request_id: String,
+    invocation: ResultsPage,
+}
+
+pub async fn results(api: &Api, ctx: &Ctx) -> Result<Response, ApiError> {
+    let p = &ctx.params;
+    let paging = p.paging()?;
+    let encoding = content_encoding(p, ContentEncoding::Base64)?;
+    let record_status = match p.non_empty("InvokeRecordStatus") {
+        None => None,
+        Some(s) => Some(s.parse::<InstanceInvokeStatus>().map_err(|_| {
+            ApiError::InvalidParameter(
+                "InvokeRecordStatus".into(),
+                "use Running, Finished, Failed or Stopped".into(),
+            )
+        })?),
+    };
+    let invoke_id = p.non_empty("InvokeId").map(str::to_string);
+    if p.bool("IncludeHistory")? == Some(true) && invoke_id.is_none() {
+        return Err(ApiError::InvalidParameter(
+            "IncludeHistory".into(),
+            "IncludeHistory=true needs the InvokeId of a periodic invocation".into(),
+        ));
+    }
+    let filter = ResultFilter {
+        invoke_id,
+        instance_id: p.non_empty("InstanceId").map(str::to_string),
+        command_id: p.non_empty("CommandId").map(str::to_string),
+        record_status,
+    };
+    let listing = api
+        .store
+        .list_results(&ctx.scope, &filter, paging.page())
+        .await?;
+    let body = DescribeInvocationResultsResponse {
+        request_id: ctx.request_id.clone(),
+        invocation: ResultsPage {
+            total_count: listing.total,
+            page_number: paging.page_number,
+            page_size: paging.page_size,
+            next_token: paging.next_token(listing.total),
+            invocation_results: InvocationResults {
+                invocation_result: listing
+                    .items
+                    .into_iter()
+                    .map(|t| {
+                        let (error_code, error_info) = error_pair(&t);
+                        let s = t.state;
+                        InvocationResult {
+                            invocation_status: s.status.as_str().to_string(),
+                            invoke_record_status: s.status.coarse().as_str().to_string(),
+                            exit_code: s.exit_code,
+                            error_code,
+                            error_info,
+                            output: encoding.render(&s.output),
+                            dropped: s.dropped,
+                            repeats: s.repeats,
+                            start_time: format_api_opt(s.start_time),
+                            finished_time: format_api_opt(s.finish_time),
+                            stop_time: format_api_opt(s.stop_time),
+                            invoke_id: t.invoke_id,
+                            instance_id: t.instance_id,
+                            command_id: t.command_id,
+                            username: if t.username.is_empty() {
+                                "root".to_string()
+                            } else {
+                                t.username
+                            },
+                        }
+                    })
+                    .collect(),
+            },
+        },
+    };
+    Ok(render::ok("DescribeInvocationResults", &body, ctx.format))
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct DescribeInvocationOutputResponse {
+    request_id: String,
+    invoke_id: String,
+    instance_id: String,
+    output: String,
+    output_length: u64,
+}
+
+/// OCA's own action: the whole stored output of one run (up to the server's cap),
+/// where `DescribeInvocationResults` keeps 24 KB.
+pub async fn output(api: &Api, ctx: &Ctx) -> Result<Response, ApiError> {
+    let p = &ctx.params;
+    let invoke_id = p.required("InvokeId")?;
+    let instance_id = p.required("InstanceId")?;
+    let encoding = content_encoding(p, ContentEncoding::Base64)?;
+    if api
+        .store
+        .get_invocation(&ctx.scope, invoke_id)
+        .await?
+        .is_none()
+    {
+        return Err(ApiError::InvalidInvokeIdNotFound);
+    }
+    let bytes = api
+        .store
+        .full_output(invoke_id, instance_id)
+        .await?
+        .ok_or_else(|| ApiError::InvalidInstanceNotFound(instance_id.to_string()))?;
+    Ok(render::ok(
+        "DescribeInvocationOutput",
+        &DescribeInvocationOutputResponse {
+            request_id: ctx.request_id.clone(),
+            invoke_id: invoke_id.to_string(),
+            instance_id: instance_id.to_string(),
+            output_length: bytes.len() as u64,
+            output: encoding.render(&bytes),
+        },
+        ctx.format,
+    ))
+}

@@ -1,0 +1,38 @@
+//! The ECS `2014-05-26` Cloud Assistant actions, one file per family:
+//! [`commands`] (saved scripts), [`invocations`] (running them and reading results),
+//! [`instances`] (agents, activations, status).
+
+pub mod commands;
+pub mod instances;
+pub mod invocations;
+
+use crate::error::ApiError;
+use crate::router::Endpoint;
+use crate::{Api, Ctx};
+use axum::response::Response;
+
+pub async fn handle(api: &Api, ctx: Ctx) -> Result<Response, ApiError> {
+    use Endpoint::*;
+    match ctx.endpoint {
+        CreateCommand => commands::create(api, &ctx).await,
+        DescribeCommands => commands::describe(api, &ctx).await,
+        ModifyCommand => commands::modify(api, &ctx).await,
+        DeleteCommand => commands::delete(api, &ctx).await,
+        InvokeCommand => invocations::invoke(api, &ctx).await,
+        RunCommand => invocations::run(api, &ctx).await,
+        StopInvocation => invocations::stop(api, &ctx).await,
+        DescribeInvocations => invocations::describe(api, &ctx).await,
+        DescribeInvocationResults => invocations::results(api, &ctx).await,
+        DescribeInvocationOutput => invocations::output(api, &ctx).await,
+        DescribeCloudAssistantStatus => instances::status(api, &ctx).await,
+        CreateActivation => instances::create_activation(api, &ctx).await,
+        DescribeManagedInstances => instances::describe_managed(api, &ctx).await,
+    }
+}
+
+/// The empty answer of actions that return only a request id.
+#[derive(serde::Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Empty {
+    pub request_id: String,
+}

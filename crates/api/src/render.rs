@@ -1,0 +1,176 @@
+//! Responses: one typed struct per action, serialized to JSON (default) or to XML
+//! (`Format=XML`) from the same value. Lists are `Vec` fields: JSON arrays, repeated
+//! elements in XML (`<Invocation>…</Invocation><Invocation>…`), as the seeds show.
+
+use crate::error::ApiError;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Format {
+    #[default]
+    Json,
+    Xml,
+}
+
+impl Format {
+    /// `Format=XML` (any case) asks for XML; anything else is JSON.
+    pub fn from_param(v: Option<&str>) -> Format {
+        match v {
+            Some(f) if f.eq_ignore_ascii_case("xml") => Format::Xml,
+            _ => Format::Json,
+        }
+    }
+}
+
+/// The wire form of an error.
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct ErrorBody<'a> {
+    request_id: &'a str,
+    host_id: &'a str,
+    code: String,
+    message: String,
+}
+
+fn body_response(status: u16, format: Format, body: Result<String, String>) -> Response {
+    match body {
+        Ok(text) => {
+            let ctype = match format {
+                Format::Json => "application/json;charset=utf-8",
+                Format::Xml => "text/xml;charset=utf-8",
+            };
+            let mut resp = (
+                StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+                text,
+            )
+                .into_response();
+            resp.headers_mut()
+                .insert(header::CONTENT_TYPE, HeaderValue::from_static(ctype));
+            resp
+        }
+        Err(e) => {
+            tracing::error!("could not serialize a response: {e}");
+            (StatusCode::INTERNAL_SERVER_ERROR, "internal error").into_response()
+        }
+    }
+}
+
+fn serialize<T: Serialize>(root: &str, value: &T, format: Format) -> Result<String, String> {
+    match format {
+        Format::Json => serde_json::to_string(value).map_err(|e| e.to_string()),
+        Format::Xml => {
+            let mut out = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>");
+            let mut ser = quick_xml::se::Serializer::with_root(&mut out, Some(root))
+                .map_err(|e| e.to_string())?;
+            ser.expand_empty_elements(true);
+            value.serialize(ser).map_err(|e| e.to_string())?;
+            Ok(out)
+        }
+    }
+}
+
+/// A successful answer: `root` is the XML root element (`<Action>Response`).
+pub fn ok<T: Serialize>(action: &str, value: &T, format: Format) -> Response {
+    let root = format!("{action}Response");
+    body_response(200, format, serialize(&root, value, format))
+}
+
+/// An error answer: `{RequestId, HostId, Code, Message}` with the error's HTTP status.
+pub fn error(err: &ApiError, request_id: &str, host_id: &str, format: Format) -> Response {
+    let body = ErrorBody {
+        request_id,
+        host_id,
+        code: err.code(),
+        message: err.message(),
+    };
+    body_response(err.status(), format, serialize("Error", &body, format))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Serialize)]
+    #[serde(rename_all = "PascalCase")]
+    struct Inner {
+        instance_id: String,
+    }
+    #[derive(Serialize)]
+    #[serde(rename_all = "PascalCase")]
+    struct Set {
+        invoke_instance: Vec<Inner>,
+    }
+    #[derive(Serialize)]
+    #[serde(rename_all = "PascalCase")]
+    struct Body {
+        request_id: String,
+        total_count: u64,
+        timed: bool,
+        stop_time: String,
+        invoke_instances: Set,
+    }
+
+    fn sample() -> Body {
+        Body {
+            request_id: "R".into(),
+            total_count: 2,
+            timed: false,
+            stop_time: String::new(),
+            invoke_instances: Set {
+                invoke_instance: vec![
+                    Inner {
+                        instance_id: "i-1".into(),
+                    },
+                    Inner {
+                        instance_id: "i-2".into(),
+                    },
+                ],
+            },
+        }
+    }
+
+    #[test]
+    fn json_and_xml_nest_the_same_way() {
+        let json = serialize("X", &sample(), Format::Json).unwrap();
+        assert_eq!(
+            json,
+            r#"{"RequestId":"R","TotalCount":2,"Timed":false,"StopTime":"","InvokeInstances":{"InvokeInstance":[{"InstanceId":"i-1"},{"InstanceId":"i-2"}]}}"#
+        );
+        let xml = serialize("DescribeInvocationsResponse", &sample(), Format::Xml).unwrap();
+        assert_eq!(
+            xml,
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?><DescribeInvocationsResponse><RequestId>R</RequestId><TotalCount>2</TotalCount><Timed>false</Timed><StopTime></StopTime><InvokeInstances><InvokeInstance><InstanceId>i-1</InstanceId></InvokeInstance><InvokeInstance><InstanceId>i-2</InstanceId></InvokeInstance></InvokeInstances></DescribeInvocationsResponse>"
+        );
+    }
+
+    #[test]
+    fn xml_escapes_text() {
+        #[derive(Serialize)]
+        #[serde(rename_all = "PascalCase")]
+        struct T {
+            output: String,
+        }
+        let xml = serialize(
+            "R",
+            &T {
+                output: "<a & 'b'>".into(),
+            },
+            Format::Xml,
+        )
+        .unwrap();
+        // Apostrophes need no escaping in element text.
+        assert!(
+            xml.contains("<Output>&lt;a &amp; 'b'&gt;</Output>"),
+            "{xml}"
+        );
+    }
+
+    #[test]
+    fn format_param() {
+        assert_eq!(Format::from_param(Some("xml")), Format::Xml);
+        assert_eq!(Format::from_param(Some("JSON")), Format::Json);
+        assert_eq!(Format::from_param(None), Format::Json);
+    }
+}

@@ -1,0 +1,105 @@
+//! Turns a request's `Version` and `Action` into an [`Endpoint`]: the one place that
+//! knows which actions this server serves.
+
+use crate::error::ApiError;
+
+pub const ECS_VERSION: &str = "2014-05-26";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    CreateCommand,
+    DescribeCommands,
+    ModifyCommand,
+    DeleteCommand,
+    InvokeCommand,
+    RunCommand,
+    StopInvocation,
+    DescribeInvocations,
+    DescribeInvocationResults,
+    DescribeCloudAssistantStatus,
+    CreateActivation,
+    DescribeManagedInstances,
+    /// OCA's own: the whole stored output of one run (not in the vendor's API).
+    DescribeInvocationOutput,
+}
+
+impl Endpoint {
+    pub fn action(self) -> &'static str {
+        use Endpoint::*;
+        match self {
+            CreateCommand => "CreateCommand",
+            DescribeCommands => "DescribeCommands",
+            ModifyCommand => "ModifyCommand",
+            DeleteCommand => "DeleteCommand",
+            InvokeCommand => "InvokeCommand",
+            RunCommand => "RunCommand",
+            StopInvocation => "StopInvocation",
+            DescribeInvocations => "DescribeInvocations",
+            DescribeInvocationResults => "DescribeInvocationResults",
+            DescribeCloudAssistantStatus => "DescribeCloudAssistantStatus",
+            CreateActivation => "CreateActivation",
+            DescribeManagedInstances => "DescribeManagedInstances",
+            DescribeInvocationOutput => "DescribeInvocationOutput",
+        }
+    }
+
+    const ECS: &'static [Endpoint] = &[
+        Endpoint::CreateCommand,
+        Endpoint::DescribeCommands,
+        Endpoint::ModifyCommand,
+        Endpoint::DeleteCommand,
+        Endpoint::InvokeCommand,
+        Endpoint::RunCommand,
+        Endpoint::StopInvocation,
+        Endpoint::DescribeInvocations,
+        Endpoint::DescribeInvocationResults,
+        Endpoint::DescribeCloudAssistantStatus,
+        Endpoint::CreateActivation,
+        Endpoint::DescribeManagedInstances,
+        Endpoint::DescribeInvocationOutput,
+    ];
+
+    /// The endpoint for a version and action, or the vendor's error for either.
+    pub fn route(version: Option<&str>, action: Option<&str>) -> Result<Endpoint, ApiError> {
+        let action = action
+            .filter(|a| !a.is_empty())
+            .ok_or(ApiError::MissingAction)?;
+        match version {
+            Some(ECS_VERSION) => Self::ECS
+                .iter()
+                .copied()
+                .find(|e| e.action() == action)
+                .ok_or_else(|| ApiError::InvalidAction(action.to_string())),
+            Some(v) => Err(ApiError::InvalidVersion(v.to_string())),
+            None => Err(ApiError::MissingParameter("Version")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes() {
+        assert_eq!(
+            Endpoint::route(Some("2014-05-26"), Some("RunCommand")).unwrap(),
+            Endpoint::RunCommand
+        );
+        for e in Endpoint::ECS {
+            assert_eq!(
+                Endpoint::route(Some(ECS_VERSION), Some(e.action())).unwrap(),
+                *e
+            );
+        }
+        let err = Endpoint::route(Some("2014-05-26"), Some("Nope")).unwrap_err();
+        assert_eq!(
+            (err.code().as_str(), err.status()),
+            ("InvalidAction.NotFound", 404)
+        );
+        let err = Endpoint::route(Some("1999-01-01"), Some("RunCommand")).unwrap_err();
+        assert_eq!(err.code(), "InvalidVersion");
+        let err = Endpoint::route(Some("2014-05-26"), None).unwrap_err();
+        assert_eq!(err.code(), "MissingParameter.Action");
+    }
+}

@@ -1,0 +1,330 @@
+//! One agent's WebSocket, top to bottom: authenticate, wait for `Hello`, reconcile
+//! what the agent knows with what the store says, then serve messages until the
+//! socket closes.
+
+use crate::register::{digest, digests_equal};
+use crate::{Conn, Dispatcher};
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::State;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use futures_util::{SinkExt, StreamExt};
+use oca_domain::status::InvocationStatus as S;
+use oca_domain::task::TaskEvent;
+use oca_domain::task_error::TaskError;
+use oca_domain::time::now_millis;
+use oca_proto::{AgentMsg, KnownTask, ServerMsg, TaskResult};
+use oca_store::InstanceRecord;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+pub async fn connect(
+    State(d): State<Arc<Dispatcher>>,
+    headers: HeaderMap,
+    ws: WebSocketUpgrade,
+) -> Response {
+    let instance = match authenticate(&d, &headers).await {
+        Some(i) => i,
+        None => return (StatusCode::UNAUTHORIZED, "invalid agent credentials").into_response(),
+    };
+    ws.max_message_size(64 << 20)
+        .on_upgrade(move |socket| serve(d, instance, socket))
+}
+
+async fn authenticate(d: &Dispatcher, headers: &HeaderMap) -> Option<InstanceRecord> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (instance_id, token) = value.strip_prefix("Bearer ")?.split_once(':')?;
+    let instance = d.store.get_instance(instance_id).await.ok()??;
+    digests_equal(&instance.token_hash, &digest(token)).then_some(instance)
+}
+
+async fn serve(d: Arc<Dispatcher>, instance: InstanceRecord, socket: WebSocket) {
+    let instance_id = instance.instance_id.clone();
+    let (mut sink, mut stream) = socket.split();
+    let heartbeat = Duration::from_secs(d.config.heartbeat_secs.max(1));
+    // An agent that says nothing for three heartbeats is gone.
+    let silence_limit = heartbeat * 3;
+
+    // 1. Hello.
+    let hello = match tokio::time::timeout(silence_limit, stream.next()).await {
+        Ok(Some(Ok(Message::Text(t)))) => serde_json::from_str::<AgentMsg>(&t).ok(),
+        _ => None,
+    };
+    let Some(AgentMsg::Hello {
+        agent_version,
+        hostname,
+        os_type,
+        known,
+        ..
+    }) = hello
+    else {
+        tracing::warn!(instance = %instance_id, "agent did not say hello");
+        return;
+    };
+    let now = now_millis();
+    if let Err(e) = d
+        .store
+        .touch_instance(&instance_id, now, &agent_version, &hostname, &os_type)
+        .await
+    {
+        tracing::error!(instance = %instance_id, "could not record the agent: {e}");
+        return;
+    }
+
+    // 2. Register the connection; a newer connection replaces an older one.
+    let (tx, mut rx) = mpsc::unbounded_channel::<ServerMsg>();
+    let generation = d.next_generation.fetch_add(1, Ordering::Relaxed);
+    let conn = Arc::new(Conn {
+        generation,
+        tx: tx.clone(),
+        instance: InstanceRecord {
+            last_heartbeat: Some(now),
+            agent_version,
+            hostname,
+            os_type,
+            ..instance
+        },
+        last_heartbeat: AtomicI64::new(now),
+        active_tasks: AtomicU32::new(0),
+    });
+    d.conns
+        .write()
+        .expect("connection map lock")
+        .insert(instance_id.clone(), conn.clone());
+    tracing::info!(instance = %instance_id, "agent connected");
+
+    let _ = tx.send(ServerMsg::Welcome {
+        instance_id: instance_id.clone(),
+        heartbeat_secs: d.config.heartbeat_secs,
+        server_time: now,
+    });
+    reconcile(&d, &conn, &known).await;
+
+    // 3. Writer: everything for this agent goes through the channel.
+    let writer = tokio::spawn(async move {
+        while let Some(msg) = rx.recv().await {
+            if sink
+                .send(Message::Text(msg.to_json().into()))
+                .await
+                .is_err()
+            {
+                break;
+            }
+        }
+        let _ = sink.close().await;
+    });
+
+    // 4. Reader.
+    loop {
+        let next = tokio::time::timeout(silence_limit, stream.next()).await;
+        let msg = match next {
+            Ok(Some(Ok(Message::Text(t)))) => t,
+            Ok(Some(Ok(Message::Close(_)))) | Ok(None) | Ok(Some(Err(_))) => break,
+            Ok(Some(Ok(_))) => continue, // pings and pongs are answered by the library
+            Err(_) => {
+                tracing::warn!(instance = %instance_id, "agent silent for too long");
+                break;
+            }
+        };
+        match serde_json::from_str::<AgentMsg>(&msg) {
+            Ok(m) => handle(&d, &conn, m).await,
+            Err(e) => tracing::warn!(instance = %instance_id, "bad message from agent: {e}"),
+        }
+    }
+
+    // 5. Gone: forget the connection unless a newer one replaced it.
+    {
+        let mut conns = d.conns.write().expect("connection map lock");
+        if conns.get(&instance_id).map(|c| c.generation) == Some(generation) {
+            conns.remove(&instance_id);
+        }
+    }
+    writer.abort();
+    let last = conn.last_heartbeat.load(Ordering::Relaxed);
+    let i = &conn.instance;
+    let _ = d
+        .store
+        .touch_instance(
+            &instance_id,
+            last,
+            &i.agent_version,
+            &i.hostname,
+            &i.os_type,
+        )
+        .await;
+    tracing::info!(instance = %instance_id, "agent disconnected");
+}
+
+/// Brings the agent and the store into agreement after a (re)connect.
+async fn reconcile(d: &Dispatcher, conn: &Conn, known: &[KnownTask]) {
+    let instance_id = &conn.instance.instance_id;
+    let known: HashMap<&str, bool> = known
+        .iter()
+        .map(|k| (k.invoke_id.as_str(), k.finished))
+        .collect();
+    let live = match d
+        .store
+        .tasks_for_instance(instance_id, &[S::Pending, S::Running, S::Stopping])
+        .await
+    {
+        Ok(v) => v,
+        Err(e) => {
+            tracing::error!(instance = %instance_id, "could not read tasks: {e}");
+            return;
+        }
+    };
+    let now = now_millis();
+    let mut live_ids = std::collections::HashSet::new();
+    for item in live {
+        let invoke_id = item.task.invoke_id.as_str();
+        live_ids.insert(invoke_id.to_string());
+        let agent_has_it = known.contains_key(invoke_id);
+        match item.task.state.status {
+            S::Pending if !agent_has_it => {
+                let task = crate::build_task(&item.invocation, &conn.instance, d.config.output_cap);
+                let _ = conn.tx.send(ServerMsg::Run(task));
+            }
+            S::Running | S::Stopping if !agent_has_it => {
+                // The agent lost the run (its state was wiped, or it died before
+                // spooling): the run is interrupted.
+                let event = TaskEvent::Aborted {
+                    error: TaskError::ExecutionInterrupted,
+                    at: now,
+                };
+                let _ = d
+                    .store
+                    .apply_task_event(invoke_id, instance_id, event)
+                    .await;
+            }
+            S::Stopping => {
+                let _ = conn.tx.send(ServerMsg::Stop {
+                    invoke_id: invoke_id.to_string(),
+                });
+            }
+            _ => {}
+        }
+    }
+    // Tasks the agent runs that the store has already ended (stopped while the agent
+    // was away): stop them.
+    for (invoke_id, finished) in known {
+        if !finished && !live_ids.contains(invoke_id) {
+            let _ = conn.tx.send(ServerMsg::Stop {
+                invoke_id: invoke_id.to_string(),
+            });
+        }
+    }
+}
+
+async fn handle(d: &Dispatcher, conn: &Conn, msg: AgentMsg) {
+    let instance_id = conn.instance.instance_id.as_str();
+    match msg {
+        AgentMsg::Hello { .. } => {}
+        AgentMsg::Heartbeat { active_tasks } => {
+            let now = now_millis();
+            conn.last_heartbeat.store(now, Ordering::Relaxed);
+            conn.active_tasks.store(active_tasks, Ordering::Relaxed);
+            let i = &conn.instance;
+            if let Err(e) = d
+                .store
+                .touch_instance(instance_id, now, &i.agent_version, &i.hostname, &i.os_type)
+                .await
+            {
+                tracing::warn!(instance = %instance_id, "heartbeat not stored: {e}");
+            }
+        }
+        AgentMsg::Started {
+            invoke_id,
+            start_time,
+        } => {
+            let event = TaskEvent::Started { at: start_time };
+            match d
+                .store
+                .apply_task_event(&invoke_id, instance_id, event)
+                .await
+            {
+                Ok(Some(task)) if task.state.status.is_stopped() => {
+                    // Stopped before it started here: end it.
+                    let _ = conn.tx.send(ServerMsg::Stop { invoke_id });
+                }
+                Ok(Some(task)) if task.state.status == S::Stopping => {
+                    let _ = conn.tx.send(ServerMsg::Stop { invoke_id });
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(instance = %instance_id, "start not stored: {e}"),
+            }
+        }
+        AgentMsg::Output {
+            invoke_id,
+            offset,
+            data,
+        } => {
+            let Some(bytes) = oca_domain::command::decode_base64(&data) else {
+                tracing::warn!(instance = %instance_id, "output chunk is not Base64");
+                return;
+            };
+            match d
+                .store
+                .append_output(&invoke_id, instance_id, offset, &bytes, d.config.output_cap)
+                .await
+            {
+                Ok(a) if a.gap => {
+                    let _ = conn.tx.send(ServerMsg::Resend {
+                        invoke_id,
+                        offset: a.stored_len,
+                    });
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(instance = %instance_id, "output not stored: {e}"),
+            }
+        }
+        AgentMsg::Finished(result) => finish(d, conn, result).await,
+    }
+}
+
+async fn finish(d: &Dispatcher, conn: &Conn, result: TaskResult) {
+    let instance_id = conn.instance.instance_id.as_str();
+    let invoke_id = result.invoke_id.clone();
+    let task = match d.store.get_task(&invoke_id, instance_id).await {
+        Ok(Some(t)) => t,
+        Ok(None) => {
+            // Nothing to record it against (purged): let the agent forget it.
+            let _ = conn.tx.send(ServerMsg::Ack { invoke_id });
+            return;
+        }
+        Err(e) => {
+            tracing::warn!(instance = %instance_id, "result not stored: {e}");
+            return;
+        }
+    };
+    let expected = result.output_len.min(d.config.output_cap);
+    if task.output_len < expected && !task.state.status.is_terminal() {
+        let _ = conn.tx.send(ServerMsg::Resend {
+            invoke_id,
+            offset: task.output_len,
+        });
+        return;
+    }
+    let output = oca_domain::command::decode_base64(&result.output).unwrap_or_default();
+    let event = TaskEvent::Finished {
+        status: result.status,
+        exit_code: result.exit_code,
+        error: result.error,
+        start_time: result.start_time,
+        finish_time: result.finish_time,
+        output,
+        dropped: result.dropped,
+    };
+    match d
+        .store
+        .apply_task_event(&invoke_id, instance_id, event)
+        .await
+    {
+        Ok(_) => {
+            let _ = conn.tx.send(ServerMsg::Ack { invoke_id });
+        }
+        Err(e) => tracing::warn!(instance = %instance_id, "result not stored: {e}"),
+    }
+}

@@ -1,0 +1,201 @@
+//! The dispatcher: the server's side of the agent protocol (`oca_proto`).
+//!
+//! - [`Dispatcher::routes`] serves agent registration and the agent WebSocket.
+//! - Live connections are kept in a map from instance id to a channel into that
+//!   connection's writer task, so the API can push a task to an agent the moment it is
+//!   stored ([`Dispatcher::send_run`]) without waiting on the socket.
+//! - What agents report goes straight to the store as `TaskEvent`s; a result is
+//!   acknowledged only once it and all of its output are stored.
+//! - A sweeper ends tasks that could not be delivered in time.
+//!
+//! Reading order: `lib.rs` (state and the API-facing calls), `connection.rs` (one
+//! agent's socket, top to bottom), `register.rs`, `task.rs` (building a `Task`).
+
+mod connection;
+mod register;
+mod task;
+
+use axum::routing::{get, post};
+use axum::Router;
+use oca_domain::task::{TaskEvent, TaskState};
+use oca_domain::task_error::TaskError;
+use oca_domain::time::{now_millis, Millis};
+use oca_proto::ServerMsg;
+use oca_store::{InstanceRecord, InvocationRecord, Store};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+pub use register::digest;
+pub use task::build_task;
+
+/// How the dispatcher behaves; the defaults are the production ones.
+#[derive(Debug, Clone)]
+pub struct DispatchConfig {
+    /// How often agents send heartbeats.
+    pub heartbeat_secs: u64,
+    /// How long a task may wait for its instance's agent before it is aborted; also how
+    /// long an agent that was just seen counts as coming back.
+    pub delivery_timeout_ms: i64,
+    /// The most whole-output bytes kept per run.
+    pub output_cap: u64,
+}
+
+impl Default for DispatchConfig {
+    fn default() -> Self {
+        DispatchConfig {
+            heartbeat_secs: 30,
+            delivery_timeout_ms: 60_000,
+            output_cap: 16 << 20,
+        }
+    }
+}
+
+/// One live agent connection.
+struct Conn {
+    generation: u64,
+    tx: mpsc::UnboundedSender<ServerMsg>,
+    instance: InstanceRecord,
+    last_heartbeat: AtomicI64,
+    active_tasks: AtomicU32,
+}
+
+pub struct Dispatcher {
+    store: Arc<dyn Store>,
+    config: DispatchConfig,
+    conns: RwLock<HashMap<String, Arc<Conn>>>,
+    next_generation: AtomicU64,
+}
+
+impl Dispatcher {
+    pub fn new(store: Arc<dyn Store>, config: DispatchConfig) -> Arc<Self> {
+        Arc::new(Dispatcher {
+            store,
+            config,
+            conns: RwLock::new(HashMap::new()),
+            next_generation: AtomicU64::new(1),
+        })
+    }
+
+    pub fn config(&self) -> &DispatchConfig {
+        &self.config
+    }
+
+    /// The agent endpoints: registration and the WebSocket.
+    pub fn routes(self: &Arc<Self>) -> Router {
+        Router::new()
+            .route(oca_proto::REGISTER_PATH, post(register::register))
+            .route(oca_proto::CONNECT_PATH, get(connection::connect))
+            .with_state(self.clone())
+    }
+
+    fn conn(&self, instance_id: &str) -> Option<Arc<Conn>> {
+        self.conns
+            .read()
+            .expect("connection map lock")
+            .get(instance_id)
+            .cloned()
+    }
+
+    /// Whether the instance's agent is connected now.
+    pub fn is_connected(&self, instance_id: &str) -> bool {
+        self.conn(instance_id).is_some()
+    }
+
+    /// The agent's last heartbeat as the live connection saw it.
+    pub fn live_heartbeat(&self, instance_id: &str) -> Option<Millis> {
+        self.conn(instance_id)
+            .map(|c| c.last_heartbeat.load(Ordering::Relaxed))
+    }
+
+    /// Tasks the agent said it is running at its last heartbeat.
+    pub fn active_tasks(&self, instance_id: &str) -> u32 {
+        self.conn(instance_id)
+            .map(|c| c.active_tasks.load(Ordering::Relaxed))
+            .unwrap_or(0)
+    }
+
+    /// How a new task for `instance` starts: waiting for delivery if its agent is
+    /// connected or was seen within the delivery timeout (it is likely reconnecting),
+    /// aborted with ClientNotRunning otherwise.
+    pub fn initial_state(&self, instance: &InstanceRecord, now: Millis) -> TaskState {
+        if self.is_connected(&instance.instance_id) {
+            return TaskState::pending();
+        }
+        let recently_seen = instance
+            .last_heartbeat
+            .is_some_and(|t| now - t < self.config.delivery_timeout_ms);
+        if recently_seen {
+            TaskState::pending()
+        } else {
+            TaskState::failed_at_once(TaskError::ClientNotRunning, now)
+        }
+    }
+
+    /// Pushes a stored task to its agent if connected. Returns whether it was sent;
+    /// a task not sent now is sent when the agent connects.
+    pub fn send_run(&self, invocation: &InvocationRecord, instance_id: &str) -> bool {
+        match self.conn(instance_id) {
+            Some(conn) => {
+                let task = build_task(invocation, &conn.instance, self.config.output_cap);
+                conn.tx.send(ServerMsg::Run(task)).is_ok()
+            }
+            None => false,
+        }
+    }
+
+    /// Asks the agent to stop a task, if connected; otherwise the stop is sent when it
+    /// connects (the task stays `Stopping`).
+    pub fn send_stop(&self, invoke_id: &str, instance_id: &str) {
+        if let Some(conn) = self.conn(instance_id) {
+            let _ = conn.tx.send(ServerMsg::Stop {
+                invoke_id: invoke_id.to_string(),
+            });
+        }
+    }
+
+    /// Ends tasks that waited for delivery longer than the delivery timeout.
+    pub async fn sweep_once(&self) {
+        let now = now_millis();
+        let before = now - self.config.delivery_timeout_ms;
+        let stale = match self.store.pending_tasks_before(before, 1000).await {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::warn!("sweeper could not read pending tasks: {e}");
+                return;
+            }
+        };
+        for task in stale {
+            let error = if self.is_connected(&task.instance_id) {
+                TaskError::DeliveryTimeout
+            } else {
+                TaskError::ClientNotRunning
+            };
+            let event = TaskEvent::Aborted { error, at: now };
+            if let Err(e) = self
+                .store
+                .apply_task_event(&task.invoke_id, &task.instance_id, event)
+                .await
+            {
+                tracing::warn!("sweeper could not abort {}: {e}", task.invoke_id);
+            }
+        }
+    }
+
+    /// Runs [`Self::sweep_once`] in the background, several times per timeout.
+    pub fn spawn_sweeper(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+        let this = self.clone();
+        let period =
+            Duration::from_millis((self.config.delivery_timeout_ms / 4).clamp(200, 5000) as u64);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(period);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                this.sweep_once().await;
+            }
+        })
+    }
+}

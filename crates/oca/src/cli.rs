@@ -1,0 +1,285 @@
+//! The everyday commands: `oca run`, `oca invocations`, `oca results`, `oca instances`.
+
+use crate::client::Client;
+use crate::config::Credentials;
+use anyhow::{bail, Result};
+use serde_json::Value;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+#[derive(clap::Args, Debug)]
+pub struct Common {
+    /// Credentials file [default: $OCA_CONFIG, else ~/.oca/credentials.json].
+    #[arg(long, global = true)]
+    pub config: Option<PathBuf>,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct RunArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Instance to run on (repeat for several) [default: every online instance].
+    #[arg(long = "instance", short = 'i')]
+    instances: Vec<String>,
+    /// Seconds before the run is killed.
+    #[arg(long, default_value_t = 60)]
+    timeout: u64,
+    /// User to run as [default: the agent's user, root].
+    #[arg(long)]
+    user: Option<String>,
+    /// Working directory [default: the user's home].
+    #[arg(long)]
+    dir: Option<String>,
+    /// Return at once with the invocation id instead of waiting.
+    #[arg(long)]
+    no_wait: bool,
+    /// The shell script.
+    script: String,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ListArgs {
+    #[command(flatten)]
+    common: Common,
+    /// How many to show (at most 50).
+    #[arg(long, default_value_t = 20)]
+    limit: u32,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ResultsArgs {
+    #[command(flatten)]
+    common: Common,
+    /// The invocation (t-…).
+    invoke_id: String,
+}
+
+fn client(common: &Common) -> Result<Client> {
+    Ok(Client::new(Credentials::load(common.config.as_deref())?))
+}
+
+fn s<'a>(v: &'a Value, k: &str) -> &'a str {
+    v.get(k).and_then(Value::as_str).unwrap_or("")
+}
+
+fn items<'a>(v: &'a Value, path: &[&str]) -> Vec<&'a Value> {
+    let mut cur = v;
+    for p in path {
+        match cur.get(*p) {
+            Some(x) => cur = x,
+            None => return vec![],
+        }
+    }
+    cur.as_array()
+        .map(|a| a.iter().collect())
+        .unwrap_or_default()
+}
+
+async fn online_instances(c: &Client) -> Result<Vec<String>> {
+    let body = c
+        .call("DescribeCloudAssistantStatus", &[("PageSize", "50".into())])
+        .await?;
+    Ok(items(
+        &body,
+        &[
+            "InstanceCloudAssistantStatusSet",
+            "InstanceCloudAssistantStatus",
+        ],
+    )
+    .into_iter()
+    .filter(|i| s(i, "CloudAssistantStatus") == "true")
+    .map(|i| s(i, "InstanceId").to_string())
+    .collect())
+}
+
+async fn all_results(c: &Client, invoke_id: &str) -> Result<Vec<Value>> {
+    let mut out = Vec::new();
+    let mut page = 1;
+    loop {
+        let body = c
+            .call(
+                "DescribeInvocationResults",
+                &[
+                    ("InvokeId", invoke_id.to_string()),
+                    ("ContentEncoding", "PlainText".into()),
+                    ("PageSize", "50".into()),
+                    ("PageNumber", page.to_string()),
+                ],
+            )
+            .await?;
+        let inv = &body["Invocation"];
+        let batch: Vec<Value> = items(inv, &["InvocationResults", "InvocationResult"])
+            .into_iter()
+            .cloned()
+            .collect();
+        let total = inv["TotalCount"].as_u64().unwrap_or(0);
+        let n = batch.len();
+        out.extend(batch);
+        if n == 0 || out.len() as u64 >= total {
+            return Ok(out);
+        }
+        page += 1;
+    }
+}
+
+fn print_result(r: &Value) {
+    let exit = r
+        .get("ExitCode")
+        .and_then(Value::as_i64)
+        .map(|c| c.to_string())
+        .unwrap_or_else(|| "-".into());
+    println!(
+        "== {}  {}  exit {}{}",
+        s(r, "InstanceId"),
+        s(r, "InvocationStatus"),
+        exit,
+        match s(r, "ErrorCode") {
+            "" => String::new(),
+            code => format!("  {code}: {}", s(r, "ErrorInfo")),
+        }
+    );
+    let output = s(r, "Output");
+    if !output.is_empty() {
+        print!("{output}");
+        if !output.ends_with('\n') {
+            println!();
+        }
+    }
+    if let Some(d) = r.get("Dropped").and_then(Value::as_u64).filter(|d| *d > 0) {
+        println!(
+            "[{d} bytes of output dropped from the middle; the whole output is kept by the server]"
+        );
+    }
+}
+
+pub async fn run(a: RunArgs) -> Result<ExitCode> {
+    let c = client(&a.common)?;
+    let instances = if a.instances.is_empty() {
+        let online = online_instances(&c).await?;
+        if online.is_empty() {
+            bail!("no instance is online; start an agent or name one with --instance");
+        }
+        online
+    } else {
+        a.instances.clone()
+    };
+    let mut params: Vec<(&str, String)> = vec![
+        ("Type", "RunShellScript".into()),
+        ("CommandContent", a.script.clone()),
+        ("ContentEncoding", "PlainText".into()),
+        ("Timeout", a.timeout.to_string()),
+    ];
+    if let Some(u) = &a.user {
+        params.push(("Username", u.clone()));
+    }
+    if let Some(d) = &a.dir {
+        params.push(("WorkingDir", d.clone()));
+    }
+    let keys: Vec<String> = (1..=instances.len())
+        .map(|n| format!("InstanceId.{n}"))
+        .collect();
+    for (k, id) in keys.iter().zip(&instances) {
+        params.push((k.as_str(), id.clone()));
+    }
+    let body = c.call("RunCommand", &params).await?;
+    let invoke_id = s(&body, "InvokeId").to_string();
+    if a.no_wait {
+        println!("{invoke_id}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    eprintln!("{invoke_id}: running on {} instance(s)", instances.len());
+    let mut delay = Duration::from_millis(100);
+    let results = loop {
+        let results = all_results(&c, &invoke_id).await?;
+        let done = !results.is_empty()
+            && results
+                .iter()
+                .all(|r| !matches!(s(r, "InvokeRecordStatus"), "Running"));
+        if done {
+            break results;
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(1));
+    };
+    for r in &results {
+        print_result(r);
+    }
+    let all_ok = results
+        .iter()
+        .all(|r| s(r, "InvocationStatus") == "Success");
+    Ok(if all_ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+pub async fn invocations(a: ListArgs) -> Result<ExitCode> {
+    let c = client(&a.common)?;
+    let body = c
+        .call(
+            "DescribeInvocations",
+            &[("PageSize", a.limit.min(50).to_string())],
+        )
+        .await?;
+    println!(
+        "{:<26} {:<14} {:<14} {:<20} {:>9}  NAME",
+        "INVOKE ID", "STATUS", "LEGACY", "CREATED", "INSTANCES"
+    );
+    for i in items(&body, &["Invocations", "Invocation"]) {
+        let n = items(i, &["InvokeInstances", "InvokeInstance"]).len();
+        println!(
+            "{:<26} {:<14} {:<14} {:<20} {:>9}  {}",
+            s(i, "InvokeId"),
+            s(i, "InvocationStatus"),
+            s(i, "InvokeStatus"),
+            s(i, "CreationTime"),
+            n,
+            s(i, "CommandName")
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn results(a: ResultsArgs) -> Result<ExitCode> {
+    let c = client(&a.common)?;
+    let results = all_results(&c, &a.invoke_id).await?;
+    if results.is_empty() {
+        bail!("no results for {}", a.invoke_id);
+    }
+    for r in &results {
+        print_result(r);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn instances(a: ListArgs) -> Result<ExitCode> {
+    let c = client(&a.common)?;
+    let body = c
+        .call(
+            "DescribeManagedInstances",
+            &[("PageSize", a.limit.min(50).to_string())],
+        )
+        .await?;
+    println!(
+        "{:<26} {:<7} {:<20} {:<10} {:<20}  NAME",
+        "INSTANCE ID", "ONLINE", "HOSTNAME", "AGENT", "LAST INVOKED"
+    );
+    for i in body["Instances"].as_array().into_iter().flatten() {
+        println!(
+            "{:<26} {:<7} {:<20} {:<10} {:<20}  {}",
+            s(i, "InstanceId"),
+            if i["Connected"].as_bool() == Some(true) {
+                "yes"
+            } else {
+                "no"
+            },
+            s(i, "Hostname"),
+            s(i, "AgentVersion"),
+            s(i, "LastInvokedTime"),
+            s(i, "InstanceName")
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

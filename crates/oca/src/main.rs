@@ -1,0 +1,90 @@
+//! `oca`: the OCA server and its command line.
+//!
+//! - `oca up` — server with embedded storage plus a local agent, on 127.0.0.1.
+//! - `oca serve` — the server alone.
+//! - `oca run`, `oca invocations`, `oca results`, `oca instances` — the everyday CLI,
+//!   talking to the API with the credentials `oca up` saved.
+//! - `oca keys create` — another access key (offline, against the data directory).
+
+mod cli;
+mod client;
+mod config;
+mod server;
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "oca",
+    version,
+    about = "Open Cloud Assistant: run scripts on a fleet and query every run"
+)]
+struct Args {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Start the server with embedded storage and a local agent (Ctrl-C stops both).
+    Up(server::UpArgs),
+    /// Start the server only.
+    Serve(server::ServeArgs),
+    /// Run a shell script on instances, wait, and print each instance's result.
+    Run(cli::RunArgs),
+    /// List recent invocations.
+    Invocations(cli::ListArgs),
+    /// Show the per-instance results of an invocation.
+    Results(cli::ResultsArgs),
+    /// List instances and whether their agent is online.
+    Instances(cli::ListArgs),
+    /// Manage access keys (offline, against a data directory).
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Create an access key and print its id and secret (shown once).
+    Create {
+        #[arg(long, env = "OCA_DATA_DIR")]
+        data_dir: Option<PathBuf>,
+        #[arg(long, default_value = config::DEFAULT_ACCOUNT)]
+        account: String,
+    },
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("RUST_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
+    let result = runtime.block_on(async move {
+        match args.command {
+            Command::Up(a) => server::up(a).await,
+            Command::Serve(a) => server::serve(a).await,
+            Command::Run(a) => cli::run(a).await,
+            Command::Invocations(a) => cli::invocations(a).await,
+            Command::Results(a) => cli::results(a).await,
+            Command::Instances(a) => cli::instances(a).await,
+            Command::Keys {
+                command: KeysCommand::Create { data_dir, account },
+            } => server::create_key(data_dir, &account).await,
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}

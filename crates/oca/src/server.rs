@@ -1,0 +1,333 @@
+//! Assembling and running the server: storage, dispatcher and API on one listener.
+
+use crate::config::{self, Credentials};
+use anyhow::{bail, Context, Result};
+use oca_api::auth::{Authenticator, SecretBox};
+use oca_api::{Api, ApiConfig};
+use oca_dispatch::{DispatchConfig, Dispatcher};
+use oca_domain::time::now_millis;
+use oca_store::sqlite::SqliteStore;
+use oca_store::{ActivationRecord, Scope, Store};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct ServeArgs {
+    /// Where the database, the master key and the credentials live [default: ~/.oca].
+    #[arg(long, env = "OCA_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Address to listen on (API and agents). Port 0 picks a free port.
+    #[arg(long, env = "OCA_LISTEN", default_value = "127.0.0.1:7070")]
+    pub listen: SocketAddr,
+    /// Regions this server serves, comma-separated.
+    #[arg(
+        long,
+        env = "OCA_REGIONS",
+        value_delimiter = ',',
+        default_value = "cn-hangzhou"
+    )]
+    pub regions: Vec<String>,
+    /// Seconds between agent heartbeats.
+    #[arg(long, default_value_t = 30)]
+    pub heartbeat_secs: u64,
+    /// How long a task waits for its agent before it is aborted, in milliseconds.
+    #[arg(long, default_value_t = 60_000)]
+    pub delivery_timeout_ms: i64,
+    /// The most bytes of whole output kept per run.
+    #[arg(long, default_value_t = 16 << 20)]
+    pub output_cap: u64,
+    /// The most instances one invocation may name.
+    #[arg(long, default_value_t = 500)]
+    pub max_instances: usize,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct UpArgs {
+    #[command(flatten)]
+    pub serve: ServeArgs,
+    /// Do not start a local agent.
+    #[arg(long)]
+    pub no_agent: bool,
+}
+
+/// The database and the master key of a data directory.
+struct DataDir {
+    path: PathBuf,
+    store: Arc<dyn Store>,
+    secrets: SecretBox,
+}
+
+fn open_data_dir(path: &Path) -> Result<DataDir> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    let key_path = path.join("master.key");
+    let key: [u8; 32] = match std::fs::read(&key_path) {
+        Ok(bytes) => bytes
+            .try_into()
+            .map_err(|_| anyhow::anyhow!("{} is not a 32-byte key", key_path.display()))?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let key = SecretBox::generate_key();
+            config::write_private(&key_path, &key)?;
+            key
+        }
+        Err(e) => return Err(e).with_context(|| format!("reading {}", key_path.display())),
+    };
+    let store = SqliteStore::open(&path.join("oca.db"))
+        .with_context(|| format!("opening the database in {}", path.display()))?;
+    Ok(DataDir {
+        path: path.to_path_buf(),
+        store: Arc::new(store),
+        secrets: SecretBox::new(&key),
+    })
+}
+
+struct Running {
+    addr: SocketAddr,
+    api: Arc<Api>,
+    server: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+async fn start(args: &ServeArgs, data: DataDir) -> Result<Running> {
+    let dispatcher = Dispatcher::new(
+        data.store.clone(),
+        DispatchConfig {
+            heartbeat_secs: args.heartbeat_secs,
+            delivery_timeout_ms: args.delivery_timeout_ms,
+            output_cap: args.output_cap,
+        },
+    );
+    dispatcher.spawn_sweeper();
+    let api_config = ApiConfig {
+        regions: args.regions.clone(),
+        max_instances_per_invocation: args.max_instances,
+        ..ApiConfig::default()
+    };
+    let api = Arc::new(Api {
+        store: data.store.clone(),
+        auth: Authenticator::new(data.store.clone(), data.secrets, api_config.max_skew_ms),
+        dispatcher: dispatcher.clone(),
+        config: api_config,
+    });
+    let app = api.routes().merge(dispatcher.routes());
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("listening on {}", args.listen))?;
+    let addr = listener.local_addr()?;
+    let server = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown_signal())
+            .await
+    });
+    // Tests and scripts read this line to find the port.
+    println!("OCA listening on http://{addr}");
+    Ok(Running { addr, api, server })
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("SIGTERM handler");
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term.recv() => {},
+    }
+    tracing::info!("shutting down");
+}
+
+pub async fn serve(args: ServeArgs) -> Result<ExitCode> {
+    let data = open_data_dir(&config::data_dir(args.data_dir.clone()))?;
+    let running = start(&args, data).await?;
+    running.server.await??;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn create_key(data_dir: Option<PathBuf>, account: &str) -> Result<ExitCode> {
+    let data = open_data_dir(&config::data_dir(data_dir))?;
+    let auth = Authenticator::new(data.store.clone(), data.secrets, 0);
+    let (key, secret) = auth
+        .create_key(account)
+        .await
+        .map_err(|e| anyhow::anyhow!("{}", e.message()))?;
+    println!("AccessKeyId: {}", key.access_key_id);
+    println!("AccessKeySecret: {secret}");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Makes sure the credentials file names a live key; creates one if not. Returns the
+/// credentials and whether they are new (their secret is then printed once).
+async fn ensure_credentials(
+    api: &Api,
+    data_dir: &Path,
+    endpoint: &str,
+    region: &str,
+) -> Result<(Credentials, bool)> {
+    let path = config::credentials_path(data_dir);
+    if let Ok(existing) = Credentials::load(Some(&path)) {
+        if api
+            .store
+            .get_access_key(&existing.access_key_id)
+            .await?
+            .is_some()
+        {
+            let creds = Credentials {
+                endpoint: endpoint.to_string(),
+                region_id: region.to_string(),
+                ..existing
+            };
+            config::write_private(&path, serde_json::to_string_pretty(&creds)?.as_bytes())?;
+            return Ok((creds, false));
+        }
+    }
+    let (key, secret) = api
+        .auth
+        .create_key(config::DEFAULT_ACCOUNT)
+        .await
+        .map_err(|e| anyhow::anyhow!("{}", e.message()))?;
+    let creds = Credentials {
+        endpoint: endpoint.to_string(),
+        region_id: region.to_string(),
+        access_key_id: key.access_key_id,
+        access_key_secret: secret,
+    };
+    config::write_private(&path, serde_json::to_string_pretty(&creds)?.as_bytes())?;
+    Ok((creds, true))
+}
+
+fn agent_binary() -> Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let sibling = exe.with_file_name("oca-agent");
+    if sibling.exists() {
+        Ok(sibling)
+    } else {
+        bail!("oca-agent was not found next to {}", exe.display())
+    }
+}
+
+fn hostname() -> String {
+    nix_hostname().unwrap_or_else(|| "localhost".to_string())
+}
+
+fn nix_hostname() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+}
+
+/// Starts the local agent; registers it first if it has never run.
+async fn start_local_agent(
+    api: &Api,
+    data_dir: &Path,
+    endpoint: &str,
+    region: &str,
+) -> Result<tokio::process::Child> {
+    let state_dir = data_dir.join("agent");
+    let mut cmd = tokio::process::Command::new(agent_binary()?);
+    cmd.arg("--server")
+        .arg(endpoint)
+        .arg("--state-dir")
+        .arg(&state_dir);
+    if !state_dir.join("identity.json").exists() {
+        let code = oca_domain::ids::new_secret(40);
+        let now = now_millis();
+        let activation = ActivationRecord {
+            activation_id: oca_domain::ids::new_activation_id(),
+            account_id: config::DEFAULT_ACCOUNT.to_string(),
+            region_id: region.to_string(),
+            code_hash: oca_dispatch::digest(&code),
+            instance_name: hostname(),
+            description: "the local agent of `oca up`".to_string(),
+            instance_count: 1,
+            registered_count: 0,
+            ip_address_range: "127.0.0.1/32".to_string(),
+            created: now,
+            expires: now + 3_600_000,
+            disabled: false,
+        };
+        api.store.insert_activation(&activation).await?;
+        cmd.arg("--activation-id")
+            .arg(&activation.activation_id)
+            .arg("--activation-code")
+            .arg(&code);
+    }
+    cmd.kill_on_drop(true);
+    cmd.spawn().context("starting oca-agent")
+}
+
+/// Waits until an instance of the account is connected; returns its id.
+async fn wait_for_agent(api: &Api, region: &str) -> Option<String> {
+    let scope = Scope {
+        account_id: config::DEFAULT_ACCOUNT.to_string(),
+        region_id: region.to_string(),
+    };
+    for _ in 0..100 {
+        if let Ok(listing) = api
+            .store
+            .list_instances(
+                &scope,
+                &Default::default(),
+                oca_store::Page {
+                    offset: 0,
+                    limit: 50,
+                },
+            )
+            .await
+        {
+            if let Some(i) = listing
+                .items
+                .iter()
+                .find(|i| api.dispatcher.is_connected(&i.instance_id))
+            {
+                return Some(i.instance_id.clone());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    None
+}
+
+pub async fn up(args: UpArgs) -> Result<ExitCode> {
+    let data_dir = config::data_dir(args.serve.data_dir.clone());
+    let data = open_data_dir(&data_dir)?;
+    let data_path = data.path.clone();
+    let running = start(&args.serve, data).await?;
+    let endpoint = format!("http://{}", running.addr);
+    let region = args.serve.regions.first().cloned().unwrap_or_default();
+    let (creds, new) = ensure_credentials(&running.api, &data_path, &endpoint, &region).await?;
+    let creds_path = config::credentials_path(&data_path);
+    println!();
+    println!("OCA is up.");
+    println!("  API          {endpoint}   (region {region})");
+    println!("  Data         {}", data_path.display());
+    println!("  Credentials  {}", creds_path.display());
+    if new {
+        println!("  Access key   {}", creds.access_key_id);
+        println!(
+            "  Secret       {}   (shown once; it is in the credentials file)",
+            creds.access_key_secret
+        );
+    }
+    let _agent = if args.no_agent {
+        None
+    } else {
+        let child = start_local_agent(&running.api, &data_path, &endpoint, &region).await?;
+        match wait_for_agent(&running.api, &region).await {
+            Some(id) => println!("  Local agent  {id} (online)"),
+            None => println!("  Local agent  started, not yet online (see its log above)"),
+        }
+        Some(child)
+    };
+    println!();
+    println!("Run a first command from another terminal:");
+    println!("  oca run 'uname -a'");
+    println!("Stop with Ctrl-C.");
+    running.server.await??;
+    Ok(ExitCode::SUCCESS)
+}

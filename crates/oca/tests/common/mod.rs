@@ -1,0 +1,521 @@
+//! The end-to-end harness: a real `oca serve` and real `oca-agent` processes talking
+//! over 127.0.0.1, and a signed API client. Everything is torn down on drop.
+#![allow(dead_code)]
+
+use base64::Engine;
+use serde_json::Value;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const REGION: &str = "cn-hangzhou";
+pub const VERSION: &str = "2014-05-26";
+
+pub fn oca_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_oca")
+}
+
+pub fn agent_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_oca-agent")
+}
+
+/// How a request is signed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sig {
+    V1,
+    V3,
+}
+
+pub struct Server {
+    pub dir: tempfile::TempDir,
+    pub port: u16,
+    pub key_id: String,
+    pub secret: String,
+    child: Option<Child>,
+    extra_args: Vec<String>,
+}
+
+impl Server {
+    pub fn start() -> Server {
+        Self::start_with(&[])
+    }
+
+    /// Starts a server with short heartbeats and delivery timeout (tests must not wait
+    /// for production timeouts) plus `extra` flags.
+    pub fn start_with(extra: &[&str]) -> Server {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let out = Command::new(oca_bin())
+            .args(["keys", "create", "--data-dir"])
+            .arg(dir.path())
+            .output()
+            .expect("oca keys create");
+        assert!(
+            out.status.success(),
+            "keys create: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8(out.stdout).unwrap();
+        let field = |name: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name))
+                .unwrap_or_else(|| panic!("no {name} in {text}"))
+                .trim()
+                .to_string()
+        };
+        let mut server = Server {
+            key_id: field("AccessKeyId:"),
+            secret: field("AccessKeySecret:"),
+            dir,
+            port: 0,
+            child: None,
+            extra_args: extra.iter().map(|s| s.to_string()).collect(),
+        };
+        server.spawn();
+        server
+    }
+
+    fn spawn(&mut self) {
+        let listen = format!("127.0.0.1:{}", self.port);
+        let mut child = Command::new(oca_bin())
+            .arg("serve")
+            .arg("--data-dir")
+            .arg(self.dir.path())
+            .args([
+                "--listen",
+                &listen,
+                "--heartbeat-secs",
+                "1",
+                "--delivery-timeout-ms",
+                "3000",
+            ])
+            .args(&self.extra_args)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("oca serve");
+        let stdout = child.stdout.take().unwrap();
+        let mut lines = BufReader::new(stdout).lines();
+        let line = lines.next().expect("server printed nothing").unwrap();
+        let addr = line
+            .strip_prefix("OCA listening on http://")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
+        self.port = addr.rsplit(':').next().unwrap().parse().unwrap();
+        // Keep draining stdout so the server never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        self.child = Some(child);
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// `kill -9` the server, then start it again on the same port and data.
+    pub fn crash_and_restart(&mut self) {
+        self.kill9();
+        // The port may take a moment to free.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if std::net::TcpListener::bind(("127.0.0.1", self.port)).is_ok()
+                || Instant::now() > deadline
+            {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.spawn();
+    }
+
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill(); // SIGKILL
+            let _ = c.wait();
+        }
+    }
+
+    pub fn client(&self) -> Client {
+        Client {
+            url: self.url(),
+            key_id: self.key_id.clone(),
+            secret: self.secret.clone(),
+            sig: Sig::V3,
+        }
+    }
+
+    /// Registers and starts an agent named `name`; waits until it is online.
+    pub fn agent(&self, name: &str) -> Agent {
+        let c = self.client();
+        let act = c.ok(
+            "CreateActivation",
+            &[("InstanceName", name), ("InstanceCount", "1")],
+        );
+        let state = tempfile::tempdir().expect("tempdir");
+        let mut agent = Agent {
+            name: name.to_string(),
+            instance_id: String::new(),
+            state,
+            server_url: self.url(),
+            child: None,
+        };
+        agent.spawn(&[
+            "--activation-id",
+            act["ActivationId"].as_str().unwrap(),
+            "--activation-code",
+            act["ActivationCode"].as_str().unwrap(),
+        ]);
+        agent.instance_id = wait_for(Duration::from_secs(20), || {
+            let body = c.ok(
+                "DescribeManagedInstances",
+                &[("InstanceName", name), ("PageSize", "50")],
+            );
+            body["Instances"]
+                .as_array()?
+                .iter()
+                .find(|i| i["InstanceName"] == name && i["Connected"] == true)
+                .map(|i| i["InstanceId"].as_str().unwrap().to_string())
+        })
+        .unwrap_or_else(|| panic!("agent {name} did not come online"));
+        agent
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+pub struct Agent {
+    pub name: String,
+    pub instance_id: String,
+    pub state: tempfile::TempDir,
+    server_url: String,
+    child: Option<Child>,
+}
+
+impl Agent {
+    fn spawn(&mut self, extra: &[&str]) {
+        let child = Command::new(agent_bin())
+            .args(["--server", &self.server_url, "--state-dir"])
+            .arg(self.state.path())
+            .args(["--hostname", &self.name])
+            .args(extra)
+            .env("RUST_LOG", "warn")
+            .spawn()
+            .expect("oca-agent");
+        self.child = Some(child);
+    }
+
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts the agent again with its saved identity.
+    pub fn restart(&mut self) {
+        self.kill9();
+        self.spawn(&[]);
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// Polls `f` until it returns `Some`, for at most `limit`.
+pub fn wait_for<T>(limit: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+pub struct Client {
+    pub url: String,
+    pub key_id: String,
+    pub secret: String,
+    pub sig: Sig,
+}
+
+/// An answer: HTTP status and JSON (or raw text for XML).
+pub struct Answer {
+    pub status: u16,
+    pub body: String,
+}
+
+impl Answer {
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
+    }
+}
+
+fn rfc3986(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+impl Client {
+    pub fn with_sig(mut self, sig: Sig) -> Self {
+        self.sig = sig;
+        self
+    }
+
+    pub fn with_secret(mut self, secret: &str) -> Self {
+        self.secret = secret.to_string();
+        self
+    }
+
+    pub fn with_key(mut self, key: &str) -> Self {
+        self.key_id = key.to_string();
+        self
+    }
+
+    /// Calls an action in the default region.
+    pub fn call(&self, action: &str, params: &[(&str, &str)]) -> Answer {
+        let mut all: Vec<(String, String)> = vec![("RegionId".into(), REGION.into())];
+        all.extend(params.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        self.raw(
+            action,
+            all,
+            oca_domain::time::now_millis(),
+            &oca_domain::ids::new_secret(24),
+        )
+    }
+
+    /// Calls with exactly these parameters (no RegionId added), signing time and nonce.
+    pub fn raw(
+        &self,
+        action: &str,
+        mut params: Vec<(String, String)>,
+        now_ms: i64,
+        nonce: &str,
+    ) -> Answer {
+        let host = self.url.trim_start_matches("http://").to_string();
+        let headers: Vec<(String, String)> = match self.sig {
+            Sig::V3 => oca_api::signature::sign_v3(
+                "GET",
+                "/",
+                &params,
+                b"",
+                action,
+                VERSION,
+                &host,
+                &self.key_id,
+                &self.secret,
+                now_ms,
+                nonce,
+            ),
+            Sig::V1 => {
+                params.push(("Action".into(), action.into()));
+                params.push(("Version".into(), VERSION.into()));
+                oca_api::signature::sign_v1(
+                    "GET",
+                    &mut params,
+                    &self.key_id,
+                    &self.secret,
+                    now_ms,
+                    nonce,
+                );
+                vec![]
+            }
+        };
+        let qs: Vec<String> = params
+            .iter()
+            .map(|(k, v)| format!("{}={}", rfc3986(k), rfc3986(v)))
+            .collect();
+        http_get(&host, &format!("/?{}", qs.join("&")), &headers)
+    }
+
+    /// Calls and expects success; returns the JSON answer.
+    pub fn ok(&self, action: &str, params: &[(&str, &str)]) -> Value {
+        let a = self.call(action, params);
+        assert_eq!(a.status, 200, "{action} failed: {}", a.body);
+        a.json()
+    }
+
+    /// Calls and expects the error `code` with HTTP `status`.
+    pub fn err(&self, action: &str, params: &[(&str, &str)], code: &str, status: u16) -> Value {
+        let a = self.call(action, params);
+        let body = a.json();
+        assert_eq!(
+            (body["Code"].as_str().unwrap_or(""), a.status),
+            (code, status),
+            "{action}: {}",
+            a.body
+        );
+        assert!(
+            body["RequestId"].as_str().is_some_and(|r| !r.is_empty()),
+            "no RequestId: {}",
+            a.body
+        );
+        assert!(
+            body["HostId"].is_string() && body["Message"].is_string(),
+            "{}",
+            a.body
+        );
+        body
+    }
+
+    /// RunCommand of a shell script on instances; returns the invoke id.
+    pub fn run(&self, script: &str, instances: &[&str], extra: &[(&str, &str)]) -> String {
+        let keys: Vec<String> = (1..=instances.len())
+            .map(|n| format!("InstanceId.{n}"))
+            .collect();
+        let mut params: Vec<(&str, &str)> = vec![
+            ("Type", "RunShellScript"),
+            ("CommandContent", script),
+            ("ContentEncoding", "PlainText"),
+        ];
+        for (k, v) in keys.iter().zip(instances) {
+            params.push((k.as_str(), v));
+        }
+        params.extend_from_slice(extra);
+        self.ok("RunCommand", &params)["InvokeId"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+
+    /// Per-instance results of an invocation, sorted by instance id.
+    pub fn results(&self, invoke_id: &str) -> Vec<Value> {
+        let body = self.ok(
+            "DescribeInvocationResults",
+            &[("InvokeId", invoke_id), ("PageSize", "50")],
+        );
+        let mut v = body["Invocation"]["InvocationResults"]["InvocationResult"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        v.sort_by(|a, b| a["InstanceId"].as_str().cmp(&b["InstanceId"].as_str()));
+        v
+    }
+
+    /// Waits until no instance of the invocation is Running (coarse); returns results.
+    pub fn wait(&self, invoke_id: &str, limit: Duration) -> Vec<Value> {
+        wait_for(limit, || {
+            let r = self.results(invoke_id);
+            (!r.is_empty() && r.iter().all(|x| x["InvokeRecordStatus"] != "Running")).then_some(r)
+        })
+        .unwrap_or_else(|| panic!("{invoke_id} did not finish: {:?}", self.results(invoke_id)))
+    }
+
+    /// The invocation as DescribeInvocations shows it.
+    pub fn invocation(&self, invoke_id: &str) -> Value {
+        let body = self.ok(
+            "DescribeInvocations",
+            &[("InvokeId", invoke_id), ("IncludeOutput", "true")],
+        );
+        body["Invocations"]["Invocation"][0].clone()
+    }
+}
+
+/// Decodes a Base64 `Output`.
+pub fn b64(s: &Value) -> String {
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(s.as_str().unwrap_or(""))
+        .expect("Output is Base64");
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+pub fn b64_bytes(s: &Value) -> Vec<u8> {
+    base64::engine::general_purpose::STANDARD
+        .decode(s.as_str().unwrap_or(""))
+        .expect("Output is Base64")
+}
+
+/// A minimal HTTP/1.1 GET over a std TcpStream (loopback only), so the tests need
+/// no async runtime.
+pub fn http_get(host: &str, path_and_query: &str, headers: &[(String, String)]) -> Answer {
+    use std::io::{Read, Write};
+    assert!(
+        host.starts_with("127.0.0.1:"),
+        "tests talk to loopback only"
+    );
+    let mut stream = std::net::TcpStream::connect(host).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut req = format!("GET {path_and_query} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        if !k.eq_ignore_ascii_case("host") {
+            req.push_str(&format!("{k}: {v}\r\n"));
+        }
+    }
+    req.push_str("\r\n");
+    stream.write_all(req.as_bytes()).unwrap();
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).unwrap();
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status: u16 = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let chunked = head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked");
+    let body = if chunked {
+        dechunk(body)
+    } else {
+        body.to_string()
+    };
+    Answer { status, body }
+}
+
+fn dechunk(mut s: &str) -> String {
+    let mut out = String::new();
+    loop {
+        let Some((size, rest)) = s.split_once("\r\n") else {
+            break;
+        };
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        s = &rest[n + 2..];
+    }
+    out
+}
+
+pub fn data_path(s: &Server) -> &Path {
+    s.dir.path()
+}
+
+pub fn proc_alive(pid: u32) -> bool {
+    // A zombie has been killed; only a live process counts.
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !stat
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .trim_start()
+            .starts_with('Z'),
+        Err(_) => false,
+    }
+}
+
+/// A directory that outlives the test's handles (agents write into it as other users).
+pub fn scratch_dir() -> PathBuf {
+    let d = tempfile::tempdir().unwrap().keep();
+    std::fs::set_permissions(&d, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    d
+}

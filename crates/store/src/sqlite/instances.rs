@@ -1,0 +1,187 @@
+//! Activations and managed instances.
+
+use super::rows::{self, json_list, page_args, Where, ACTIVATION_COLS, INSTANCE_COLS};
+use crate::{
+    ActivationRecord, InstanceFilter, InstanceRecord, Listing, Page, Result, Scope, StoreError,
+};
+use oca_domain::time::Millis;
+use rusqlite::{params, params_from_iter, Connection, OptionalExtension, TransactionBehavior};
+use std::collections::HashSet;
+
+pub(super) fn insert_activation(c: &Connection, a: &ActivationRecord) -> Result<()> {
+    let sql = format!(
+        "INSERT INTO activations ({ACTIVATION_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    );
+    c.prepare_cached(&sql)?.execute(params![
+        a.activation_id,
+        a.account_id,
+        a.region_id,
+        a.code_hash,
+        a.instance_name,
+        a.description,
+        a.instance_count,
+        a.registered_count,
+        a.ip_address_range,
+        a.created,
+        a.expires,
+        a.disabled,
+    ])?;
+    Ok(())
+}
+
+pub(super) fn get_activation(c: &Connection, id: &str) -> Result<Option<ActivationRecord>> {
+    let sql = format!("SELECT {ACTIVATION_COLS} FROM activations WHERE activation_id = ?");
+    Ok(c.prepare_cached(&sql)?
+        .query_row([id], rows::activation)
+        .optional()?)
+}
+
+/// Checks and counts one use of the instance's activation and inserts the instance.
+/// The activation is expired from `expires` on, judged at `instance.registered`.
+pub(super) fn register_instance(c: &mut Connection, i: &InstanceRecord) -> Result<()> {
+    let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let sql = format!("SELECT {ACTIVATION_COLS} FROM activations WHERE activation_id = ?");
+    let activation = tx
+        .prepare_cached(&sql)?
+        .query_row([&i.activation_id], rows::activation)
+        .optional()?;
+    let id = &i.activation_id;
+    let Some(a) = activation else {
+        return Err(StoreError::Conflict(format!("activation {id} does not exist")));
+    };
+    if a.disabled {
+        return Err(StoreError::Conflict(format!("activation {id} is disabled")));
+    }
+    if i.registered >= a.expires {
+        return Err(StoreError::Conflict(format!("activation {id} has expired")));
+    }
+    if a.registered_count >= a.instance_count {
+        return Err(StoreError::Conflict(format!(
+            "activation {id} has no registrations left ({} of {} used)",
+            a.registered_count, a.instance_count
+        )));
+    }
+    tx.prepare_cached(
+        "UPDATE activations SET registered_count = registered_count + 1 WHERE activation_id = ?",
+    )?
+    .execute([id])?;
+    let sql = format!(
+        "INSERT INTO instances ({INSTANCE_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    );
+    tx.prepare_cached(&sql)?.execute(params![
+        i.instance_id,
+        i.account_id,
+        i.region_id,
+        i.name,
+        i.hostname,
+        i.os_type,
+        i.agent_version,
+        i.machine_id,
+        i.activation_id,
+        i.token_hash,
+        i.registered,
+        i.last_heartbeat,
+        i.last_invoked,
+        i.invocation_count,
+    ])?;
+    tx.commit()?;
+    Ok(())
+}
+
+pub(super) fn get_instance(c: &Connection, id: &str) -> Result<Option<InstanceRecord>> {
+    let sql = format!("SELECT {INSTANCE_COLS} FROM instances WHERE instance_id = ?");
+    Ok(c.prepare_cached(&sql)?
+        .query_row([id], rows::instance)
+        .optional()?)
+}
+
+/// The instances in scope among `ids`, in the order asked, each once.
+pub(super) fn get_instances(c: &Connection, scope: &Scope, ids: &[String]) -> Result<Vec<InstanceRecord>> {
+    let tx = c.unchecked_transaction()?;
+    let sql = format!(
+        "SELECT {INSTANCE_COLS} FROM instances \
+         WHERE instance_id = ? AND account_id = ? AND region_id = ?"
+    );
+    let mut stmt = tx.prepare_cached(&sql)?;
+    let mut seen = HashSet::new();
+    let mut out = Vec::new();
+    for id in ids {
+        if !seen.insert(id.as_str()) {
+            continue;
+        }
+        if let Some(i) = stmt
+            .query_row(params![id, scope.account_id, scope.region_id], rows::instance)
+            .optional()?
+        {
+            out.push(i);
+        }
+    }
+    drop(stmt);
+    tx.commit()?;
+    Ok(out)
+}
+
+/// Newest registered first, then by id.
+pub(super) fn list_instances(
+    c: &Connection,
+    scope: &Scope,
+    f: &InstanceFilter,
+    page: Page,
+) -> Result<Listing<InstanceRecord>> {
+    let tx = c.unchecked_transaction()?;
+    let mut w = Where::scope("n", scope);
+    if let Some(ids) = &f.instance_ids {
+        w.and("n.instance_id IN (SELECT value FROM json_each(?))", json_list(ids));
+    }
+    w.eq_opt("n.os_type", &f.os_type);
+    let total: i64 = tx
+        .prepare_cached(&format!("SELECT COUNT(*) FROM instances n WHERE {}", w.sql()))?
+        .query_row(params_from_iter(&w.args), |r| r.get(0))?;
+    let sql = format!(
+        "SELECT {INSTANCE_COLS} FROM instances n WHERE {} \
+         ORDER BY n.registered DESC, n.instance_id LIMIT ? OFFSET ?",
+        w.sql()
+    );
+    let items = tx
+        .prepare_cached(&sql)?
+        .query_map(
+            params_from_iter(w.args.iter().chain(page_args(page).iter())),
+            rows::instance,
+        )?
+        .collect::<rusqlite::Result<_>>()?;
+    tx.commit()?;
+    Ok(Listing {
+        total: total as u64,
+        items,
+    })
+}
+
+/// A heartbeat: a missing instance is ignored.
+pub(super) fn touch_instance(
+    c: &Connection,
+    id: &str,
+    at: Millis,
+    agent_version: &str,
+    hostname: &str,
+    os_type: &str,
+) -> Result<()> {
+    c.prepare_cached(
+        "UPDATE instances SET last_heartbeat = ?, agent_version = ?, hostname = ?, os_type = ? \
+         WHERE instance_id = ?",
+    )?
+    .execute(params![at, agent_version, hostname, os_type, id])?;
+    Ok(())
+}
+
+/// One more invocation for each instance (each counted once however often it is
+/// listed); missing instances are ignored.
+pub(super) fn note_invoked(c: &mut Connection, ids: &[String], at: Millis) -> Result<()> {
+    let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    tx.prepare_cached(
+        "UPDATE instances SET invocation_count = invocation_count + 1, last_invoked = ? \
+         WHERE instance_id IN (SELECT DISTINCT value FROM json_each(?))",
+    )?
+    .execute(params![at, json_list(ids)])?;
+    tx.commit()?;
+    Ok(())
+}

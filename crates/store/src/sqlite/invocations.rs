@@ -1,0 +1,649 @@
+//! Invocations, their tasks and the tasks' whole output.
+
+use super::rows::{
+    self, counts_to_text, json_list, page_args, to_i64, Where, INVOCATION_COLS, TASK_COLS,
+    TASK_COLS_NO_OUTPUT, TASK_N,
+};
+use crate::{
+    DispatchItem, InvocationFilter, InvocationRecord, InvocationView, Listing, OutputAppend,
+    Page, ResultFilter, Result, Scope, StoreError, TaskRecord,
+};
+use oca_domain::status::{InstanceInvokeStatus, InvocationStatus, InvokeStatus, StatusCounts};
+use oca_domain::task::TaskEvent;
+use oca_domain::time::{now_millis, Millis};
+use rusqlite::{params, params_from_iter, Connection, OptionalExtension, TransactionBehavior};
+use std::collections::BTreeMap;
+
+// ---- scope counts -----------------------------------------------------------------------
+
+/// The `scope_counts` name of the invocations in a scope (with that legacy status).
+fn invocations_tally(status: Option<InvokeStatus>) -> String {
+    match status {
+        None => "invocations".to_string(),
+        Some(s) => format!("invocations/{s}"),
+    }
+}
+
+/// The `scope_counts` name of the tasks in a scope (with that coarse status).
+fn tasks_tally(status: Option<InstanceInvokeStatus>) -> String {
+    match status {
+        None => "tasks".to_string(),
+        Some(s) => format!("tasks/{s}"),
+    }
+}
+
+/// Changes to one scope's `scope_counts`, gathered during a transaction and written
+/// before it commits.
+#[derive(Default)]
+struct Tally(BTreeMap<String, i64>);
+
+impl Tally {
+    fn add(&mut self, name: String, delta: i64) {
+        *self.0.entry(name).or_default() += delta;
+    }
+
+    fn task_moved(&mut self, from: InvocationStatus, to: InvocationStatus) {
+        let (from, to) = (from.coarse(), to.coarse());
+        if from != to {
+            self.add(tasks_tally(Some(from)), -1);
+            self.add(tasks_tally(Some(to)), 1);
+        }
+    }
+
+    fn invocation_moved(&mut self, from: InvokeStatus, to: InvokeStatus) {
+        if from != to {
+            self.add(invocations_tally(Some(from)), -1);
+            self.add(invocations_tally(Some(to)), 1);
+        }
+    }
+
+    fn write(self, c: &Connection, account_id: &str, region_id: &str) -> Result<()> {
+        let mut upsert = c.prepare_cached(
+            "INSERT INTO scope_counts (account_id, region_id, name, n) VALUES (?, ?, ?, ?)              ON CONFLICT (account_id, region_id, name) DO UPDATE SET n = n + excluded.n",
+        )?;
+        for (name, delta) in self.0 {
+            if delta != 0 {
+                upsert.execute(params![account_id, region_id, name, delta])?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn read_tally(c: &Connection, scope: &Scope, name: &str) -> Result<i64> {
+    let n: Option<i64> = c
+        .prepare_cached(
+            "SELECT n FROM scope_counts WHERE account_id = ? AND region_id = ? AND name = ?",
+        )?
+        .query_row(params![scope.account_id, scope.region_id, name], |r| r.get(0))
+        .optional()?;
+    Ok(n.unwrap_or(0))
+}
+
+// ---- writing --------------------------------------------------------------------------
+
+const INSERT_TASK: &str = "INSERT INTO tasks (invoke_id, instance_id, account_id, region_id, \
+     command_id, username, timed, created, updated, inv_created, status, coarse, exit_code, \
+     error_code, start_time, finish_time, stop_time, repeats, dropped, output_len, output) \
+     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+
+/// Stores the invocation and its tasks. The stored counts are those of the tasks'
+/// statuses (whatever `inv.counts` says).
+pub(super) fn insert_invocation(
+    c: &mut Connection,
+    inv: &InvocationRecord,
+    tasks: &[TaskRecord],
+) -> Result<()> {
+    if let Some(t) = tasks.iter().find(|t| {
+        t.invoke_id != inv.invoke_id || t.account_id != inv.account_id || t.region_id != inv.region_id
+    }) {
+        return Err(StoreError::Backend(format!(
+            "task {}/{} ({}, {}) does not belong to invocation {} ({}, {})",
+            t.invoke_id, t.instance_id, t.account_id, t.region_id, inv.invoke_id, inv.account_id,
+            inv.region_id
+        )));
+    }
+    let mut inv = inv.clone();
+    inv.counts = tasks.iter().map(|t| t.state.status).collect::<StatusCounts>();
+
+    let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    tx.prepare_cached(
+        "INSERT INTO invocations (invoke_id, account_id, region_id, command_id, command_name, \
+         command_description, command_type, command_content, enable_parameter, parameters, \
+         working_dir, username, timeout_secs, repeat_mode, timed, frequency, termination_mode, \
+         created, stopped_by_hand, counts, invoke_status, overall_status) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )?
+    .execute(params![
+        inv.invoke_id,
+        inv.account_id,
+        inv.region_id,
+        inv.command_id,
+        inv.command_name,
+        inv.command_description,
+        inv.command_type,
+        inv.command_content,
+        inv.enable_parameter,
+        inv.parameters,
+        inv.working_dir,
+        inv.username,
+        inv.timeout_secs,
+        inv.repeat_mode,
+        inv.timed,
+        inv.frequency,
+        inv.termination_mode,
+        inv.created,
+        inv.stopped_by_hand,
+        counts_to_text(&inv.counts),
+        inv.invoke_status().as_str(),
+        inv.overall_status().as_str(),
+    ])?;
+    {
+        let mut insert = tx.prepare_cached(INSERT_TASK)?;
+        for t in tasks {
+            let s = &t.state;
+            insert.execute(params![
+                t.invoke_id,
+                t.instance_id,
+                t.account_id,
+                t.region_id,
+                t.command_id,
+                t.username,
+                t.timed,
+                t.created,
+                t.updated,
+                inv.created,
+                s.status.as_str(),
+                s.status.coarse().as_str(),
+                s.exit_code,
+                s.error.map(|e| e.code()),
+                s.start_time,
+                s.finish_time,
+                s.stop_time,
+                to_i64(s.repeats),
+                to_i64(s.dropped),
+                to_i64(t.output_len),
+                s.output,
+            ])?;
+        }
+    }
+    let mut tally = Tally::default();
+    tally.add(invocations_tally(None), 1);
+    tally.add(invocations_tally(Some(inv.invoke_status())), 1);
+    tally.add(tasks_tally(None), tasks.len() as i64);
+    for t in tasks {
+        tally.add(tasks_tally(Some(t.state.status.coarse())), 1);
+    }
+    tally.write(&tx, &inv.account_id, &inv.region_id)?;
+    tx.prepare_cached(
+        "UPDATE commands SET invoke_times = invoke_times + 1 \
+         WHERE command_id = ? AND account_id = ? AND region_id = ?",
+    )?
+    .execute(params![inv.command_id, inv.account_id, inv.region_id])?;
+    tx.commit()?;
+    Ok(())
+}
+
+/// Writes a task's state (the output view only when `with_output`, as it is the one
+/// large column and most events leave it as it was).
+fn write_task(c: &Connection, t: &TaskRecord, with_output: bool) -> Result<()> {
+    let s = &t.state;
+    let state = params![
+        t.updated,
+        s.status.as_str(),
+        s.status.coarse().as_str(),
+        s.exit_code,
+        s.error.map(|e| e.code()),
+        s.start_time,
+        s.finish_time,
+        s.stop_time,
+        to_i64(s.repeats),
+        to_i64(s.dropped),
+    ];
+    const SET: &str = "UPDATE tasks SET updated = ?, status = ?, coarse = ?, exit_code = ?, \
+         error_code = ?, start_time = ?, finish_time = ?, stop_time = ?, repeats = ?, dropped = ?";
+    let n = if with_output {
+        let sql = format!("{SET}, output = ? WHERE invoke_id = ? AND instance_id = ?");
+        let rest = params![s.output, t.invoke_id, t.instance_id];
+        c.prepare_cached(&sql)?
+            .execute(params_from_iter(state.iter().chain(rest.iter())))?
+    } else {
+        let sql = format!("{SET} WHERE invoke_id = ? AND instance_id = ?");
+        let rest = params![t.invoke_id, t.instance_id];
+        c.prepare_cached(&sql)?
+            .execute(params_from_iter(state.iter().chain(rest.iter())))?
+    };
+    if n != 1 {
+        return Err(StoreError::Backend(format!(
+            "task {}/{} vanished while being updated",
+            t.invoke_id, t.instance_id
+        )));
+    }
+    Ok(())
+}
+
+/// Writes an invocation's counts, stop flag and the statuses derived from them, and
+/// tallies the change of its legacy status from `was`.
+fn write_counts(
+    c: &Connection,
+    inv: &InvocationRecord,
+    was: InvokeStatus,
+    tally: &mut Tally,
+) -> Result<()> {
+    tally.invocation_moved(was, inv.invoke_status());
+    c.prepare_cached(
+        "UPDATE invocations SET counts = ?, stopped_by_hand = ?, invoke_status = ?, \
+         overall_status = ? WHERE invoke_id = ?",
+    )?
+    .execute(params![
+        counts_to_text(&inv.counts),
+        inv.stopped_by_hand,
+        inv.invoke_status().as_str(),
+        inv.overall_status().as_str(),
+        inv.invoke_id,
+    ])?;
+    Ok(())
+}
+
+fn load_task(c: &Connection, invoke_id: &str, instance_id: &str) -> Result<Option<TaskRecord>> {
+    let sql = format!("SELECT {TASK_COLS} FROM tasks t WHERE t.invoke_id = ? AND t.instance_id = ?");
+    Ok(c.prepare_cached(&sql)?
+        .query_row([invoke_id, instance_id], rows::task)
+        .optional()?)
+}
+
+fn load_invocation(c: &Connection, invoke_id: &str) -> Result<InvocationRecord> {
+    let sql = format!("SELECT {INVOCATION_COLS} FROM invocations i WHERE i.invoke_id = ?");
+    c.prepare_cached(&sql)?
+        .query_row([invoke_id], rows::invocation)
+        .optional()?
+        .ok_or_else(|| StoreError::Backend(format!("invocation {invoke_id} is missing")))
+}
+
+pub(super) fn apply_task_event(
+    c: &mut Connection,
+    invoke_id: &str,
+    instance_id: &str,
+    event: TaskEvent,
+) -> Result<Option<TaskRecord>> {
+    let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let Some(mut task) = load_task(&tx, invoke_id, instance_id)? else {
+        return Ok(None);
+    };
+    let before = task.state.clone();
+    if !task.state.apply(event) {
+        return Ok(Some(task));
+    }
+    task.updated = now_millis();
+    write_task(&tx, &task, task.state.output != before.output)?;
+    if task.state.status != before.status {
+        let mut inv = load_invocation(&tx, invoke_id)?;
+        let was = inv.invoke_status();
+        inv.counts.moved(before.status, task.state.status);
+        let mut tally = Tally::default();
+        tally.task_moved(before.status, task.state.status);
+        write_counts(&tx, &inv, was, &mut tally)?;
+        tally.write(&tx, &inv.account_id, &inv.region_id)?;
+    }
+    tx.commit()?;
+    Ok(Some(task))
+}
+
+/// Marks the invocation stopped by hand and applies `StopRequested` to the selected
+/// tasks. Only runs that have not ended are loaded: an ended run never changes
+/// (`TaskState::apply` ignores every event once `status.is_terminal()`).
+pub(super) fn stop_invocation(
+    c: &mut Connection,
+    scope: &Scope,
+    invoke_id: &str,
+    only: Option<&[String]>,
+    at: Millis,
+) -> Result<Vec<TaskRecord>> {
+    let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let Some(mut inv) = get_invocation(&tx, scope, invoke_id)? else {
+        return Ok(Vec::new());
+    };
+    let live: Vec<&str> = InvocationStatus::ALL
+        .iter()
+        .filter(|s| !s.is_terminal())
+        .map(|s| s.as_str())
+        .collect();
+    let tasks: Vec<TaskRecord> = match only {
+        None => {
+            let sql = format!(
+                "SELECT {TASK_COLS} FROM tasks t WHERE t.invoke_id = ? \
+                 AND t.status IN (SELECT value FROM json_each(?)) ORDER BY t.instance_id"
+            );
+            tx.prepare_cached(&sql)?
+                .query_map(params![invoke_id, json_list(&live)], rows::task)?
+                .collect::<rusqlite::Result<_>>()?
+        }
+        Some(ids) => {
+            let sql = format!(
+                "SELECT {TASK_COLS} FROM tasks t WHERE t.invoke_id = ? \
+                 AND t.status IN (SELECT value FROM json_each(?)) \
+                 AND t.instance_id IN (SELECT value FROM json_each(?)) ORDER BY t.instance_id"
+            );
+            tx.prepare_cached(&sql)?
+                .query_map(params![invoke_id, json_list(&live), json_list(ids)], rows::task)?
+                .collect::<rusqlite::Result<_>>()?
+        }
+    };
+    let was = inv.invoke_status();
+    inv.stopped_by_hand = true;
+    let mut tally = Tally::default();
+    let mut changed = Vec::new();
+    for mut task in tasks {
+        let before = task.state.clone();
+        if task.state.apply(TaskEvent::StopRequested { at }) {
+            task.updated = at;
+            write_task(&tx, &task, task.state.output != before.output)?;
+            inv.counts.moved(before.status, task.state.status);
+            tally.task_moved(before.status, task.state.status);
+            changed.push(task);
+        }
+    }
+    write_counts(&tx, &inv, was, &mut tally)?;
+    tally.write(&tx, &inv.account_id, &inv.region_id)?;
+    tx.commit()?;
+    Ok(changed)
+}
+
+/// Appends part of a run's whole output; see [`crate::Store::append_output`].
+///
+/// - a run that does not exist stores nothing and answers `stored_len: 0`;
+/// - once `cap` bytes are stored nothing more is, and no gap is reported (there is
+///   nothing left to resend for);
+/// - a chunk starting past the stored bytes is a gap and stores nothing;
+/// - bytes already stored are skipped, and only what fits under `cap` is kept.
+pub(super) fn append_output(
+    c: &mut Connection,
+    invoke_id: &str,
+    instance_id: &str,
+    offset: u64,
+    data: &[u8],
+    cap: u64,
+) -> Result<OutputAppend> {
+    let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let stored: Option<i64> = tx
+        .prepare_cached("SELECT output_len FROM tasks WHERE invoke_id = ? AND instance_id = ?")?
+        .query_row([invoke_id, instance_id], |r| r.get(0))
+        .optional()?;
+    let Some(stored) = stored else {
+        return Ok(OutputAppend {
+            stored_len: 0,
+            gap: false,
+        });
+    };
+    let stored = stored.max(0) as u64;
+    let unchanged = |gap| {
+        Ok(OutputAppend {
+            stored_len: stored,
+            gap,
+        })
+    };
+    if stored >= cap {
+        return unchanged(false);
+    }
+    if offset > stored {
+        return unchanged(true);
+    }
+    // offset <= stored < cap: skip what is stored, keep what fits.
+    let skip = usize::try_from(stored - offset).unwrap_or(usize::MAX);
+    if skip >= data.len() {
+        return unchanged(false);
+    }
+    let room = usize::try_from(cap - stored).unwrap_or(usize::MAX);
+    let new = &data[skip..];
+    let new = &new[..new.len().min(room)];
+    let stored_len = stored + new.len() as u64;
+    tx.prepare_cached(
+        "INSERT INTO output_chunks (invoke_id, instance_id, pos, data) VALUES (?, ?, ?, ?)",
+    )?
+    .execute(params![invoke_id, instance_id, to_i64(stored), new])?;
+    tx.prepare_cached("UPDATE tasks SET output_len = ? WHERE invoke_id = ? AND instance_id = ?")?
+        .execute(params![to_i64(stored_len), invoke_id, instance_id])?;
+    tx.commit()?;
+    Ok(OutputAppend {
+        stored_len,
+        gap: false,
+    })
+}
+
+// ---- reading --------------------------------------------------------------------------
+
+pub(super) fn get_invocation(
+    c: &Connection,
+    scope: &Scope,
+    invoke_id: &str,
+) -> Result<Option<InvocationRecord>> {
+    let sql = format!(
+        "SELECT {INVOCATION_COLS} FROM invocations i \
+         WHERE i.invoke_id = ? AND i.account_id = ? AND i.region_id = ?"
+    );
+    Ok(c.prepare_cached(&sql)?
+        .query_row(
+            params![invoke_id, scope.account_id, scope.region_id],
+            rows::invocation,
+        )
+        .optional()?)
+}
+
+pub(super) fn get_task(c: &Connection, invoke_id: &str, instance_id: &str) -> Result<Option<TaskRecord>> {
+    load_task(c, invoke_id, instance_id)
+}
+
+/// Newest first (`created` desc, then `invoke_id`). The page is chosen on the indexes
+/// (row ids only), then its rows are read one by one.
+pub(super) fn list_invocations(
+    c: &Connection,
+    scope: &Scope,
+    f: &InvocationFilter,
+    page: Page,
+    with_output: bool,
+) -> Result<Listing<InvocationView>> {
+    let tx = c.unchecked_transaction()?;
+    let mut w = Where::scope("i", scope);
+    w.eq_opt("i.invoke_id", &f.invoke_id);
+    w.eq_opt("i.command_id", &f.command_id);
+    w.eq_opt("i.command_name", &f.command_name);
+    w.eq_opt("i.command_type", &f.command_type);
+    if let Some(timed) = f.timed {
+        w.and("i.timed = ?", timed);
+    }
+    if let Some(s) = f.invoke_status {
+        w.and("i.invoke_status = ?", s.as_str().to_string());
+    }
+    w.eq_opt("i.repeat_mode", &f.repeat_mode);
+    // With an instance, walk that instance's tasks (already in the right order on the
+    // `tasks_instance` index); CROSS JOIN keeps SQLite from reordering the join.
+    let (from, order) = match &f.instance_id {
+        Some(instance_id) => {
+            w.and("t.instance_id = ?", instance_id.clone());
+            (
+                "tasks t CROSS JOIN invocations i ON i.invoke_id = t.invoke_id",
+                "t.inv_created DESC, t.invoke_id",
+            )
+        }
+        None => ("invocations i", "i.created DESC, i.invoke_id"),
+    };
+    let status_only = InvocationFilter {
+        invoke_status: f.invoke_status,
+        ..Default::default()
+    };
+    let total = if *f == status_only {
+        read_tally(&tx, scope, &invocations_tally(f.invoke_status))?
+    } else {
+        tx.prepare_cached(&format!("SELECT COUNT(*) FROM {from} WHERE {}", w.sql()))?
+            .query_row(params_from_iter(&w.args), |r| r.get(0))?
+    };
+    let mut items = Vec::new();
+    if page.limit > 0 && (page.offset as i128) < total as i128 {
+        let sql = format!(
+            "SELECT i.rowid FROM {from} WHERE {} ORDER BY {order} LIMIT ? OFFSET ?",
+            w.sql()
+        );
+        let ids: Vec<i64> = tx
+            .prepare_cached(&sql)?
+            .query_map(
+                params_from_iter(w.args.iter().chain(page_args(page).iter())),
+                |r| r.get(0),
+            )?
+            .collect::<rusqlite::Result<_>>()?;
+        let mut inv_stmt =
+            tx.prepare_cached(&format!("SELECT {INVOCATION_COLS} FROM invocations i WHERE i.rowid = ?"))?;
+        let cols = if with_output { TASK_COLS } else { TASK_COLS_NO_OUTPUT };
+        let mut task_stmt = tx.prepare_cached(&format!(
+            "SELECT {cols} FROM tasks t WHERE t.invoke_id = ? ORDER BY t.instance_id"
+        ))?;
+        for id in ids {
+            let invocation = inv_stmt.query_row([id], rows::invocation)?;
+            let tasks = task_stmt
+                .query_map([&invocation.invoke_id], rows::task)?
+                .collect::<rusqlite::Result<_>>()?;
+            items.push(InvocationView { invocation, tasks });
+        }
+    }
+    tx.commit()?;
+    Ok(Listing {
+        total: total as u64,
+        items,
+    })
+}
+
+/// Tasks in scope, newest invocation first (`created` desc, then `invoke_id`), then by
+/// instance id.
+pub(super) fn list_results(
+    c: &Connection,
+    scope: &Scope,
+    f: &ResultFilter,
+    page: Page,
+) -> Result<Listing<TaskRecord>> {
+    let tx = c.unchecked_transaction()?;
+    // Pick the condition that leads to the smallest index range: one invocation's
+    // tasks (whose scope is its invocation's, checked once), one instance's tasks, or
+    // the scope's.
+    let (mut w, order) = if let Some(invoke_id) = &f.invoke_id {
+        if get_invocation(&tx, scope, invoke_id)?.is_none() {
+            return Ok(Listing {
+                total: 0,
+                items: Vec::new(),
+            });
+        }
+        let mut w = Where::new();
+        w.and("t.invoke_id = ?", invoke_id.clone());
+        (w, "t.instance_id")
+    } else if f.instance_id.is_some() {
+        (Where::scope_unindexed("t", scope), "t.inv_created DESC, t.invoke_id")
+    } else {
+        (Where::scope("t", scope), "t.inv_created DESC, t.invoke_id, t.instance_id")
+    };
+    // The order is the same in every case (newest invocation, then invoke id, then
+    // instance id), spelled so that the chosen index already has it.
+    w.eq_opt("t.instance_id", &f.instance_id);
+    w.eq_opt("t.command_id", &f.command_id);
+    if let Some(s) = f.record_status {
+        w.and("t.coarse = ?", s.as_str().to_string());
+    }
+    let status_only = ResultFilter {
+        record_status: f.record_status,
+        ..Default::default()
+    };
+    let total = if *f == status_only {
+        read_tally(&tx, scope, &tasks_tally(f.record_status))?
+    } else {
+        tx.prepare_cached(&format!("SELECT COUNT(*) FROM tasks t WHERE {}", w.sql()))?
+            .query_row(params_from_iter(&w.args), |r| r.get(0))?
+    };
+    let mut items = Vec::new();
+    if page.limit > 0 && (page.offset as i128) < total as i128 {
+        let sql = format!(
+            "SELECT t.rowid FROM tasks t WHERE {} ORDER BY {order} LIMIT ? OFFSET ?",
+            w.sql()
+        );
+        let ids: Vec<i64> = tx
+            .prepare_cached(&sql)?
+            .query_map(
+                params_from_iter(w.args.iter().chain(page_args(page).iter())),
+                |r| r.get(0),
+            )?
+            .collect::<rusqlite::Result<_>>()?;
+        let mut stmt = tx.prepare_cached(&format!("SELECT {TASK_COLS} FROM tasks t WHERE t.rowid = ?"))?;
+        for id in ids {
+            items.push(stmt.query_row([id], rows::task)?);
+        }
+    }
+    tx.commit()?;
+    Ok(Listing {
+        total: total as u64,
+        items,
+    })
+}
+
+/// The instance's tasks in one of `statuses`, oldest invocation first. (The `+` in
+/// the ORDER BY keeps SQLite on the `(instance_id, status)` index rather than walking
+/// all of the instance's tasks in order.)
+pub(super) fn tasks_for_instance(
+    c: &Connection,
+    instance_id: &str,
+    statuses: &[InvocationStatus],
+) -> Result<Vec<DispatchItem>> {
+    let names: Vec<&str> = statuses.iter().map(|s| s.as_str()).collect();
+    let sql = format!(
+        "SELECT {TASK_COLS}, {INVOCATION_COLS} FROM tasks t \
+         JOIN invocations i ON i.invoke_id = t.invoke_id \
+         WHERE t.instance_id = ? AND t.status IN (SELECT value FROM json_each(?)) \
+         ORDER BY +t.inv_created, +t.invoke_id"
+    );
+    let tx = c.unchecked_transaction()?;
+    let items = tx
+        .prepare_cached(&sql)?
+        .query_map(params![instance_id, json_list(&names)], |r| {
+            Ok(DispatchItem {
+                task: rows::task_at(r, 0)?,
+                invocation: rows::invocation_at(r, TASK_N)?,
+            })
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    tx.commit()?;
+    Ok(items)
+}
+
+/// Pending tasks created before `before`, oldest first.
+pub(super) fn pending_tasks_before(c: &Connection, before: Millis, limit: u64) -> Result<Vec<TaskRecord>> {
+    // The literal 'Pending' matches the partial index `tasks_pending`.
+    debug_assert_eq!(InvocationStatus::Pending.as_str(), "Pending");
+    let sql = format!(
+        "SELECT {TASK_COLS} FROM tasks t WHERE t.status = 'Pending' AND t.created < ? \
+         ORDER BY t.created LIMIT ?"
+    );
+    let tasks = c
+        .prepare_cached(&sql)?
+        .query_map(params![before, to_i64(limit)], rows::task)?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok(tasks)
+}
+
+pub(super) fn full_output(c: &Connection, invoke_id: &str, instance_id: &str) -> Result<Option<Vec<u8>>> {
+    let tx = c.unchecked_transaction()?;
+    let len: Option<i64> = tx
+        .prepare_cached("SELECT output_len FROM tasks WHERE invoke_id = ? AND instance_id = ?")?
+        .query_row([invoke_id, instance_id], |r| r.get(0))
+        .optional()?;
+    let Some(len) = len else {
+        return Ok(None);
+    };
+    let mut out = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
+    let mut stmt = tx.prepare_cached(
+        "SELECT data FROM output_chunks WHERE invoke_id = ? AND instance_id = ? ORDER BY pos",
+    )?;
+    let mut chunks = stmt.query([invoke_id, instance_id])?;
+    while let Some(row) = chunks.next()? {
+        let data = row.get_ref(0)?.as_blob();
+        out.extend_from_slice(data.map_err(|e| StoreError::Backend(format!("output chunk: {e}")))?);
+    }
+    drop(chunks);
+    drop(stmt);
+    tx.commit()?;
+    Ok(Some(out))
+}

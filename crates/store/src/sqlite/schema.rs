@@ -1,0 +1,188 @@
+//! The schema and its migrations.
+//!
+//! `PRAGMA user_version` is the number of migrations applied. The list only grows: a
+//! later version appends a migration (`ALTER TABLE … ADD COLUMN`, a new index, …) and
+//! never edits one that has shipped. All pending migrations run in one transaction.
+
+use crate::{Result, StoreError};
+use rusqlite::{Connection, TransactionBehavior};
+
+/// Version 1. Column order puts large blobs last so reading the other columns never
+/// touches their overflow pages.
+const V1: &str = r#"
+CREATE TABLE access_keys (
+    access_key_id TEXT NOT NULL PRIMARY KEY,
+    account_id    TEXT NOT NULL,
+    enabled       INTEGER NOT NULL,
+    created       INTEGER NOT NULL,
+    secret_sealed BLOB NOT NULL
+);
+CREATE INDEX access_keys_account ON access_keys (account_id, created);
+
+CREATE TABLE commands (
+    command_id       TEXT NOT NULL PRIMARY KEY,
+    account_id       TEXT NOT NULL,
+    region_id        TEXT NOT NULL,
+    name             TEXT NOT NULL,
+    description      TEXT NOT NULL,
+    command_type     TEXT NOT NULL,
+    working_dir      TEXT NOT NULL,
+    timeout_secs     INTEGER NOT NULL,
+    enable_parameter INTEGER NOT NULL,
+    parameter_names  TEXT NOT NULL,   -- JSON array
+    created          INTEGER NOT NULL,
+    invoke_times     INTEGER NOT NULL,
+    visible          INTEGER NOT NULL,
+    content          BLOB NOT NULL
+);
+CREATE INDEX commands_scope ON commands (account_id, region_id, visible, created DESC, command_id);
+CREATE INDEX commands_name ON commands (account_id, region_id, name);
+CREATE INDEX commands_type ON commands (account_id, region_id, command_type);
+CREATE INDEX commands_description ON commands (account_id, region_id, description);
+
+CREATE TABLE invocations (
+    invoke_id           TEXT NOT NULL PRIMARY KEY,
+    account_id          TEXT NOT NULL,
+    region_id           TEXT NOT NULL,
+    command_id          TEXT NOT NULL,
+    command_name        TEXT NOT NULL,
+    command_description TEXT NOT NULL,
+    command_type        TEXT NOT NULL,
+    enable_parameter    INTEGER NOT NULL,
+    parameters          TEXT NOT NULL,
+    working_dir         TEXT NOT NULL,
+    username            TEXT NOT NULL,
+    timeout_secs        INTEGER NOT NULL,
+    repeat_mode         TEXT NOT NULL,
+    timed               INTEGER NOT NULL,
+    frequency           TEXT NOT NULL,
+    termination_mode    TEXT NOT NULL,
+    created             INTEGER NOT NULL,
+    stopped_by_hand     INTEGER NOT NULL,
+    counts              TEXT NOT NULL,  -- JSON object: fine status -> instances
+    invoke_status       TEXT NOT NULL,  -- derived from counts, timed, stopped_by_hand
+    overall_status      TEXT NOT NULL,  -- derived from counts
+    command_content     BLOB NOT NULL
+);
+CREATE INDEX invocations_scope ON invocations (account_id, region_id, created DESC, invoke_id);
+CREATE INDEX invocations_command ON invocations (account_id, region_id, command_id, created DESC, invoke_id);
+CREATE INDEX invocations_name ON invocations (account_id, region_id, command_name, created DESC, invoke_id);
+CREATE INDEX invocations_type ON invocations (account_id, region_id, command_type, created DESC, invoke_id);
+CREATE INDEX invocations_status ON invocations (account_id, region_id, invoke_status, created DESC, invoke_id);
+CREATE INDEX invocations_timed ON invocations (account_id, region_id, timed, created DESC, invoke_id);
+CREATE INDEX invocations_repeat ON invocations (account_id, region_id, repeat_mode, created DESC, invoke_id);
+
+CREATE TABLE tasks (
+    invoke_id   TEXT NOT NULL REFERENCES invocations (invoke_id) ON DELETE CASCADE,
+    instance_id TEXT NOT NULL,
+    account_id  TEXT NOT NULL,
+    region_id   TEXT NOT NULL,
+    command_id  TEXT NOT NULL,
+    username    TEXT NOT NULL,
+    timed       INTEGER NOT NULL,
+    created     INTEGER NOT NULL,
+    updated     INTEGER NOT NULL,
+    inv_created INTEGER NOT NULL,   -- the invocation's created, for ordering results
+    status      TEXT NOT NULL,      -- fine InvocationStatus
+    coarse      TEXT NOT NULL,      -- status.coarse(), for record_status
+    exit_code   INTEGER,
+    error_code  TEXT,
+    start_time  INTEGER,
+    finish_time INTEGER,
+    stop_time   INTEGER,
+    repeats     INTEGER NOT NULL,
+    dropped     INTEGER NOT NULL,
+    output_len  INTEGER NOT NULL,   -- bytes in output_chunks
+    output      BLOB NOT NULL,      -- the 24 KB view
+    PRIMARY KEY (invoke_id, instance_id)
+);
+CREATE INDEX tasks_scope ON tasks (account_id, region_id, inv_created DESC, invoke_id, instance_id);
+CREATE INDEX tasks_command ON tasks (account_id, region_id, command_id, inv_created DESC, invoke_id, instance_id);
+CREATE INDEX tasks_coarse ON tasks (account_id, region_id, coarse, inv_created DESC, invoke_id, instance_id);
+CREATE INDEX tasks_instance ON tasks (instance_id, inv_created DESC, invoke_id);
+CREATE INDEX tasks_instance_status ON tasks (instance_id, status);
+CREATE INDEX tasks_pending ON tasks (created) WHERE status = 'Pending';
+
+-- Rows per scope, kept in step with invocations and tasks in the same transactions, so
+-- a listing's total without a filter (or with only a status filter) is one lookup
+-- rather than a count of every row in the scope. Names: 'invocations',
+-- 'invocations/<invoke_status>', 'tasks', 'tasks/<coarse>'.
+CREATE TABLE scope_counts (
+    account_id TEXT NOT NULL,
+    region_id  TEXT NOT NULL,
+    name       TEXT NOT NULL,
+    n          INTEGER NOT NULL,
+    PRIMARY KEY (account_id, region_id, name)
+) WITHOUT ROWID;
+
+CREATE TABLE output_chunks (
+    invoke_id   TEXT NOT NULL,
+    instance_id TEXT NOT NULL,
+    pos         INTEGER NOT NULL,
+    data        BLOB NOT NULL,
+    PRIMARY KEY (invoke_id, instance_id, pos),
+    FOREIGN KEY (invoke_id, instance_id) REFERENCES tasks (invoke_id, instance_id) ON DELETE CASCADE
+);
+
+CREATE TABLE activations (
+    activation_id     TEXT NOT NULL PRIMARY KEY,
+    account_id        TEXT NOT NULL,
+    region_id         TEXT NOT NULL,
+    code_hash         TEXT NOT NULL,
+    instance_name     TEXT NOT NULL,
+    description       TEXT NOT NULL,
+    instance_count    INTEGER NOT NULL,
+    registered_count  INTEGER NOT NULL,
+    ip_address_range  TEXT NOT NULL,
+    created           INTEGER NOT NULL,
+    expires           INTEGER NOT NULL,
+    disabled          INTEGER NOT NULL
+);
+CREATE INDEX activations_scope ON activations (account_id, region_id, created DESC, activation_id);
+
+CREATE TABLE instances (
+    instance_id      TEXT NOT NULL PRIMARY KEY,
+    account_id       TEXT NOT NULL,
+    region_id        TEXT NOT NULL,
+    name             TEXT NOT NULL,
+    hostname         TEXT NOT NULL,
+    os_type          TEXT NOT NULL,
+    agent_version    TEXT NOT NULL,
+    machine_id       TEXT NOT NULL,
+    activation_id    TEXT NOT NULL,
+    token_hash       TEXT NOT NULL,
+    registered       INTEGER NOT NULL,
+    last_heartbeat   INTEGER,
+    last_invoked     INTEGER,
+    invocation_count INTEGER NOT NULL
+);
+CREATE INDEX instances_scope ON instances (account_id, region_id, registered DESC, instance_id);
+CREATE INDEX instances_os ON instances (account_id, region_id, os_type, registered DESC, instance_id);
+CREATE INDEX instances_activation ON instances (activation_id);
+"#;
+
+/// Every migration, in order. Index `i` brings the schema to version `i + 1`.
+const MIGRATIONS: &[&str] = &[V1];
+
+/// The schema version this build writes.
+pub(super) const VERSION: usize = MIGRATIONS.len();
+
+/// Applies the migrations the database has not seen yet.
+pub(super) fn migrate(conn: &mut Connection) -> Result<()> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    let version = usize::try_from(version).unwrap_or(usize::MAX);
+    if version > VERSION {
+        return Err(StoreError::Backend(format!(
+            "the database has schema version {version}, newer than this server's {VERSION}; \
+             upgrade the server"
+        )));
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(version) {
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+        tracing::info!("database schema migrated to version {}", i + 1);
+    }
+    tx.commit()?;
+    Ok(())
+}

@@ -1,0 +1,134 @@
+"""The official ECS SDK drives OCA: the judge of wire compatibility."""
+import base64
+import time
+
+import pytest
+from alibabacloud_ecs20140526 import models as ecs
+from alibabacloud_ecs20140526.client import Client
+from alibabacloud_tea_openapi.models import Config
+from Tea.exceptions import TeaException
+
+from conftest import REGION
+
+
+def wait_results(client, invoke_id, limit=30):
+    deadline = time.time() + limit
+    while True:
+        body = client.describe_invocation_results(ecs.DescribeInvocationResultsRequest(
+            region_id=REGION, invoke_id=invoke_id, page_size=50)).body
+        results = body.invocation.invocation_results.invocation_result
+        if results and all(r.invoke_record_status != "Running" for r in results):
+            return sorted(results, key=lambda r: r.instance_id)
+        assert time.time() < deadline, f"{invoke_id} did not finish"
+        time.sleep(0.2)
+
+
+def run(client, script, instances, **kw):
+    req = ecs.RunCommandRequest(region_id=REGION, type="RunShellScript", command_content=script,
+                                content_encoding="PlainText", instance_id=instances, **kw)
+    body = client.run_command(req).body
+    assert body.invoke_id.startswith("t-") and body.command_id.startswith("c-")
+    assert body.request_id
+    return body.invoke_id
+
+
+def test_run_command_success_everywhere(client, fleet):
+    invoke_id = run(client, "echo hello; echo oops >&2", fleet)
+    results = wait_results(client, invoke_id)
+    assert len(results) == 3
+    for r in results:
+        assert r.invocation_status == "Success"
+        assert r.invoke_record_status == "Finished"
+        assert r.exit_code == 0
+        assert base64.b64decode(r.output) == b"hello\noops\n"
+        assert r.dropped == 0 and r.repeats == 1
+        assert r.error_code == ""
+    inv = client.describe_invocations(ecs.DescribeInvocationsRequest(
+        region_id=REGION, invoke_id=invoke_id, include_output=True)).body
+    assert inv.total_count == 1 and inv.page_number == 1 and inv.page_size == 10
+    i = inv.invocations.invocation[0]
+    assert (i.invoke_status, i.invocation_status, i.timed) == ("Finished", "Success", False)
+    assert sorted(x.instance_id for x in i.invoke_instances.invoke_instance) == sorted(fleet)
+    assert all(x.instance_invoke_status == "Finished" for x in i.invoke_instances.invoke_instance)
+
+
+def test_nonzero_exit(client, fleet):
+    invoke_id = run(client, "exit 7", fleet[:1])
+    r = wait_results(client, invoke_id)[0]
+    assert (r.invocation_status, r.exit_code, r.error_code) == ("Failed", 7, "ExitCodeNonzero")
+    assert r.error_info == "the command execution exit code is not zero"
+
+
+def test_stop_invocation(client, fleet):
+    invoke_id = run(client, "sleep 1000", fleet[:2], timeout=600)
+    deadline = time.time() + 20
+    while True:
+        body = client.describe_invocation_results(ecs.DescribeInvocationResultsRequest(
+            region_id=REGION, invoke_id=invoke_id)).body
+        if all(r.invocation_status == "Running" for r in body.invocation.invocation_results.invocation_result):
+            break
+        assert time.time() < deadline
+        time.sleep(0.1)
+    client.stop_invocation(ecs.StopInvocationRequest(region_id=REGION, invoke_id=invoke_id))
+    for r in wait_results(client, invoke_id):
+        assert r.invocation_status == "Terminated" and r.invoke_record_status == "Stopped"
+        assert r.stop_time
+
+
+def test_saved_command_with_parameters(client, fleet):
+    created = client.create_command(ecs.CreateCommandRequest(
+        region_id=REGION, name="sdk-greet", type="RunShellScript", enable_parameter=True,
+        command_content=base64.b64encode(b"echo {{who}} on {{ACS::InstanceId}}").decode())).body
+    invoke = client.invoke_command(ecs.InvokeCommandRequest(
+        region_id=REGION, command_id=created.command_id, instance_id=fleet[:1],
+        parameters={"who": "sdk"})).body
+    r = wait_results(client, invoke.invoke_id)[0]
+    assert base64.b64decode(r.output).decode() == f"sdk on {fleet[0]}\n"
+    cmds = client.describe_commands(ecs.DescribeCommandsRequest(
+        region_id=REGION, command_id=created.command_id)).body
+    c = cmds.commands.command[0]
+    assert (c.name, c.enable_parameter, c.parameter_names.parameter_name) == ("sdk-greet", True, ["who"])
+    assert c.invoke_times >= 1
+    client.modify_command(ecs.ModifyCommandRequest(region_id=REGION, command_id=created.command_id, name="renamed"))
+    client.delete_command(ecs.DeleteCommandRequest(region_id=REGION, command_id=created.command_id))
+
+
+def test_cloud_assistant_status(client, fleet):
+    body = client.describe_cloud_assistant_status(ecs.DescribeCloudAssistantStatusRequest(
+        region_id=REGION, instance_id=fleet)).body
+    items = body.instance_cloud_assistant_status_set.instance_cloud_assistant_status
+    assert sorted(i.instance_id for i in items) == sorted(fleet)
+    assert all(i.cloud_assistant_status == "true" and i.ostype == "Linux" for i in items)
+
+
+def expect_error(fn, code, status):
+    with pytest.raises(TeaException) as e:
+        fn()
+    assert e.value.code == code, e.value
+    assert getattr(e.value, "statusCode", None) == status, e.value
+    assert (e.value.data or {}).get("RequestId"), e.value
+
+
+def test_errors_reach_the_sdk(client, fleet):
+    expect_error(lambda: client.describe_invocations(ecs.DescribeInvocationsRequest(
+        region_id=REGION, page_size=51)), "InvalidParam.PageSize", 403)
+    expect_error(lambda: client.describe_invocation_results(ecs.DescribeInvocationResultsRequest(
+        region_id=REGION, page_number=0)), "InvalidParam.PageNumber", 403)
+    expect_error(lambda: client.describe_invocations(ecs.DescribeInvocationsRequest(
+        region_id="mars-1")), "InvalidRegionId.NotFound", 404)
+    expect_error(lambda: client.stop_invocation(ecs.StopInvocationRequest(
+        region_id=REGION, invoke_id="t-nope")), "InvalidInvokeId.NotFound", 404)
+    expect_error(lambda: client.run_command(ecs.RunCommandRequest(
+        region_id=REGION, type="RunNothing", command_content="x", instance_id=fleet[:1])),
+        "InvalidCmdType.NotFound", 404)
+
+
+def test_wrong_secret_is_refused(server):
+    for sig in ("v3", "v2"):
+        cfg = Config(access_key_id=server.key_id, access_key_secret="wrong", endpoint=server.addr,
+                     protocol="http", region_id=REGION)
+        if sig == "v2":
+            cfg.signature_algorithm = "v2"
+        bad = Client(cfg)
+        expect_error(lambda: bad.describe_commands(ecs.DescribeCommandsRequest(region_id=REGION)),
+                     "SignatureDoesNotMatch", 400)
