@@ -10,12 +10,15 @@ pub const DEFAULT_ACCOUNT: &str = "default";
 pub fn data_dir(explicit: Option<PathBuf>) -> PathBuf {
     explicit
         .or_else(|| std::env::var_os("OCA_HOME").map(PathBuf::from))
-        .unwrap_or_else(|| {
-            let home = std::env::var_os("HOME")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| ".".into());
-            home.join(".oca")
-        })
+        .unwrap_or_else(default_data_dir)
+}
+
+/// `~/.oca`, where every command looks when told nothing else.
+pub fn default_data_dir() -> PathBuf {
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| ".".into());
+    home.join(".oca")
 }
 
 /// What the CLI needs to call the API; written by `oca up` with mode 0600.

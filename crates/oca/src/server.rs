@@ -324,9 +324,17 @@ pub async fn up(args: UpArgs) -> Result<ExitCode> {
         }
         Some(child)
     };
+    let exe = std::env::current_exe()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|_| "oca".into());
+    let home = if data_path == config::default_data_dir() {
+        String::new()
+    } else {
+        format!("OCA_HOME={} ", data_path.display())
+    };
     println!();
     println!("Run a first command from another terminal:");
-    println!("  oca run 'uname -a'");
+    println!("  {home}{exe} run 'uname -a'");
     println!("Stop with Ctrl-C.");
     running.server.await??;
     Ok(ExitCode::SUCCESS)
