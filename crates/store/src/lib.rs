@@ -89,8 +89,16 @@ pub trait Store: Send + Sync + 'static {
     /// Stores an invocation with one task per instance, atomically, and counts one more
     /// invoke on its command (if the command still exists). Tasks may already be ended
     /// (e.g. aborted because the instance's agent is not running).
-    async fn insert_invocation(&self, invocation: &InvocationRecord, tasks: &[TaskRecord]) -> Result<()>;
-    async fn get_invocation(&self, scope: &Scope, invoke_id: &str) -> Result<Option<InvocationRecord>>;
+    async fn insert_invocation(
+        &self,
+        invocation: &InvocationRecord,
+        tasks: &[TaskRecord],
+    ) -> Result<()>;
+    async fn get_invocation(
+        &self,
+        scope: &Scope,
+        invoke_id: &str,
+    ) -> Result<Option<InvocationRecord>>;
     /// Invocations newest first, each with its tasks (outputs included only when
     /// `with_output`).
     async fn list_invocations(
@@ -160,7 +168,11 @@ pub trait Store: Send + Sync + 'static {
     async fn get_instance(&self, instance_id: &str) -> Result<Option<InstanceRecord>>;
     /// Instances in scope with these ids; ids that are absent or out of scope are
     /// simply missing from the answer.
-    async fn get_instances(&self, scope: &Scope, instance_ids: &[String]) -> Result<Vec<InstanceRecord>>;
+    async fn get_instances(
+        &self,
+        scope: &Scope,
+        instance_ids: &[String],
+    ) -> Result<Vec<InstanceRecord>>;
     async fn list_instances(
         &self,
         scope: &Scope,

@@ -27,14 +27,22 @@
 //!   columns, the 24 KB output view in a BLOB column, `output_len`, and two
 //!   denormalized columns: `inv_created` (its invocation's creation time, for ordering
 //!   results without a join) and `coarse` (the coarse status, for `record_status`).
+//!   A task's account and region are always its invocation's.
 //! - `output_chunks` holds a run's whole output as `(invoke_id, instance_id, pos,
 //!   data)` rows so an append never rewrites a growing blob.
 //! - `invocations` keeps its [`StatusCounts`] as a JSON object (status name → count)
 //!   and the derived `invoke_status` and `overall_status` as indexed text columns,
 //!   recomputed from the counts in the same transaction as every task change.
-//! - Listings page newest first over `(account_id, region_id, created DESC, id)`
-//!   indexes, one per filter, in two steps: the page's row ids from the index, then
-//!   the rows themselves (so no sort ever carries output blobs).
+//! - `scope_counts` keeps, per scope, the number of invocations (in all and per
+//!   `invoke_status`) and of tasks (in all and per coarse status), in step in the same
+//!   transactions, so the total of an unfiltered or status-only listing is a lookup
+//!   rather than a count of every row in the scope. Other filters count their (small)
+//!   index range.
+//! - Listings page newest first on `(account_id, region_id, <filter>, created DESC,
+//!   id)` indexes, in two steps: the page's keys from the index, then the rows
+//!   themselves (so no sort ever carries output blobs). Where one filter is far more
+//!   selective than the scope (an invocation, an instance), the query is written so
+//!   that SQLite, which keeps no statistics here, must drive from that filter's index.
 //!
 //! Only [`TaskState::apply`] decides a status transition; the store loads the state,
 //! applies the event and writes back what changed.
@@ -54,7 +62,7 @@ mod tests;
 use crate::{
     AccessKeyRecord, ActivationRecord, CommandFilter, CommandRecord, DispatchItem, InstanceFilter,
     InstanceRecord, InvocationFilter, InvocationRecord, InvocationView, Listing, OutputAppend,
-    Page, ResultFilter, Result, Scope, Store, StoreError, TaskRecord,
+    Page, Result, ResultFilter, Scope, Store, StoreError, TaskRecord,
 };
 use async_trait::async_trait;
 use oca_domain::status::InvocationStatus;
@@ -255,7 +263,8 @@ impl Store for SqliteStore {
 
     async fn insert_access_key(&self, key: &AccessKeyRecord) -> Result<()> {
         let key = key.clone();
-        self.write(move |c| catalog::insert_access_key(c, &key)).await
+        self.write(move |c| catalog::insert_access_key(c, &key))
+            .await
     }
 
     async fn get_access_key(&self, access_key_id: &str) -> Result<Option<AccessKeyRecord>> {
@@ -277,19 +286,22 @@ impl Store for SqliteStore {
 
     async fn delete_access_key(&self, access_key_id: &str) -> Result<bool> {
         let id = access_key_id.to_string();
-        self.write(move |c| catalog::delete_access_key(c, &id)).await
+        self.write(move |c| catalog::delete_access_key(c, &id))
+            .await
     }
 
     // ---- commands ---------------------------------------------------------------
 
     async fn insert_command(&self, command: &CommandRecord) -> Result<()> {
         let command = command.clone();
-        self.write(move |c| catalog::insert_command(c, &command)).await
+        self.write(move |c| catalog::insert_command(c, &command))
+            .await
     }
 
     async fn get_command(&self, scope: &Scope, command_id: &str) -> Result<Option<CommandRecord>> {
         let (scope, id) = (scope.clone(), command_id.to_string());
-        self.read(move |c| catalog::get_command(c, &scope, &id)).await
+        self.read(move |c| catalog::get_command(c, &scope, &id))
+            .await
     }
 
     async fn update_command(&self, scope: &Scope, command: &CommandRecord) -> Result<bool> {
@@ -300,7 +312,8 @@ impl Store for SqliteStore {
 
     async fn delete_command(&self, scope: &Scope, command_id: &str) -> Result<bool> {
         let (scope, id) = (scope.clone(), command_id.to_string());
-        self.write(move |c| catalog::delete_command(c, &scope, &id)).await
+        self.write(move |c| catalog::delete_command(c, &scope, &id))
+            .await
     }
 
     async fn list_commands(
@@ -316,13 +329,21 @@ impl Store for SqliteStore {
 
     // ---- invocations ------------------------------------------------------------
 
-    async fn insert_invocation(&self, invocation: &InvocationRecord, tasks: &[TaskRecord]) -> Result<()> {
+    async fn insert_invocation(
+        &self,
+        invocation: &InvocationRecord,
+        tasks: &[TaskRecord],
+    ) -> Result<()> {
         let (invocation, tasks) = (invocation.clone(), tasks.to_vec());
         self.write(move |c| invocations::insert_invocation(c, &invocation, &tasks))
             .await
     }
 
-    async fn get_invocation(&self, scope: &Scope, invoke_id: &str) -> Result<Option<InvocationRecord>> {
+    async fn get_invocation(
+        &self,
+        scope: &Scope,
+        invoke_id: &str,
+    ) -> Result<Option<InvocationRecord>> {
         let (scope, id) = (scope.clone(), invoke_id.to_string());
         self.read(move |c| invocations::get_invocation(c, &scope, &id))
             .await
@@ -353,7 +374,8 @@ impl Store for SqliteStore {
 
     async fn get_task(&self, invoke_id: &str, instance_id: &str) -> Result<Option<TaskRecord>> {
         let (inv, inst) = (invoke_id.to_string(), instance_id.to_string());
-        self.read(move |c| invocations::get_task(c, &inv, &inst)).await
+        self.read(move |c| invocations::get_task(c, &inv, &inst))
+            .await
     }
 
     async fn apply_task_event(
@@ -405,14 +427,19 @@ impl Store for SqliteStore {
         data: &[u8],
         cap: u64,
     ) -> Result<OutputAppend> {
-        let (inv, inst, data) = (invoke_id.to_string(), instance_id.to_string(), data.to_vec());
+        let (inv, inst, data) = (
+            invoke_id.to_string(),
+            instance_id.to_string(),
+            data.to_vec(),
+        );
         self.write(move |c| invocations::append_output(c, &inv, &inst, offset, &data, cap))
             .await
     }
 
     async fn full_output(&self, invoke_id: &str, instance_id: &str) -> Result<Option<Vec<u8>>> {
         let (inv, inst) = (invoke_id.to_string(), instance_id.to_string());
-        self.read(move |c| invocations::full_output(c, &inv, &inst)).await
+        self.read(move |c| invocations::full_output(c, &inv, &inst))
+            .await
     }
 
     // ---- activations and instances ---------------------------------------------
@@ -439,9 +466,14 @@ impl Store for SqliteStore {
         self.read(move |c| instances::get_instance(c, &id)).await
     }
 
-    async fn get_instances(&self, scope: &Scope, instance_ids: &[String]) -> Result<Vec<InstanceRecord>> {
+    async fn get_instances(
+        &self,
+        scope: &Scope,
+        instance_ids: &[String],
+    ) -> Result<Vec<InstanceRecord>> {
         let (scope, ids) = (scope.clone(), instance_ids.to_vec());
-        self.read(move |c| instances::get_instances(c, &scope, &ids)).await
+        self.read(move |c| instances::get_instances(c, &scope, &ids))
+            .await
     }
 
     async fn list_instances(
@@ -464,13 +496,18 @@ impl Store for SqliteStore {
         os_type: &str,
     ) -> Result<()> {
         let id = instance_id.to_string();
-        let (v, h, o) = (agent_version.to_string(), hostname.to_string(), os_type.to_string());
+        let (v, h, o) = (
+            agent_version.to_string(),
+            hostname.to_string(),
+            os_type.to_string(),
+        );
         self.write(move |c| instances::touch_instance(c, &id, at, &v, &h, &o))
             .await
     }
 
     async fn note_invoked(&self, instance_ids: &[String], at: Millis) -> Result<()> {
         let ids = instance_ids.to_vec();
-        self.write(move |c| instances::note_invoked(c, &ids, at)).await
+        self.write(move |c| instances::note_invoked(c, &ids, at))
+            .await
     }
 }

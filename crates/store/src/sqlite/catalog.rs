@@ -11,7 +11,13 @@ pub(super) fn insert_access_key(c: &Connection, k: &AccessKeyRecord) -> Result<(
         "INSERT INTO access_keys (access_key_id, secret_sealed, account_id, enabled, created) \
          VALUES (?, ?, ?, ?, ?)",
     )?
-    .execute(params![k.access_key_id, k.secret_sealed, k.account_id, k.enabled, k.created])?;
+    .execute(params![
+        k.access_key_id,
+        k.secret_sealed,
+        k.account_id,
+        k.enabled,
+        k.created
+    ])?;
     Ok(())
 }
 
@@ -22,7 +28,10 @@ pub(super) fn get_access_key(c: &Connection, id: &str) -> Result<Option<AccessKe
         .optional()?)
 }
 
-pub(super) fn list_access_keys(c: &Connection, account: Option<&str>) -> Result<Vec<AccessKeyRecord>> {
+pub(super) fn list_access_keys(
+    c: &Connection,
+    account: Option<&str>,
+) -> Result<Vec<AccessKeyRecord>> {
     let sql = format!(
         "SELECT {ACCESS_KEY_COLS} FROM access_keys WHERE ?1 IS NULL OR account_id = ?1 \
          ORDER BY created, access_key_id"
@@ -75,13 +84,20 @@ pub(super) fn insert_command(c: &Connection, m: &CommandRecord) -> Result<()> {
     Ok(())
 }
 
-pub(super) fn get_command(c: &Connection, scope: &Scope, id: &str) -> Result<Option<CommandRecord>> {
+pub(super) fn get_command(
+    c: &Connection,
+    scope: &Scope,
+    id: &str,
+) -> Result<Option<CommandRecord>> {
     let sql = format!(
         "SELECT {COMMAND_COLS} FROM commands \
          WHERE command_id = ? AND account_id = ? AND region_id = ?"
     );
     Ok(c.prepare_cached(&sql)?
-        .query_row(params![id, scope.account_id, scope.region_id], rows::command)
+        .query_row(
+            params![id, scope.account_id, scope.region_id],
+            rows::command,
+        )
         .optional()?)
 }
 
@@ -130,7 +146,10 @@ pub(super) fn list_commands(
     w.eq_opt("m.description", &f.description);
     w.eq_opt("m.command_type", &f.command_type);
     let total: i64 = tx
-        .prepare_cached(&format!("SELECT COUNT(*) FROM commands m WHERE {}", w.sql()))?
+        .prepare_cached(&format!(
+            "SELECT COUNT(*) FROM commands m WHERE {}",
+            w.sql()
+        ))?
         .query_row(params_from_iter(&w.args), |r| r.get(0))?;
     let sql = format!(
         "SELECT {COMMAND_COLS} FROM commands WHERE rowid IN (\

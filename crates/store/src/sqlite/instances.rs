@@ -47,7 +47,9 @@ pub(super) fn register_instance(c: &mut Connection, i: &InstanceRecord) -> Resul
         .optional()?;
     let id = &i.activation_id;
     let Some(a) = activation else {
-        return Err(StoreError::Conflict(format!("activation {id} does not exist")));
+        return Err(StoreError::Conflict(format!(
+            "activation {id} does not exist"
+        )));
     };
     if a.disabled {
         return Err(StoreError::Conflict(format!("activation {id} is disabled")));
@@ -96,7 +98,11 @@ pub(super) fn get_instance(c: &Connection, id: &str) -> Result<Option<InstanceRe
 }
 
 /// The instances in scope among `ids`, in the order asked, each once.
-pub(super) fn get_instances(c: &Connection, scope: &Scope, ids: &[String]) -> Result<Vec<InstanceRecord>> {
+pub(super) fn get_instances(
+    c: &Connection,
+    scope: &Scope,
+    ids: &[String],
+) -> Result<Vec<InstanceRecord>> {
     let tx = c.unchecked_transaction()?;
     let sql = format!(
         "SELECT {INSTANCE_COLS} FROM instances \
@@ -110,7 +116,10 @@ pub(super) fn get_instances(c: &Connection, scope: &Scope, ids: &[String]) -> Re
             continue;
         }
         if let Some(i) = stmt
-            .query_row(params![id, scope.account_id, scope.region_id], rows::instance)
+            .query_row(
+                params![id, scope.account_id, scope.region_id],
+                rows::instance,
+            )
             .optional()?
         {
             out.push(i);
@@ -131,11 +140,17 @@ pub(super) fn list_instances(
     let tx = c.unchecked_transaction()?;
     let mut w = Where::scope("n", scope);
     if let Some(ids) = &f.instance_ids {
-        w.and("n.instance_id IN (SELECT value FROM json_each(?))", json_list(ids));
+        w.and(
+            "n.instance_id IN (SELECT value FROM json_each(?))",
+            json_list(ids),
+        );
     }
     w.eq_opt("n.os_type", &f.os_type);
     let total: i64 = tx
-        .prepare_cached(&format!("SELECT COUNT(*) FROM instances n WHERE {}", w.sql()))?
+        .prepare_cached(&format!(
+            "SELECT COUNT(*) FROM instances n WHERE {}",
+            w.sql()
+        ))?
         .query_row(params_from_iter(&w.args), |r| r.get(0))?;
     let sql = format!(
         "SELECT {INSTANCE_COLS} FROM instances n WHERE {} \

@@ -5,8 +5,8 @@ use super::rows::{
     TASK_COLS_NO_OUTPUT, TASK_N,
 };
 use crate::{
-    DispatchItem, InvocationFilter, InvocationRecord, InvocationView, Listing, OutputAppend,
-    Page, ResultFilter, Result, Scope, StoreError, TaskRecord,
+    DispatchItem, InvocationFilter, InvocationRecord, InvocationView, Listing, OutputAppend, Page,
+    Result, ResultFilter, Scope, StoreError, TaskRecord,
 };
 use oca_domain::status::{InstanceInvokeStatus, InvocationStatus, InvokeStatus, StatusCounts};
 use oca_domain::task::TaskEvent;
@@ -75,7 +75,9 @@ fn read_tally(c: &Connection, scope: &Scope, name: &str) -> Result<i64> {
         .prepare_cached(
             "SELECT n FROM scope_counts WHERE account_id = ? AND region_id = ? AND name = ?",
         )?
-        .query_row(params![scope.account_id, scope.region_id, name], |r| r.get(0))
+        .query_row(params![scope.account_id, scope.region_id, name], |r| {
+            r.get(0)
+        })
         .optional()?;
     Ok(n.unwrap_or(0))
 }
@@ -95,16 +97,26 @@ pub(super) fn insert_invocation(
     tasks: &[TaskRecord],
 ) -> Result<()> {
     if let Some(t) = tasks.iter().find(|t| {
-        t.invoke_id != inv.invoke_id || t.account_id != inv.account_id || t.region_id != inv.region_id
+        t.invoke_id != inv.invoke_id
+            || t.account_id != inv.account_id
+            || t.region_id != inv.region_id
     }) {
         return Err(StoreError::Backend(format!(
             "task {}/{} ({}, {}) does not belong to invocation {} ({}, {})",
-            t.invoke_id, t.instance_id, t.account_id, t.region_id, inv.invoke_id, inv.account_id,
+            t.invoke_id,
+            t.instance_id,
+            t.account_id,
+            t.region_id,
+            inv.invoke_id,
+            inv.account_id,
             inv.region_id
         )));
     }
     let mut inv = inv.clone();
-    inv.counts = tasks.iter().map(|t| t.state.status).collect::<StatusCounts>();
+    inv.counts = tasks
+        .iter()
+        .map(|t| t.state.status)
+        .collect::<StatusCounts>();
 
     let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
     tx.prepare_cached(
@@ -246,7 +258,8 @@ fn write_counts(
 }
 
 fn load_task(c: &Connection, invoke_id: &str, instance_id: &str) -> Result<Option<TaskRecord>> {
-    let sql = format!("SELECT {TASK_COLS} FROM tasks t WHERE t.invoke_id = ? AND t.instance_id = ?");
+    let sql =
+        format!("SELECT {TASK_COLS} FROM tasks t WHERE t.invoke_id = ? AND t.instance_id = ?");
     Ok(c.prepare_cached(&sql)?
         .query_row([invoke_id, instance_id], rows::task)
         .optional()?)
@@ -325,7 +338,10 @@ pub(super) fn stop_invocation(
                  AND t.instance_id IN (SELECT value FROM json_each(?)) ORDER BY t.instance_id"
             );
             tx.prepare_cached(&sql)?
-                .query_map(params![invoke_id, json_list(&live), json_list(ids)], rows::task)?
+                .query_map(
+                    params![invoke_id, json_list(&live), json_list(ids)],
+                    rows::task,
+                )?
                 .collect::<rusqlite::Result<_>>()?
         }
     };
@@ -429,12 +445,16 @@ pub(super) fn get_invocation(
         .optional()?)
 }
 
-pub(super) fn get_task(c: &Connection, invoke_id: &str, instance_id: &str) -> Result<Option<TaskRecord>> {
+pub(super) fn get_task(
+    c: &Connection,
+    invoke_id: &str,
+    instance_id: &str,
+) -> Result<Option<TaskRecord>> {
     load_task(c, invoke_id, instance_id)
 }
 
 /// Newest first (`created` desc, then `invoke_id`). The page is chosen on the indexes
-/// (row ids only), then its rows are read one by one.
+/// (keys only), then its rows are read one by one.
 pub(super) fn list_invocations(
     c: &Connection,
     scope: &Scope,
@@ -443,7 +463,32 @@ pub(super) fn list_invocations(
     with_output: bool,
 ) -> Result<Listing<InvocationView>> {
     let tx = c.unchecked_transaction()?;
-    let mut w = Where::scope("i", scope);
+    // With an instance, walk that instance's tasks: the `tasks_instance` index has them
+    // in order, with their scope (a task's scope is its invocation's). The invocations
+    // are joined only when a filter needs them; CROSS JOIN keeps SQLite from
+    // reordering the join.
+    let (mut w, from, key, order) = match &f.instance_id {
+        Some(instance_id) => {
+            let mut w = Where::scope("t", scope);
+            w.and("t.instance_id = ?", instance_id.clone());
+            let instance_only = InvocationFilter {
+                instance_id: f.instance_id.clone(),
+                ..Default::default()
+            };
+            let from = if *f == instance_only {
+                "tasks t"
+            } else {
+                "tasks t CROSS JOIN invocations i ON i.invoke_id = t.invoke_id"
+            };
+            (w, from, "t.invoke_id", "t.inv_created DESC, t.invoke_id")
+        }
+        None => (
+            Where::scope("i", scope),
+            "invocations i",
+            "i.invoke_id",
+            "i.created DESC, i.invoke_id",
+        ),
+    };
     w.eq_opt("i.invoke_id", &f.invoke_id);
     w.eq_opt("i.command_id", &f.command_id);
     w.eq_opt("i.command_name", &f.command_name);
@@ -455,18 +500,6 @@ pub(super) fn list_invocations(
         w.and("i.invoke_status = ?", s.as_str().to_string());
     }
     w.eq_opt("i.repeat_mode", &f.repeat_mode);
-    // With an instance, walk that instance's tasks (already in the right order on the
-    // `tasks_instance` index); CROSS JOIN keeps SQLite from reordering the join.
-    let (from, order) = match &f.instance_id {
-        Some(instance_id) => {
-            w.and("t.instance_id = ?", instance_id.clone());
-            (
-                "tasks t CROSS JOIN invocations i ON i.invoke_id = t.invoke_id",
-                "t.inv_created DESC, t.invoke_id",
-            )
-        }
-        None => ("invocations i", "i.created DESC, i.invoke_id"),
-    };
     let status_only = InvocationFilter {
         invoke_status: f.invoke_status,
         ..Default::default()
@@ -480,19 +513,24 @@ pub(super) fn list_invocations(
     let mut items = Vec::new();
     if page.limit > 0 && (page.offset as i128) < total as i128 {
         let sql = format!(
-            "SELECT i.rowid FROM {from} WHERE {} ORDER BY {order} LIMIT ? OFFSET ?",
+            "SELECT {key} FROM {from} WHERE {} ORDER BY {order} LIMIT ? OFFSET ?",
             w.sql()
         );
-        let ids: Vec<i64> = tx
+        let ids: Vec<String> = tx
             .prepare_cached(&sql)?
             .query_map(
                 params_from_iter(w.args.iter().chain(page_args(page).iter())),
                 |r| r.get(0),
             )?
             .collect::<rusqlite::Result<_>>()?;
-        let mut inv_stmt =
-            tx.prepare_cached(&format!("SELECT {INVOCATION_COLS} FROM invocations i WHERE i.rowid = ?"))?;
-        let cols = if with_output { TASK_COLS } else { TASK_COLS_NO_OUTPUT };
+        let mut inv_stmt = tx.prepare_cached(&format!(
+            "SELECT {INVOCATION_COLS} FROM invocations i WHERE i.invoke_id = ?"
+        ))?;
+        let cols = if with_output {
+            TASK_COLS
+        } else {
+            TASK_COLS_NO_OUTPUT
+        };
         let mut task_stmt = tx.prepare_cached(&format!(
             "SELECT {cols} FROM tasks t WHERE t.invoke_id = ? ORDER BY t.instance_id"
         ))?;
@@ -520,10 +558,13 @@ pub(super) fn list_results(
     page: Page,
 ) -> Result<Listing<TaskRecord>> {
     let tx = c.unchecked_transaction()?;
-    // Pick the condition that leads to the smallest index range: one invocation's
-    // tasks (whose scope is its invocation's, checked once), one instance's tasks, or
-    // the scope's.
-    let (mut w, order) = if let Some(invoke_id) = &f.invoke_id {
+    // Drive the query from the smallest index range: one invocation's tasks (their
+    // scope is the invocation's, checked once), else one instance's tasks (the other
+    // conditions then written with a unary `+` so that SQLite, which has no
+    // statistics, does not prefer a command's or a status's tasks), else the scope's.
+    // The order is the same in every case (newest invocation, then invoke id, then
+    // instance id), spelled so that the chosen index already has it.
+    let (mut w, order, secondary) = if let Some(invoke_id) = &f.invoke_id {
         if get_invocation(&tx, scope, invoke_id)?.is_none() {
             return Ok(Listing {
                 total: 0,
@@ -532,18 +573,24 @@ pub(super) fn list_results(
         }
         let mut w = Where::new();
         w.and("t.invoke_id = ?", invoke_id.clone());
-        (w, "t.instance_id")
+        (w, "t.instance_id", "")
     } else if f.instance_id.is_some() {
-        (Where::scope_unindexed("t", scope), "t.inv_created DESC, t.invoke_id")
+        (
+            Where::scope("t", scope),
+            "t.inv_created DESC, t.invoke_id",
+            "+",
+        )
     } else {
-        (Where::scope("t", scope), "t.inv_created DESC, t.invoke_id, t.instance_id")
+        (
+            Where::scope("t", scope),
+            "t.inv_created DESC, t.invoke_id, t.instance_id",
+            "",
+        )
     };
-    // The order is the same in every case (newest invocation, then invoke id, then
-    // instance id), spelled so that the chosen index already has it.
     w.eq_opt("t.instance_id", &f.instance_id);
-    w.eq_opt("t.command_id", &f.command_id);
+    w.eq_opt(&format!("{secondary}t.command_id"), &f.command_id);
     if let Some(s) = f.record_status {
-        w.and("t.coarse = ?", s.as_str().to_string());
+        w.and(&format!("{secondary}t.coarse = ?"), s.as_str().to_string());
     }
     let status_only = ResultFilter {
         record_status: f.record_status,
@@ -568,7 +615,9 @@ pub(super) fn list_results(
                 |r| r.get(0),
             )?
             .collect::<rusqlite::Result<_>>()?;
-        let mut stmt = tx.prepare_cached(&format!("SELECT {TASK_COLS} FROM tasks t WHERE t.rowid = ?"))?;
+        let mut stmt = tx.prepare_cached(&format!(
+            "SELECT {TASK_COLS} FROM tasks t WHERE t.rowid = ?"
+        ))?;
         for id in ids {
             items.push(stmt.query_row([id], rows::task)?);
         }
@@ -610,7 +659,11 @@ pub(super) fn tasks_for_instance(
 }
 
 /// Pending tasks created before `before`, oldest first.
-pub(super) fn pending_tasks_before(c: &Connection, before: Millis, limit: u64) -> Result<Vec<TaskRecord>> {
+pub(super) fn pending_tasks_before(
+    c: &Connection,
+    before: Millis,
+    limit: u64,
+) -> Result<Vec<TaskRecord>> {
     // The literal 'Pending' matches the partial index `tasks_pending`.
     debug_assert_eq!(InvocationStatus::Pending.as_str(), "Pending");
     let sql = format!(
@@ -624,7 +677,11 @@ pub(super) fn pending_tasks_before(c: &Connection, before: Millis, limit: u64) -
     Ok(tasks)
 }
 
-pub(super) fn full_output(c: &Connection, invoke_id: &str, instance_id: &str) -> Result<Option<Vec<u8>>> {
+pub(super) fn full_output(
+    c: &Connection,
+    invoke_id: &str,
+    instance_id: &str,
+) -> Result<Option<Vec<u8>>> {
     let tx = c.unchecked_transaction()?;
     let len: Option<i64> = tx
         .prepare_cached("SELECT output_len FROM tasks WHERE invoke_id = ? AND instance_id = ?")?

@@ -1,7 +1,7 @@
 //! Rows to records and back, and the small SQL builder the listings share.
 
-use crate::{Page, Scope, TaskRecord};
 use crate::{AccessKeyRecord, ActivationRecord, CommandRecord, InstanceRecord, InvocationRecord};
+use crate::{Page, Scope, TaskRecord};
 use oca_domain::status::{InvocationStatus, StatusCounts};
 use oca_domain::task::TaskState;
 use oca_domain::task_error::TaskError;
@@ -46,7 +46,8 @@ pub(super) fn page_args(page: Page) -> [Value; 2] {
 
 fn status_at(r: &Row, idx: usize) -> rusqlite::Result<InvocationStatus> {
     let s: String = r.get(idx)?;
-    s.parse().map_err(|_| bad(idx, format!("unknown status {s:?}")))
+    s.parse()
+        .map_err(|_| bad(idx, format!("unknown status {s:?}")))
 }
 
 fn error_at(r: &Row, idx: usize) -> rusqlite::Result<Option<TaskError>> {
@@ -293,17 +294,6 @@ impl Where {
         let mut w = Where::new();
         w.and(&format!("{alias}.account_id = ?"), scope.account_id.clone());
         w.and(&format!("{alias}.region_id = ?"), scope.region_id.clone());
-        w
-    }
-
-    /// The scope condition written so that SQLite cannot use it to pick an index
-    /// (unary `+`): for queries that have a far more selective index on another
-    /// column, which SQLite, having no statistics, would otherwise pass over for the
-    /// index with more equality columns.
-    pub(super) fn scope_unindexed(alias: &str, scope: &Scope) -> Self {
-        let mut w = Where::new();
-        w.and(&format!("+{alias}.account_id = ?"), scope.account_id.clone());
-        w.and(&format!("+{alias}.region_id = ?"), scope.region_id.clone());
         w
     }
 

@@ -99,7 +99,7 @@ CREATE TABLE tasks (
 CREATE INDEX tasks_scope ON tasks (account_id, region_id, inv_created DESC, invoke_id, instance_id);
 CREATE INDEX tasks_command ON tasks (account_id, region_id, command_id, inv_created DESC, invoke_id, instance_id);
 CREATE INDEX tasks_coarse ON tasks (account_id, region_id, coarse, inv_created DESC, invoke_id, instance_id);
-CREATE INDEX tasks_instance ON tasks (instance_id, inv_created DESC, invoke_id);
+CREATE INDEX tasks_instance ON tasks (instance_id, account_id, region_id, inv_created DESC, invoke_id);
 CREATE INDEX tasks_instance_status ON tasks (instance_id, status);
 CREATE INDEX tasks_pending ON tasks (created) WHERE status = 'Pending';
 

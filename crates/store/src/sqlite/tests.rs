@@ -174,13 +174,27 @@ async fn event(s: &SqliteStore, inv: &str, inst: &str, e: TaskEvent) -> TaskReco
     s.apply_task_event(inv, inst, e).await.unwrap().unwrap()
 }
 
-async fn inv_ids(s: &SqliteStore, scope: &Scope, f: InvocationFilter, p: Page) -> (u64, Vec<String>) {
+async fn inv_ids(
+    s: &SqliteStore,
+    scope: &Scope,
+    f: InvocationFilter,
+    p: Page,
+) -> (u64, Vec<String>) {
     let l = s.list_invocations(scope, &f, p, false).await.unwrap();
-    let ids = l.items.into_iter().map(|v| v.invocation.invoke_id).collect();
+    let ids = l
+        .items
+        .into_iter()
+        .map(|v| v.invocation.invoke_id)
+        .collect();
     (l.total, ids)
 }
 
-async fn result_keys(s: &SqliteStore, scope: &Scope, f: ResultFilter, p: Page) -> (u64, Vec<String>) {
+async fn result_keys(
+    s: &SqliteStore,
+    scope: &Scope,
+    f: ResultFilter,
+    p: Page,
+) -> (u64, Vec<String>) {
     let l = s.list_results(scope, &f, p).await.unwrap();
     let keys = l
         .items
@@ -219,8 +233,16 @@ async fn assert_counts_consistent(s: &SqliteStore, scope: &Scope, invoke_id: &st
     let mut fresh = inv.clone();
     fresh.counts = recount;
     let (invoke, overall, _) = derived_columns(s, invoke_id);
-    assert_eq!(invoke, fresh.invoke_status().as_str(), "invoke_status of {invoke_id}");
-    assert_eq!(overall, fresh.overall_status().as_str(), "overall_status of {invoke_id}");
+    assert_eq!(
+        invoke,
+        fresh.invoke_status().as_str(),
+        "invoke_status of {invoke_id}"
+    );
+    assert_eq!(
+        overall,
+        fresh.overall_status().as_str(),
+        "overall_status of {invoke_id}"
+    );
     let filter = InvocationFilter {
         invoke_id: Some(invoke_id.into()),
         invoke_status: Some(fresh.invoke_status()),
@@ -251,7 +273,9 @@ fn assert_tallies_consistent(s: &SqliteStore) {
            FROM tasks GROUP BY 1, 2, 3",
     );
     assert_eq!(stored, counted, "scope_counts");
-    let mut stmt = c.prepare("SELECT DISTINCT status, coarse FROM tasks").unwrap();
+    let mut stmt = c
+        .prepare("SELECT DISTINCT status, coarse FROM tasks")
+        .unwrap();
     let pairs = stmt
         .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
         .unwrap();
@@ -279,11 +303,20 @@ async fn access_keys(s: &SqliteStore) {
     };
     s.insert_access_key(&k1).await.unwrap();
     s.insert_access_key(&k2).await.unwrap();
-    assert!(matches!(s.insert_access_key(&k1).await, Err(StoreError::Conflict(_))));
+    assert!(matches!(
+        s.insert_access_key(&k1).await,
+        Err(StoreError::Conflict(_))
+    ));
     assert_eq!(s.get_access_key("LTAI-1").await.unwrap(), Some(k1.clone()));
     assert_eq!(s.get_access_key("nope").await.unwrap(), None);
-    assert_eq!(s.list_access_keys(None).await.unwrap(), vec![k1.clone(), k2.clone()]);
-    assert_eq!(s.list_access_keys(Some("acct-2")).await.unwrap(), vec![k2.clone()]);
+    assert_eq!(
+        s.list_access_keys(None).await.unwrap(),
+        vec![k1.clone(), k2.clone()]
+    );
+    assert_eq!(
+        s.list_access_keys(Some("acct-2")).await.unwrap(),
+        vec![k2.clone()]
+    );
     assert_eq!(s.list_access_keys(Some("acct-9")).await.unwrap(), vec![]);
 
     assert!(s.set_access_key_enabled("LTAI-1", false).await.unwrap());
@@ -314,39 +347,86 @@ async fn commands(s: &SqliteStore) {
         s.insert_command(c).await.unwrap();
     }
     for (i, o) in outsiders().iter().enumerate() {
-        s.insert_command(&command(&format!("c-out-{i}"), o, 10)).await.unwrap();
+        s.insert_command(&command(&format!("c-out-{i}"), o, 10))
+            .await
+            .unwrap();
     }
-    assert!(matches!(s.insert_command(&c1).await, Err(StoreError::Conflict(_))));
+    assert!(matches!(
+        s.insert_command(&c1).await,
+        Err(StoreError::Conflict(_))
+    ));
 
     assert_eq!(s.get_command(&h, "c-1").await.unwrap(), Some(c1.clone()));
-    assert_eq!(s.get_command(&h, "c-3").await.unwrap(), Some(hidden.clone()));
+    assert_eq!(
+        s.get_command(&h, "c-3").await.unwrap(),
+        Some(hidden.clone())
+    );
     for o in outsiders() {
         assert_eq!(s.get_command(&o, "c-1").await.unwrap(), None);
         assert_eq!(s.get_command(&o, "c-3").await.unwrap(), None);
     }
 
     // Listing: visible only, newest first, paged.
-    let ids = |l: Listing<CommandRecord>| (l.total, l.items.into_iter().map(|c| c.command_id).collect::<Vec<_>>());
+    let ids = |l: Listing<CommandRecord>| {
+        (
+            l.total,
+            l.items
+                .into_iter()
+                .map(|c| c.command_id)
+                .collect::<Vec<_>>(),
+        )
+    };
     let none = CommandFilter::default();
-    assert_eq!(ids(s.list_commands(&h, &none, all()).await.unwrap()), (3, strs(&["c-4", "c-2", "c-1"])));
-    assert_eq!(ids(s.list_commands(&h, &none, page(1, 1)).await.unwrap()), (3, strs(&["c-2"])));
-    assert_eq!(ids(s.list_commands(&h, &none, page(5, 1)).await.unwrap()), (3, vec![]));
-    assert_eq!(ids(s.list_commands(&h, &none, page(0, 0)).await.unwrap()), (3, vec![]));
+    assert_eq!(
+        ids(s.list_commands(&h, &none, all()).await.unwrap()),
+        (3, strs(&["c-4", "c-2", "c-1"]))
+    );
+    assert_eq!(
+        ids(s.list_commands(&h, &none, page(1, 1)).await.unwrap()),
+        (3, strs(&["c-2"]))
+    );
+    assert_eq!(
+        ids(s.list_commands(&h, &none, page(5, 1)).await.unwrap()),
+        (3, vec![])
+    );
+    assert_eq!(
+        ids(s.list_commands(&h, &none, page(0, 0)).await.unwrap()),
+        (3, vec![])
+    );
     for o in outsiders() {
         assert_eq!(s.list_commands(&o, &none, all()).await.unwrap().total, 1);
     }
-    let f = |f: CommandFilter| async move { ids(s.list_commands(&home(), &f, all()).await.unwrap()) };
-    let by_id = CommandFilter { command_id: Some("c-2".into()), ..Default::default() };
+    let f =
+        |f: CommandFilter| async move { ids(s.list_commands(&home(), &f, all()).await.unwrap()) };
+    let by_id = CommandFilter {
+        command_id: Some("c-2".into()),
+        ..Default::default()
+    };
     assert_eq!(f(by_id).await, (1, strs(&["c-2"])));
-    let hidden_id = CommandFilter { command_id: Some("c-3".into()), ..Default::default() };
+    let hidden_id = CommandFilter {
+        command_id: Some("c-3".into()),
+        ..Default::default()
+    };
     assert_eq!(f(hidden_id).await, (0, vec![]));
-    let foreign = CommandFilter { command_id: Some("c-out-0".into()), ..Default::default() };
+    let foreign = CommandFilter {
+        command_id: Some("c-out-0".into()),
+        ..Default::default()
+    };
     assert_eq!(f(foreign).await, (0, vec![]));
-    let by_name = CommandFilter { name: Some("name-c-1".into()), ..Default::default() };
+    let by_name = CommandFilter {
+        name: Some("name-c-1".into()),
+        ..Default::default()
+    };
     assert_eq!(f(by_name).await, (1, strs(&["c-1"])));
-    let by_desc = CommandFilter { description: Some("about c-4".into()), ..Default::default() };
+    let by_desc = CommandFilter {
+        description: Some("about c-4".into()),
+        ..Default::default()
+    };
     assert_eq!(f(by_desc).await, (1, strs(&["c-4"])));
-    let by_type = CommandFilter { command_type: Some("RunShellScript".into()), ..Default::default() };
+    let by_type = CommandFilter {
+        command_type: Some("RunShellScript".into()),
+        ..Default::default()
+    };
     assert_eq!(f(by_type).await, (2, strs(&["c-2", "c-1"])));
     let both = CommandFilter {
         command_type: Some("RunShellScript".into()),
@@ -383,7 +463,10 @@ async fn commands(s: &SqliteStore) {
         ..changed.clone()
     };
     assert_eq!(s.get_command(&h, "c-1").await.unwrap(), Some(expected));
-    let missing = CommandRecord { command_id: "c-none".into(), ..changed };
+    let missing = CommandRecord {
+        command_id: "c-none".into(),
+        ..changed
+    };
     assert!(!s.update_command(&h, &missing).await.unwrap());
 
     // Delete: only in scope.
@@ -418,7 +501,14 @@ async fn invocations_and_scoping(s: &SqliteStore) {
     };
     assert_eq!(got, expected);
     assert_eq!(got.invoke_status(), InvokeStatus::Running);
-    assert_eq!(s.get_command(&h, "c-1").await.unwrap().unwrap().invoke_times, 1);
+    assert_eq!(
+        s.get_command(&h, "c-1")
+            .await
+            .unwrap()
+            .unwrap()
+            .invoke_times,
+        1
+    );
     assert_counts_consistent(s, &h, "t-1").await;
 
     let mut t = s.get_task("t-1", "i-1").await.unwrap().unwrap();
@@ -438,7 +528,14 @@ async fn invocations_and_scoping(s: &SqliteStore) {
         .await;
     assert!(matches!(r, Err(StoreError::Conflict(_))), "{r:?}");
     assert_eq!(s.get_invocation(&h, "t-dup").await.unwrap(), None);
-    assert_eq!(s.get_command(&h, "c-1").await.unwrap().unwrap().invoke_times, 1);
+    assert_eq!(
+        s.get_command(&h, "c-1")
+            .await
+            .unwrap()
+            .unwrap()
+            .invoke_times,
+        1
+    );
 
     // A task from elsewhere is refused.
     let mixed = invocation("t-mixed", &h, 12);
@@ -459,14 +556,23 @@ async fn invocations_and_scoping(s: &SqliteStore) {
     // Outside the scope the invocation does not exist.
     for o in outsiders() {
         assert_eq!(s.get_invocation(&o, "t-1").await.unwrap(), None);
-        assert_eq!(s.stop_invocation(&o, "t-1", None, 50).await.unwrap(), vec![]);
-        assert_eq!(inv_ids(s, &o, InvocationFilter::default(), all()).await, (0, vec![]));
+        assert_eq!(
+            s.stop_invocation(&o, "t-1", None, 50).await.unwrap(),
+            vec![]
+        );
+        assert_eq!(
+            inv_ids(s, &o, InvocationFilter::default(), all()).await,
+            (0, vec![])
+        );
         let f = InvocationFilter {
             instance_id: Some("i-2".into()),
             ..Default::default()
         };
         assert_eq!(inv_ids(s, &o, f, all()).await, (0, vec![]));
-        assert_eq!(result_keys(s, &o, ResultFilter::default(), all()).await, (0, vec![]));
+        assert_eq!(
+            result_keys(s, &o, ResultFilter::default(), all()).await,
+            (0, vec![])
+        );
         let f = ResultFilter {
             invoke_id: Some("t-1".into()),
             ..Default::default()
@@ -475,7 +581,15 @@ async fn invocations_and_scoping(s: &SqliteStore) {
     }
     let got = s.get_invocation(&h, "t-1").await.unwrap().unwrap();
     assert!(!got.stopped_by_hand, "an outsider's stop changed nothing");
-    assert_eq!(s.get_task("t-1", "i-2").await.unwrap().unwrap().state.status, S::Pending);
+    assert_eq!(
+        s.get_task("t-1", "i-2")
+            .await
+            .unwrap()
+            .unwrap()
+            .state
+            .status,
+        S::Pending
+    );
     assert_tallies_consistent(s);
 }
 
@@ -508,33 +622,145 @@ async fn invocation_listing(s: &SqliteStore) {
     seed_listing(s).await;
     let h = home();
     let none = InvocationFilter::default;
-    assert_eq!(inv_ids(s, &h, none(), all()).await, (4, strs(&["t-d", "t-b", "t-c", "t-a"])));
-    assert_eq!(inv_ids(s, &h, none(), page(1, 2)).await, (4, strs(&["t-b", "t-c"])));
-    assert_eq!(inv_ids(s, &h, none(), page(3, 5)).await, (4, strs(&["t-a"])));
+    assert_eq!(
+        inv_ids(s, &h, none(), all()).await,
+        (4, strs(&["t-d", "t-b", "t-c", "t-a"]))
+    );
+    assert_eq!(
+        inv_ids(s, &h, none(), page(1, 2)).await,
+        (4, strs(&["t-b", "t-c"]))
+    );
+    assert_eq!(
+        inv_ids(s, &h, none(), page(3, 5)).await,
+        (4, strs(&["t-a"]))
+    );
     assert_eq!(inv_ids(s, &h, none(), page(4, 5)).await, (4, vec![]));
     assert_eq!(inv_ids(s, &h, none(), page(0, 0)).await, (4, vec![]));
-    assert_eq!(inv_ids(s, &h, none(), page(u64::MAX, u64::MAX)).await, (4, vec![]));
+    assert_eq!(
+        inv_ids(s, &h, none(), page(u64::MAX, u64::MAX)).await,
+        (4, vec![])
+    );
     assert_eq!(inv_ids(s, &h, none(), page(1, u64::MAX)).await.1.len(), 3);
 
     let cases: Vec<(InvocationFilter, &[&str])> = vec![
-        (InvocationFilter { invoke_id: Some("t-c".into()), ..none() }, &["t-c"]),
-        (InvocationFilter { invoke_id: Some("t-out-0".into()), ..none() }, &[]),
-        (InvocationFilter { command_id: Some("c-1".into()), ..none() }, &["t-d", "t-c", "t-a"]),
-        (InvocationFilter { command_name: Some("beta".into()), ..none() }, &["t-b"]),
-        (InvocationFilter { command_type: Some("RunPowerShellScript".into()), ..none() }, &["t-b"]),
-        (InvocationFilter { timed: Some(true), ..none() }, &["t-b"]),
-        (InvocationFilter { timed: Some(false), ..none() }, &["t-d", "t-c", "t-a"]),
-        (InvocationFilter { repeat_mode: Some("Period".into()), ..none() }, &["t-b"]),
-        (InvocationFilter { repeat_mode: Some("Once".into()), ..none() }, &["t-d", "t-c", "t-a"]),
-        (InvocationFilter { instance_id: Some("i-1".into()), ..none() }, &["t-d", "t-a"]),
-        (InvocationFilter { instance_id: Some("i-2".into()), ..none() }, &["t-b", "t-a"]),
-        (InvocationFilter { instance_id: Some("i-9".into()), ..none() }, &[]),
-        (InvocationFilter { invoke_status: Some(InvokeStatus::Finished), ..none() }, &["t-d"]),
-        (InvocationFilter { invoke_status: Some(InvokeStatus::Failed), ..none() }, &["t-c"]),
-        (InvocationFilter { invoke_status: Some(InvokeStatus::Running), ..none() }, &["t-b", "t-a"]),
-        (InvocationFilter { invoke_status: Some(InvokeStatus::Stopped), ..none() }, &[]),
         (
-            InvocationFilter { command_id: Some("c-1".into()), instance_id: Some("i-1".into()), ..none() },
+            InvocationFilter {
+                invoke_id: Some("t-c".into()),
+                ..none()
+            },
+            &["t-c"],
+        ),
+        (
+            InvocationFilter {
+                invoke_id: Some("t-out-0".into()),
+                ..none()
+            },
+            &[],
+        ),
+        (
+            InvocationFilter {
+                command_id: Some("c-1".into()),
+                ..none()
+            },
+            &["t-d", "t-c", "t-a"],
+        ),
+        (
+            InvocationFilter {
+                command_name: Some("beta".into()),
+                ..none()
+            },
+            &["t-b"],
+        ),
+        (
+            InvocationFilter {
+                command_type: Some("RunPowerShellScript".into()),
+                ..none()
+            },
+            &["t-b"],
+        ),
+        (
+            InvocationFilter {
+                timed: Some(true),
+                ..none()
+            },
+            &["t-b"],
+        ),
+        (
+            InvocationFilter {
+                timed: Some(false),
+                ..none()
+            },
+            &["t-d", "t-c", "t-a"],
+        ),
+        (
+            InvocationFilter {
+                repeat_mode: Some("Period".into()),
+                ..none()
+            },
+            &["t-b"],
+        ),
+        (
+            InvocationFilter {
+                repeat_mode: Some("Once".into()),
+                ..none()
+            },
+            &["t-d", "t-c", "t-a"],
+        ),
+        (
+            InvocationFilter {
+                instance_id: Some("i-1".into()),
+                ..none()
+            },
+            &["t-d", "t-a"],
+        ),
+        (
+            InvocationFilter {
+                instance_id: Some("i-2".into()),
+                ..none()
+            },
+            &["t-b", "t-a"],
+        ),
+        (
+            InvocationFilter {
+                instance_id: Some("i-9".into()),
+                ..none()
+            },
+            &[],
+        ),
+        (
+            InvocationFilter {
+                invoke_status: Some(InvokeStatus::Finished),
+                ..none()
+            },
+            &["t-d"],
+        ),
+        (
+            InvocationFilter {
+                invoke_status: Some(InvokeStatus::Failed),
+                ..none()
+            },
+            &["t-c"],
+        ),
+        (
+            InvocationFilter {
+                invoke_status: Some(InvokeStatus::Running),
+                ..none()
+            },
+            &["t-b", "t-a"],
+        ),
+        (
+            InvocationFilter {
+                invoke_status: Some(InvokeStatus::Stopped),
+                ..none()
+            },
+            &[],
+        ),
+        (
+            InvocationFilter {
+                command_id: Some("c-1".into()),
+                instance_id: Some("i-1".into()),
+                ..none()
+            },
             &["t-d", "t-a"],
         ),
         (
@@ -558,13 +784,22 @@ async fn invocation_listing(s: &SqliteStore) {
         let got = inv_ids(s, &h, f.clone(), all()).await;
         assert_eq!(got, (expected.len() as u64, strs(expected)), "{f:?}");
     }
-    let by_instance = InvocationFilter { instance_id: Some("i-1".into()), ..none() };
-    assert_eq!(inv_ids(s, &h, by_instance, page(1, 1)).await, (2, strs(&["t-a"])));
+    let by_instance = InvocationFilter {
+        instance_id: Some("i-1".into()),
+        ..none()
+    };
+    assert_eq!(
+        inv_ids(s, &h, by_instance, page(1, 1)).await,
+        (2, strs(&["t-a"]))
+    );
 
     // Tasks come with each invocation, by instance id; output only when asked.
     let l = s.list_invocations(&h, &none(), all(), true).await.unwrap();
     let a = &l.items[3];
-    assert_eq!(a.invocation, s.get_invocation(&h, "t-a").await.unwrap().unwrap());
+    assert_eq!(
+        a.invocation,
+        s.get_invocation(&h, "t-a").await.unwrap().unwrap()
+    );
     let instances: Vec<_> = a.tasks.iter().map(|t| t.instance_id.as_str()).collect();
     assert_eq!(instances, ["i-1", "i-2"]);
     let d = &l.items[0];
@@ -577,7 +812,10 @@ async fn invocation_listing(s: &SqliteStore) {
     bare.state.output = b"hello".to_vec();
     assert_eq!(bare, d.tasks[0]);
     for (n, o) in outsiders().iter().enumerate() {
-        assert_eq!(inv_ids(s, o, none(), all()).await, (1, vec![format!("t-out-{n}")]));
+        assert_eq!(
+            inv_ids(s, o, none(), all()).await,
+            (1, vec![format!("t-out-{n}")])
+        );
     }
     assert_tallies_consistent(s);
 }
@@ -587,29 +825,80 @@ async fn result_listing(s: &SqliteStore) {
     let h = home();
     let none = ResultFilter::default;
     let everything = ["t-d/i-1", "t-b/i-2", "t-c/i-3", "t-a/i-1", "t-a/i-2"];
-    assert_eq!(result_keys(s, &h, none(), all()).await, (5, strs(&everything)));
-    assert_eq!(result_keys(s, &h, none(), page(2, 2)).await, (5, strs(&everything[2..4])));
+    assert_eq!(
+        result_keys(s, &h, none(), all()).await,
+        (5, strs(&everything))
+    );
+    assert_eq!(
+        result_keys(s, &h, none(), page(2, 2)).await,
+        (5, strs(&everything[2..4]))
+    );
     assert_eq!(result_keys(s, &h, none(), page(5, 2)).await, (5, vec![]));
     assert_eq!(result_keys(s, &h, none(), page(0, 0)).await, (5, vec![]));
     let cases: Vec<(ResultFilter, &[&str])> = vec![
-        (ResultFilter { invoke_id: Some("t-a".into()), ..none() }, &["t-a/i-1", "t-a/i-2"]),
-        (ResultFilter { invoke_id: Some("t-out-0".into()), ..none() }, &[]),
-        (ResultFilter { instance_id: Some("i-2".into()), ..none() }, &["t-b/i-2", "t-a/i-2"]),
-        (ResultFilter { instance_id: Some("i-1".into()), ..none() }, &["t-d/i-1", "t-a/i-1"]),
-        (ResultFilter { command_id: Some("c-2".into()), ..none() }, &["t-b/i-2"]),
         (
-            ResultFilter { record_status: Some(InstanceInvokeStatus::Finished), ..none() },
+            ResultFilter {
+                invoke_id: Some("t-a".into()),
+                ..none()
+            },
+            &["t-a/i-1", "t-a/i-2"],
+        ),
+        (
+            ResultFilter {
+                invoke_id: Some("t-out-0".into()),
+                ..none()
+            },
+            &[],
+        ),
+        (
+            ResultFilter {
+                instance_id: Some("i-2".into()),
+                ..none()
+            },
+            &["t-b/i-2", "t-a/i-2"],
+        ),
+        (
+            ResultFilter {
+                instance_id: Some("i-1".into()),
+                ..none()
+            },
+            &["t-d/i-1", "t-a/i-1"],
+        ),
+        (
+            ResultFilter {
+                command_id: Some("c-2".into()),
+                ..none()
+            },
+            &["t-b/i-2"],
+        ),
+        (
+            ResultFilter {
+                record_status: Some(InstanceInvokeStatus::Finished),
+                ..none()
+            },
             &["t-d/i-1"],
         ),
         (
-            ResultFilter { record_status: Some(InstanceInvokeStatus::Failed), ..none() },
+            ResultFilter {
+                record_status: Some(InstanceInvokeStatus::Failed),
+                ..none()
+            },
             &["t-c/i-3"],
         ),
         (
-            ResultFilter { record_status: Some(InstanceInvokeStatus::Running), ..none() },
+            ResultFilter {
+                record_status: Some(InstanceInvokeStatus::Running),
+                ..none()
+            },
             &["t-b/i-2", "t-a/i-1", "t-a/i-2"],
         ),
-        (ResultFilter { record_status: Some(InstanceInvokeStatus::Stopped), ..none() }, &[]),
+        (
+            ResultFilter {
+                record_status: Some(InstanceInvokeStatus::Stopped),
+                ..none()
+            },
+            &[],
+        ),
         (
             ResultFilter {
                 instance_id: Some("i-1".into()),
@@ -638,13 +927,25 @@ async fn result_listing(s: &SqliteStore) {
     assert_eq!(l.items[0], s.get_task("t-d", "i-1").await.unwrap().unwrap());
     // A coarse status matches all its fine statuses.
     event(s, "t-a", "i-1", started(5)).await;
-    let running = ResultFilter { record_status: Some(InstanceInvokeStatus::Running), ..none() };
+    let running = ResultFilter {
+        record_status: Some(InstanceInvokeStatus::Running),
+        ..none()
+    };
     assert_eq!(result_keys(s, &h, running, all()).await.0, 3);
     event(s, "t-a", "i-1", finished(S::Failed, b"")).await;
-    let finished = ResultFilter { record_status: Some(InstanceInvokeStatus::Finished), ..none() };
-    assert_eq!(result_keys(s, &h, finished, all()).await, (2, strs(&["t-d/i-1", "t-a/i-1"])));
+    let finished = ResultFilter {
+        record_status: Some(InstanceInvokeStatus::Finished),
+        ..none()
+    };
+    assert_eq!(
+        result_keys(s, &h, finished, all()).await,
+        (2, strs(&["t-d/i-1", "t-a/i-1"]))
+    );
     for (n, o) in outsiders().iter().enumerate() {
-        assert_eq!(result_keys(s, o, none(), all()).await, (1, vec![format!("t-out-{n}/i-1")]));
+        assert_eq!(
+            result_keys(s, o, none(), all()).await,
+            (1, vec![format!("t-out-{n}/i-1")])
+        );
     }
     assert_tallies_consistent(s);
 }
@@ -668,8 +969,14 @@ async fn task_events(s: &SqliteStore) {
     assert_eq!(same, t);
 
     // No such task.
-    assert_eq!(s.apply_task_event("t-1", "i-9", started(1)).await.unwrap(), None);
-    assert_eq!(s.apply_task_event("t-9", "i-1", started(1)).await.unwrap(), None);
+    assert_eq!(
+        s.apply_task_event("t-1", "i-9", started(1)).await.unwrap(),
+        None
+    );
+    assert_eq!(
+        s.apply_task_event("t-9", "i-1", started(1)).await.unwrap(),
+        None
+    );
 
     let t = event(s, "t-1", "i-1", finished(S::Success, b"out")).await;
     assert_eq!((t.state.status, t.state.repeats), (S::Success, 1));
@@ -678,7 +985,10 @@ async fn task_events(s: &SqliteStore) {
     assert_counts_consistent(s, &h, "t-1").await;
 
     let t2 = event(s, "t-1", "i-2", aborted()).await;
-    assert_eq!((t2.state.status, t2.state.error), (S::Aborted, Some(TaskError::ClientNotRunning)));
+    assert_eq!(
+        (t2.state.status, t2.state.error),
+        (S::Aborted, Some(TaskError::ClientNotRunning))
+    );
     let inv = s.get_invocation(&h, "t-1").await.unwrap().unwrap();
     assert_eq!(inv.invoke_status(), InvokeStatus::PartialFailed);
     assert_eq!(inv.overall_status(), OverallStatus::PartialFailed);
@@ -708,27 +1018,60 @@ async fn stopping(s: &SqliteStore) {
     assert_eq!(changed[0].state.status, S::Cancelled);
     assert_eq!(changed[0].state.stop_time, Some(50));
     assert_eq!(changed[0], s.get_task("t-1", "i-1").await.unwrap().unwrap());
-    assert!(s.get_invocation(&h, "t-1").await.unwrap().unwrap().stopped_by_hand);
-    assert_eq!(s.get_task("t-1", "i-2").await.unwrap().unwrap().state.status, S::Running);
-    assert_eq!(s.get_task("t-1", "i-4").await.unwrap().unwrap().state.status, S::Pending);
+    assert!(
+        s.get_invocation(&h, "t-1")
+            .await
+            .unwrap()
+            .unwrap()
+            .stopped_by_hand
+    );
+    assert_eq!(
+        s.get_task("t-1", "i-2")
+            .await
+            .unwrap()
+            .unwrap()
+            .state
+            .status,
+        S::Running
+    );
+    assert_eq!(
+        s.get_task("t-1", "i-4")
+            .await
+            .unwrap()
+            .unwrap()
+            .state
+            .status,
+        S::Pending
+    );
     assert_counts_consistent(s, &h, "t-1").await;
 
     // All the rest.
     let changed = s.stop_invocation(&h, "t-1", None, 60).await.unwrap();
-    let got: Vec<_> = changed.iter().map(|t| (t.instance_id.as_str(), t.state.status)).collect();
+    let got: Vec<_> = changed
+        .iter()
+        .map(|t| (t.instance_id.as_str(), t.state.status))
+        .collect();
     assert_eq!(got, [("i-2", S::Stopping), ("i-4", S::Cancelled)]);
     let inv = s.get_invocation(&h, "t-1").await.unwrap().unwrap();
     assert_eq!(
         inv.counts,
-        [S::Cancelled, S::Stopping, S::Success, S::Cancelled].into_iter().collect()
+        [S::Cancelled, S::Stopping, S::Success, S::Cancelled]
+            .into_iter()
+            .collect()
     );
     assert_eq!(inv.invoke_status(), InvokeStatus::Running);
     assert_eq!(inv.overall_status(), OverallStatus::Stopping);
     assert_counts_consistent(s, &h, "t-1").await;
-    assert_eq!(s.stop_invocation(&h, "t-1", None, 70).await.unwrap(), vec![]);
+    assert_eq!(
+        s.stop_invocation(&h, "t-1", None, 70).await.unwrap(),
+        vec![]
+    );
 
     let t = event(s, "t-1", "i-2", finished(S::Terminated, b"")).await;
-    assert_eq!((t.state.status, t.state.stop_time), (S::Terminated, Some(60)));
+    assert_eq!(
+        (t.state.status, t.state.stop_time),
+        (S::Terminated, Some(60))
+    );
     let inv = s.get_invocation(&h, "t-1").await.unwrap().unwrap();
     assert_eq!(inv.invoke_status(), InvokeStatus::Finished);
     assert_eq!(inv.overall_status(), OverallStatus::Success);
@@ -755,7 +1098,10 @@ async fn stopping(s: &SqliteStore) {
     assert_counts_consistent(s, &h, "t-2").await;
 
     // An invocation that does not exist.
-    assert_eq!(s.stop_invocation(&h, "t-9", None, 30).await.unwrap(), vec![]);
+    assert_eq!(
+        s.stop_invocation(&h, "t-9", None, 30).await.unwrap(),
+        vec![]
+    );
     assert_tallies_consistent(s);
 }
 
@@ -773,20 +1119,51 @@ async fn dispatch_queries(s: &SqliteStore) {
 
     let live = [S::Pending, S::Running, S::Stopping];
     let items = s.tasks_for_instance("i-1", &live).await.unwrap();
-    let keys: Vec<_> = items.iter().map(|d| (d.task.invoke_id.as_str(), d.task.state.status)).collect();
+    let keys: Vec<_> = items
+        .iter()
+        .map(|d| (d.task.invoke_id.as_str(), d.task.state.status))
+        .collect();
     // Not scoped: the instance's tasks wherever they are (ids are unique).
-    assert_eq!(keys, [("t-1", S::Pending), ("t-2", S::Running), ("t-out", S::Pending)]);
-    assert_eq!(items[1].invocation, s.get_invocation(&h, "t-2").await.unwrap().unwrap());
-    assert_eq!(items[1].task, s.get_task("t-2", "i-1").await.unwrap().unwrap());
+    assert_eq!(
+        keys,
+        [
+            ("t-1", S::Pending),
+            ("t-2", S::Running),
+            ("t-out", S::Pending)
+        ]
+    );
+    assert_eq!(
+        items[1].invocation,
+        s.get_invocation(&h, "t-2").await.unwrap().unwrap()
+    );
+    assert_eq!(
+        items[1].task,
+        s.get_task("t-2", "i-1").await.unwrap().unwrap()
+    );
     let pending = s.tasks_for_instance("i-1", &[S::Pending]).await.unwrap();
     assert_eq!(pending.len(), 2);
-    assert_eq!(s.tasks_for_instance("i-1", &[S::Aborted]).await.unwrap()[0].task.invoke_id, "t-3");
+    assert_eq!(
+        s.tasks_for_instance("i-1", &[S::Aborted]).await.unwrap()[0]
+            .task
+            .invoke_id,
+        "t-3"
+    );
     assert_eq!(s.tasks_for_instance("i-1", &[]).await.unwrap(), vec![]);
     assert_eq!(s.tasks_for_instance("i-9", &live).await.unwrap(), vec![]);
 
-    let keys = |v: Vec<TaskRecord>| v.into_iter().map(|t| format!("{}/{}", t.invoke_id, t.instance_id)).collect::<Vec<_>>();
-    assert_eq!(keys(s.pending_tasks_before(15, 10).await.unwrap()), ["t-1/i-1", "t-1/i-2"]);
-    assert_eq!(keys(s.pending_tasks_before(10, 10).await.unwrap()), Vec::<String>::new());
+    let keys = |v: Vec<TaskRecord>| {
+        v.into_iter()
+            .map(|t| format!("{}/{}", t.invoke_id, t.instance_id))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        keys(s.pending_tasks_before(15, 10).await.unwrap()),
+        ["t-1/i-1", "t-1/i-2"]
+    );
+    assert_eq!(
+        keys(s.pending_tasks_before(10, 10).await.unwrap()),
+        Vec::<String>::new()
+    );
     assert_eq!(
         keys(s.pending_tasks_before(25, 10).await.unwrap()),
         ["t-1/i-1", "t-1/i-2", "t-2/i-3"]
@@ -801,7 +1178,10 @@ async fn whole_output(s: &SqliteStore) {
     put(s, &invocation("t-1", &h, 10), &["i-1", "i-2"]).await;
     let cap = 10;
     let append = |offset: u64, data: &'static [u8]| async move {
-        let a = s.append_output("t-1", "i-1", offset, data, cap).await.unwrap();
+        let a = s
+            .append_output("t-1", "i-1", offset, data, cap)
+            .await
+            .unwrap();
         (a.stored_len, a.gap)
     };
     let full = || async { s.full_output("t-1", "i-1").await.unwrap().unwrap() };
@@ -822,17 +1202,27 @@ async fn whole_output(s: &SqliteStore) {
     assert_eq!(append(6, b"ghijklmn").await, (10, false));
     assert_eq!(full().await, b"abcdefghij");
     assert_eq!(append(10, b"zz").await, (10, false));
-    assert_eq!(append(12, b"zz").await, (10, false), "past the cap there is nothing to resend");
+    assert_eq!(
+        append(12, b"zz").await,
+        (10, false),
+        "past the cap there is nothing to resend"
+    );
     assert_eq!(full().await, b"abcdefghij");
     let t = s.get_task("t-1", "i-1").await.unwrap().unwrap();
     assert_eq!(t.output_len, 10);
-    assert!(t.state.output.is_empty(), "the view is the agent's, not the chunks");
+    assert!(
+        t.state.output.is_empty(),
+        "the view is the agent's, not the chunks"
+    );
 
     // Runs are separate; a missing run stores nothing.
     assert_eq!(s.full_output("t-1", "i-2").await.unwrap(), Some(vec![]));
     let a = s.append_output("t-1", "i-2", 0, b"12345", 3).await.unwrap();
     assert_eq!((a.stored_len, a.gap), (3, false));
-    assert_eq!(s.full_output("t-1", "i-2").await.unwrap(), Some(b"123".to_vec()));
+    assert_eq!(
+        s.full_output("t-1", "i-2").await.unwrap(),
+        Some(b"123".to_vec())
+    );
     let a = s.append_output("t-9", "i-1", 0, b"x", cap).await.unwrap();
     assert_eq!((a.stored_len, a.gap), (0, false));
     assert_eq!(s.full_output("t-9", "i-1").await.unwrap(), None);
@@ -841,7 +1231,10 @@ async fn whole_output(s: &SqliteStore) {
     event(s, "t-1", "i-2", finished(S::Success, b"123")).await;
     let a = s.append_output("t-1", "i-2", 3, b"4", 100).await.unwrap();
     assert_eq!(a.stored_len, 4);
-    assert_eq!(s.get_task("t-1", "i-2").await.unwrap().unwrap().output_len, 4);
+    assert_eq!(
+        s.get_task("t-1", "i-2").await.unwrap().unwrap().output_len,
+        4
+    );
 }
 
 fn activation(id: &str, count: i64) -> ActivationRecord {
@@ -893,23 +1286,53 @@ async fn activations_and_instances(s: &SqliteStore) {
         s.insert_activation(&activation("act-1", 2)).await,
         Err(StoreError::Conflict(_))
     ));
-    assert_eq!(s.get_activation("act-1").await.unwrap(), Some(activation("act-1", 2)));
+    assert_eq!(
+        s.get_activation("act-1").await.unwrap(),
+        Some(activation("act-1", 2))
+    );
     assert_eq!(s.get_activation("act-9").await.unwrap(), None);
 
     let i1 = instance("mi-1", "act-1", 10);
     s.register_instance(&i1).await.unwrap();
-    assert_eq!(s.get_activation("act-1").await.unwrap().unwrap().registered_count, 1);
+    assert_eq!(
+        s.get_activation("act-1")
+            .await
+            .unwrap()
+            .unwrap()
+            .registered_count,
+        1
+    );
     assert_eq!(s.get_instance("mi-1").await.unwrap(), Some(i1.clone()));
     // The same instance twice: refused, and the use is not counted.
-    assert!(matches!(s.register_instance(&i1).await, Err(StoreError::Conflict(_))));
-    assert_eq!(s.get_activation("act-1").await.unwrap().unwrap().registered_count, 1);
+    assert!(matches!(
+        s.register_instance(&i1).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert_eq!(
+        s.get_activation("act-1")
+            .await
+            .unwrap()
+            .unwrap()
+            .registered_count,
+        1
+    );
     let i2 = InstanceRecord {
         os_type: "windows".into(),
         ..instance("mi-2", "act-1", 20)
     };
     s.register_instance(&i2).await.unwrap();
-    assert!(is_conflict(s.register_instance(&instance("mi-3", "act-1", 30)).await, "no registrations left"));
-    assert_eq!(s.get_activation("act-1").await.unwrap().unwrap().registered_count, 2);
+    assert!(is_conflict(
+        s.register_instance(&instance("mi-3", "act-1", 30)).await,
+        "no registrations left"
+    ));
+    assert_eq!(
+        s.get_activation("act-1")
+            .await
+            .unwrap()
+            .unwrap()
+            .registered_count,
+        2
+    );
     assert_eq!(s.get_instance("mi-3").await.unwrap(), None);
 
     let disabled = ActivationRecord {
@@ -917,60 +1340,119 @@ async fn activations_and_instances(s: &SqliteStore) {
         ..activation("act-2", 5)
     };
     s.insert_activation(&disabled).await.unwrap();
-    assert!(is_conflict(s.register_instance(&instance("mi-4", "act-2", 30)).await, "disabled"));
+    assert!(is_conflict(
+        s.register_instance(&instance("mi-4", "act-2", 30)).await,
+        "disabled"
+    ));
     s.insert_activation(&activation("act-3", 5)).await.unwrap();
-    assert!(is_conflict(s.register_instance(&instance("mi-5", "act-3", 1000)).await, "expired"));
-    s.register_instance(&instance("mi-5", "act-3", 999)).await.unwrap();
-    assert!(is_conflict(s.register_instance(&instance("mi-6", "act-9", 30)).await, "does not exist"));
+    assert!(is_conflict(
+        s.register_instance(&instance("mi-5", "act-3", 1000)).await,
+        "expired"
+    ));
+    s.register_instance(&instance("mi-5", "act-3", 999))
+        .await
+        .unwrap();
+    assert!(is_conflict(
+        s.register_instance(&instance("mi-6", "act-9", 30)).await,
+        "does not exist"
+    ));
 
     // Lookups.
     let ids = strs(&["mi-2", "mi-x", "mi-1", "mi-2"]);
-    assert_eq!(s.get_instances(&h, &ids).await.unwrap(), vec![i2.clone(), i1.clone()]);
+    assert_eq!(
+        s.get_instances(&h, &ids).await.unwrap(),
+        vec![i2.clone(), i1.clone()]
+    );
     for o in outsiders() {
         assert_eq!(s.get_instances(&o, &ids).await.unwrap(), vec![]);
-        assert_eq!(s.list_instances(&o, &InstanceFilter::default(), all()).await.unwrap().total, 0);
+        assert_eq!(
+            s.list_instances(&o, &InstanceFilter::default(), all())
+                .await
+                .unwrap()
+                .total,
+            0
+        );
     }
     let list = |f: InstanceFilter, p: Page| async move {
         let l = s.list_instances(&home(), &f, p).await.unwrap();
-        (l.total, l.items.into_iter().map(|i| i.instance_id).collect::<Vec<_>>())
+        (
+            l.total,
+            l.items
+                .into_iter()
+                .map(|i| i.instance_id)
+                .collect::<Vec<_>>(),
+        )
     };
     let none = InstanceFilter::default;
-    assert_eq!(list(none(), all()).await, (3, strs(&["mi-5", "mi-2", "mi-1"])));
+    assert_eq!(
+        list(none(), all()).await,
+        (3, strs(&["mi-5", "mi-2", "mi-1"]))
+    );
     assert_eq!(list(none(), page(1, 1)).await, (3, strs(&["mi-2"])));
-    let by_ids = InstanceFilter { instance_ids: Some(strs(&["mi-1", "mi-5", "mi-x"])), ..none() };
+    let by_ids = InstanceFilter {
+        instance_ids: Some(strs(&["mi-1", "mi-5", "mi-x"])),
+        ..none()
+    };
     assert_eq!(list(by_ids, all()).await, (2, strs(&["mi-5", "mi-1"])));
-    let by_os = InstanceFilter { os_type: Some("windows".into()), ..none() };
+    let by_os = InstanceFilter {
+        os_type: Some("windows".into()),
+        ..none()
+    };
     assert_eq!(list(by_os, all()).await, (1, strs(&["mi-2"])));
-    let no_ids = InstanceFilter { instance_ids: Some(vec![]), ..none() };
+    let no_ids = InstanceFilter {
+        instance_ids: Some(vec![]),
+        ..none()
+    };
     assert_eq!(list(no_ids, all()).await, (0, vec![]));
 
     // Heartbeats and invocation counts.
-    s.touch_instance("mi-1", 500, "2.0", "new-host", "linux").await.unwrap();
-    s.touch_instance("mi-x", 500, "2.0", "new-host", "linux").await.unwrap();
+    s.touch_instance("mi-1", 500, "2.0", "new-host", "linux")
+        .await
+        .unwrap();
+    s.touch_instance("mi-x", 500, "2.0", "new-host", "linux")
+        .await
+        .unwrap();
     let got = s.get_instance("mi-1").await.unwrap().unwrap();
     assert_eq!(
-        (got.last_heartbeat, got.agent_version.as_str(), got.hostname.as_str()),
+        (
+            got.last_heartbeat,
+            got.agent_version.as_str(),
+            got.hostname.as_str()
+        ),
         (Some(500), "2.0", "new-host")
     );
-    s.note_invoked(&strs(&["mi-1", "mi-2", "mi-1", "mi-x"]), 600).await.unwrap();
+    s.note_invoked(&strs(&["mi-1", "mi-2", "mi-1", "mi-x"]), 600)
+        .await
+        .unwrap();
     s.note_invoked(&strs(&["mi-1"]), 700).await.unwrap();
     s.note_invoked(&[], 800).await.unwrap();
     let got = s.get_instance("mi-1").await.unwrap().unwrap();
     assert_eq!((got.invocation_count, got.last_invoked), (2, Some(700)));
     let got = s.get_instance("mi-2").await.unwrap().unwrap();
     assert_eq!((got.invocation_count, got.last_invoked), (1, Some(600)));
-    assert_eq!(s.get_instance("mi-5").await.unwrap().unwrap().invocation_count, 0);
+    assert_eq!(
+        s.get_instance("mi-5")
+            .await
+            .unwrap()
+            .unwrap()
+            .invocation_count,
+        0
+    );
 }
 
 // ---- concurrency and durability ---------------------------------------------------------
 
 async fn race_registrations(stores: &[SqliteStore], attempts: usize, allowed: i64) {
-    stores[0].insert_activation(&activation("act-race", allowed)).await.unwrap();
+    stores[0]
+        .insert_activation(&activation("act-race", allowed))
+        .await
+        .unwrap();
     let mut handles = Vec::new();
     for n in 0..attempts {
         let s = stores[n % stores.len()].clone();
         handles.push(tokio::spawn(async move {
-            s.register_instance(&instance(&format!("mi-{n}"), "act-race", 10)).await
+            s.register_instance(&instance(&format!("mi-{n}"), "act-race", 10))
+                .await
         }));
     }
     let (mut ok, mut refused) = (0, 0);
@@ -985,7 +1467,10 @@ async fn race_registrations(stores: &[SqliteStore], attempts: usize, allowed: i6
     for s in stores {
         let a = s.get_activation("act-race").await.unwrap().unwrap();
         assert_eq!(a.registered_count, allowed);
-        let l = s.list_instances(&home(), &InstanceFilter::default(), all()).await.unwrap();
+        let l = s
+            .list_instances(&home(), &InstanceFilter::default(), all())
+            .await
+            .unwrap();
         assert_eq!(l.total, allowed as u64);
     }
 }
@@ -1015,7 +1500,8 @@ async fn reads_proceed_while_a_write_is_in_progress() {
     let holder = std::thread::spawn(move || {
         let mut conn = lock(&writer.inner.writer);
         let tx = conn.transaction().unwrap();
-        tx.execute("UPDATE invocations SET command_name = 'changed'", []).unwrap();
+        tx.execute("UPDATE invocations SET command_name = 'changed'", [])
+            .unwrap();
         locked_tx.send(()).unwrap();
         release_rx.recv().unwrap();
         drop(tx); // rolled back
@@ -1049,17 +1535,41 @@ async fn data_survives_closing_and_reopening() {
         s.insert_command(&command("c-1", &h, 1)).await.unwrap();
         put(&s, &invocation("t-1", &h, 10), &["i-1", "i-2"]).await;
         event(&s, "t-1", "i-1", started(11)).await;
-        s.append_output("t-1", "i-1", 0, b"partial", 100).await.unwrap();
+        s.append_output("t-1", "i-1", 0, b"partial", 100)
+            .await
+            .unwrap();
         s.insert_activation(&activation("act-1", 3)).await.unwrap();
-        s.register_instance(&instance("mi-1", "act-1", 5)).await.unwrap();
+        s.register_instance(&instance("mi-1", "act-1", 5))
+            .await
+            .unwrap();
     }
     let s = SqliteStore::open(&path).unwrap();
     let inv = s.get_invocation(&h, "t-1").await.unwrap().unwrap();
     assert_eq!(inv.counts, [S::Running, S::Pending].into_iter().collect());
-    assert_eq!(s.get_command(&h, "c-1").await.unwrap().unwrap().invoke_times, 1);
-    assert_eq!(s.full_output("t-1", "i-1").await.unwrap().unwrap(), b"partial");
-    assert_eq!(s.get_task("t-1", "i-1").await.unwrap().unwrap().output_len, 7);
-    assert_eq!(s.get_activation("act-1").await.unwrap().unwrap().registered_count, 1);
+    assert_eq!(
+        s.get_command(&h, "c-1")
+            .await
+            .unwrap()
+            .unwrap()
+            .invoke_times,
+        1
+    );
+    assert_eq!(
+        s.full_output("t-1", "i-1").await.unwrap().unwrap(),
+        b"partial"
+    );
+    assert_eq!(
+        s.get_task("t-1", "i-1").await.unwrap().unwrap().output_len,
+        7
+    );
+    assert_eq!(
+        s.get_activation("act-1")
+            .await
+            .unwrap()
+            .unwrap()
+            .registered_count,
+        1
+    );
     assert!(s.get_instance("mi-1").await.unwrap().is_some());
     assert_counts_consistent(&s, &h, "t-1").await;
     assert_tallies_consistent(&s);
@@ -1070,11 +1580,48 @@ async fn data_survives_closing_and_reopening() {
     let (mode, sync): (String, i64) = {
         let c = lock(&s.inner.writer);
         (
-            c.query_row("PRAGMA journal_mode", [], |r| r.get(0)).unwrap(),
+            c.query_row("PRAGMA journal_mode", [], |r| r.get(0))
+                .unwrap(),
             c.query_row("PRAGMA synchronous", [], |r| r.get(0)).unwrap(),
         )
     };
-    assert_eq!((mode.as_str(), sync), ("wal", 2), "WAL with synchronous=FULL");
+    assert_eq!(
+        (mode.as_str(), sync),
+        ("wal", 2),
+        "WAL with synchronous=FULL"
+    );
+}
+
+#[tokio::test]
+async fn acknowledged_writes_survive_a_crash() {
+    // What a `kill -9` leaves: the database and its WAL as they are while the store is
+    // open (nothing checkpointed, no clean close). Copy them aside and open the copy.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("oca.db");
+    let h = home();
+    let s = SqliteStore::open(&path).unwrap();
+    put(&s, &invocation("t-1", &h, 10), &["i-1"]).await;
+    event(&s, "t-1", "i-1", started(11)).await;
+    s.append_output("t-1", "i-1", 0, b"so far", 100)
+        .await
+        .unwrap();
+    let crashed = tempfile::tempdir().unwrap();
+    for name in ["oca.db", "oca.db-wal"] {
+        std::fs::copy(dir.path().join(name), crashed.path().join(name)).unwrap();
+    }
+    let wal = std::fs::metadata(crashed.path().join("oca.db-wal"))
+        .unwrap()
+        .len();
+    assert!(wal > 0, "the writes are in the WAL, not yet checkpointed");
+    let recovered = SqliteStore::open(&crashed.path().join("oca.db")).unwrap();
+    let t = recovered.get_task("t-1", "i-1").await.unwrap().unwrap();
+    assert_eq!(t.state.status, S::Running);
+    assert_eq!(
+        recovered.full_output("t-1", "i-1").await.unwrap().unwrap(),
+        b"so far"
+    );
+    assert_counts_consistent(&recovered, &h, "t-1").await;
+    drop(s);
 }
 
 #[test]
@@ -1106,15 +1653,27 @@ mod counts_property {
 
     #[derive(Debug, Clone)]
     enum Op {
-        Event { inv: usize, instance: usize, event: TaskEvent },
-        Stop { inv: usize, only: Option<Vec<usize>>, at: Millis },
+        Event {
+            inv: usize,
+            instance: usize,
+            event: TaskEvent,
+        },
+        Stop {
+            inv: usize,
+            only: Option<Vec<usize>>,
+            at: Millis,
+        },
     }
 
     fn any_event() -> impl Strategy<Value = TaskEvent> {
         prop_oneof![
             (0i64..100).prop_map(|at| TaskEvent::Started { at }),
-            (prop::sample::select(S::ALL.to_vec()), -1i64..3, any::<bool>()).prop_map(
-                |(status, code, out)| TaskEvent::Finished {
+            (
+                prop::sample::select(S::ALL.to_vec()),
+                -1i64..3,
+                any::<bool>()
+            )
+                .prop_map(|(status, code, out)| TaskEvent::Finished {
                     status,
                     exit_code: Some(code),
                     error: (code != 0).then_some(TaskError::ExitCodeNonzero),
@@ -1122,8 +1681,7 @@ mod counts_property {
                     finish_time: 50,
                     output: if out { b"out".to_vec() } else { vec![] },
                     dropped: 0,
-                }
-            ),
+                }),
             (0i64..100).prop_map(|at| TaskEvent::StopRequested { at }),
             (prop::sample::select(TaskError::ALL.to_vec()), 0i64..100)
                 .prop_map(|(error, at)| TaskEvent::Aborted { error, at }),
@@ -1179,7 +1737,11 @@ mod counts_property {
         }
         for op in ops {
             match op {
-                Op::Event { inv, instance, event } => {
+                Op::Event {
+                    inv,
+                    instance,
+                    event,
+                } => {
                     let got = s
                         .apply_task_event(&inv_id(inv), &inst_id(instance), event.clone())
                         .await
@@ -1193,8 +1755,13 @@ mod counts_property {
                     }
                 }
                 Op::Stop { inv, only, at } => {
-                    let ids = only.as_ref().map(|v| v.iter().map(|k| inst_id(*k)).collect::<Vec<_>>());
-                    let changed = s.stop_invocation(&h, &inv_id(inv), ids.as_deref(), at).await.unwrap();
+                    let ids = only
+                        .as_ref()
+                        .map(|v| v.iter().map(|k| inst_id(*k)).collect::<Vec<_>>());
+                    let changed = s
+                        .stop_invocation(&h, &inv_id(inv), ids.as_deref(), at)
+                        .await
+                        .unwrap();
                     let mut expected = Vec::new();
                     for ((n, k), state) in model.iter_mut() {
                         let selected = only.as_ref().is_none_or(|v| v.contains(k));
@@ -1202,7 +1769,10 @@ mod counts_property {
                             expected.push((inst_id(*k), state.clone()));
                         }
                     }
-                    let got: Vec<_> = changed.into_iter().map(|t| (t.instance_id, t.state)).collect();
+                    let got: Vec<_> = changed
+                        .into_iter()
+                        .map(|t| (t.instance_id, t.state))
+                        .collect();
                     assert_eq!(got, expected);
                 }
             }
@@ -1252,13 +1822,19 @@ async fn timings() {
         .unwrap_or(20_000);
 
     let big = invocation("t-big", &h, 0);
-    let tasks: Vec<_> = (0..10_000).map(|k| task(&big, &format!("i-{k:05}"))).collect();
+    let tasks: Vec<_> = (0..10_000)
+        .map(|k| task(&big, &format!("i-{k:05}")))
+        .collect();
     let t0 = Instant::now();
     s.insert_invocation(&big, &tasks).await.unwrap();
     println!("insert_invocation with 10,000 tasks: {:?}", t0.elapsed());
     let t0 = Instant::now();
     let changed = s.stop_invocation(&h, "t-big", None, 5).await.unwrap();
-    println!("stop_invocation of 10,000 tasks: {:?} ({} changed)", t0.elapsed(), changed.len());
+    println!(
+        "stop_invocation of 10,000 tasks: {:?} ({} changed)",
+        t0.elapsed(),
+        changed.len()
+    );
 
     // Seed `n` invocations of 2 tasks each (fsync off for the seeding only).
     let t0 = Instant::now();
@@ -1313,50 +1889,141 @@ async fn timings() {
             report($label, v);
         }};
     }
-    time!("list_invocations page 1 (size 10)", s.list_invocations(&h, &f(), page(0, 10), false));
-    time!("list_invocations page 1 (size 50, output)", s.list_invocations(&h, &f(), page(0, 50), true));
-    time!("list_invocations page at offset 10,000", s.list_invocations(&h, &f(), page(10_000, 10), false));
+    time!(
+        "list_invocations page 1 (size 10)",
+        s.list_invocations(&h, &f(), page(0, 10), false)
+    );
+    time!(
+        "list_invocations page 1 (size 50, output)",
+        s.list_invocations(&h, &f(), page(0, 50), true)
+    );
+    time!(
+        "list_invocations page at offset 10,000",
+        s.list_invocations(&h, &f(), page(10_000, 10), false)
+    );
     time!(
         "list_invocations by invoke_status=Failed",
-        s.list_invocations(&h, &InvocationFilter { invoke_status: Some(InvokeStatus::Failed), ..f() }, page(0, 10), false)
+        s.list_invocations(
+            &h,
+            &InvocationFilter {
+                invoke_status: Some(InvokeStatus::Failed),
+                ..f()
+            },
+            page(0, 10),
+            false
+        )
     );
     time!(
         "list_invocations by instance",
-        s.list_invocations(&h, &InvocationFilter { instance_id: Some("i-007".into()), ..f() }, page(0, 10), false)
+        s.list_invocations(
+            &h,
+            &InvocationFilter {
+                instance_id: Some("i-007".into()),
+                ..f()
+            },
+            page(0, 10),
+            false
+        )
     );
     time!(
         "list_invocations by command",
-        s.list_invocations(&h, &InvocationFilter { command_id: Some("c-7".into()), ..f() }, page(0, 10), false)
+        s.list_invocations(
+            &h,
+            &InvocationFilter {
+                command_id: Some("c-7".into()),
+                ..f()
+            },
+            page(0, 10),
+            false
+        )
     );
     time!(
         "list_invocations by timed=false (count scans)",
-        s.list_invocations(&h, &InvocationFilter { timed: Some(false), ..f() }, page(0, 10), false)
+        s.list_invocations(
+            &h,
+            &InvocationFilter {
+                timed: Some(false),
+                ..f()
+            },
+            page(0, 10),
+            false
+        )
     );
-    time!("list_results page 1 (size 10)", s.list_results(&h, &r(), page(0, 10)));
+    time!(
+        "list_results page 1 (size 10)",
+        s.list_results(&h, &r(), page(0, 10))
+    );
     time!(
         "list_results by command",
-        s.list_results(&h, &ResultFilter { command_id: Some("c-7".into()), ..r() }, page(0, 10))
+        s.list_results(
+            &h,
+            &ResultFilter {
+                command_id: Some("c-7".into()),
+                ..r()
+            },
+            page(0, 10)
+        )
     );
-    time!("list_results page 1 (size 50)", s.list_results(&h, &r(), page(0, 50)));
-    time!("list_results page at offset 10,000", s.list_results(&h, &r(), page(10_000, 10)));
+    time!(
+        "list_results page 1 (size 50)",
+        s.list_results(&h, &r(), page(0, 50))
+    );
+    time!(
+        "list_results page at offset 10,000",
+        s.list_results(&h, &r(), page(10_000, 10))
+    );
     time!(
         "list_results by record_status=Failed",
-        s.list_results(&h, &ResultFilter { record_status: Some(InstanceInvokeStatus::Failed), ..r() }, page(0, 10))
+        s.list_results(
+            &h,
+            &ResultFilter {
+                record_status: Some(InstanceInvokeStatus::Failed),
+                ..r()
+            },
+            page(0, 10)
+        )
     );
     time!(
         "list_results by instance",
-        s.list_results(&h, &ResultFilter { instance_id: Some("i-007".into()), ..r() }, page(0, 10))
+        s.list_results(
+            &h,
+            &ResultFilter {
+                instance_id: Some("i-007".into()),
+                ..r()
+            },
+            page(0, 10)
+        )
     );
     time!(
         "list_results of one invocation",
-        s.list_results(&h, &ResultFilter { invoke_id: Some("t-000123".into()), ..r() }, page(0, 10))
+        s.list_results(
+            &h,
+            &ResultFilter {
+                invoke_id: Some("t-000123".into()),
+                ..r()
+            },
+            page(0, 10)
+        )
     );
     time!(
         "list_results of the 10,000-task invocation, page 2",
-        s.list_results(&h, &ResultFilter { invoke_id: Some("t-big".into()), ..r() }, page(10, 10))
+        s.list_results(
+            &h,
+            &ResultFilter {
+                invoke_id: Some("t-big".into()),
+                ..r()
+            },
+            page(10, 10)
+        )
     );
-    time!("tasks_for_instance", s.tasks_for_instance("i-007", &[S::Pending, S::Running, S::Stopping]));
-    time!("pending_tasks_before", s.pending_tasks_before(i64::MAX, 1000));
+    time!(
+        "tasks_for_instance",
+        s.tasks_for_instance("i-007", &[S::Pending, S::Running, S::Stopping])
+    );
+    time!(
+        "pending_tasks_before",
+        s.pending_tasks_before(i64::MAX, 1000)
+    );
 }
 
 fn report(label: &str, mut v: Vec<Duration>) {
