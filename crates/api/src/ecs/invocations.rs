@@ -252,18 +252,23 @@ pub async fn run(api: &Api, ctx: &Ctx) -> Result<Response, ApiError> {
     ))
 }
 
+/// The invocation must exist in the caller's scope; elsewhere it is simply not found.
+async fn require_invocation(
+    api: &Api,
+    ctx: &Ctx,
+    invoke_id: &str,
+) -> Result<InvocationRecord, ApiError> {
+    api.store
+        .get_invocation(&ctx.scope, invoke_id)
+        .await?
+        .ok_or(ApiError::InvalidInvokeIdNotFound)
+}
+
 pub async fn stop(api: &Api, ctx: &Ctx) -> Result<Response, ApiError> {
     let p = &ctx.params;
     let invoke_id = p.required("InvokeId")?;
     let instance_ids = p.list("InstanceId")?;
-    if api
-        .store
-        .get_invocation(&ctx.scope, invoke_id)
-        .await?
-        .is_none()
-    {
-        return Err(ApiError::InvalidInvokeIdNotFound);
-    }
+    require_invocation(api, ctx, invoke_id).await?;
     let only = (!instance_ids.is_empty()).then_some(instance_ids.as_slice());
     let changed = api
         .store
@@ -595,14 +600,7 @@ pub async fn output(api: &Api, ctx: &Ctx) -> Result<Response, ApiError> {
     let invoke_id = p.required("InvokeId")?;
     let instance_id = p.required("InstanceId")?;
     let encoding = content_encoding(p, ContentEncoding::Base64)?;
-    if api
-        .store
-        .get_invocation(&ctx.scope, invoke_id)
-        .await?
-        .is_none()
-    {
-        return Err(ApiError::InvalidInvokeIdNotFound);
-    }
+    require_invocation(api, ctx, invoke_id).await?;
     let bytes = api
         .store
         .full_output(invoke_id, instance_id)
