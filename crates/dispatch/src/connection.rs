@@ -30,7 +30,13 @@ pub async fn connect(
         Some(i) => i,
         None => return (StatusCode::UNAUTHORIZED, "invalid agent credentials").into_response(),
     };
+    // Buffers sized for thousands of idle agents per server: tungstenite's defaults
+    // (128 KiB each way per socket) would cost more than a gigabyte at 10,000 agents.
+    // Larger messages still arrive whole; the read buffer grows for them. Every
+    // message is flushed as it is sent, so no write buffering is lost.
     ws.max_message_size(64 << 20)
+        .read_buffer_size(4 * 1024)
+        .write_buffer_size(0)
         .on_upgrade(move |socket| serve(d, instance, socket))
 }
 
@@ -194,10 +200,7 @@ async fn reconcile(d: &Dispatcher, conn: &Conn, known: &[KnownTask]) {
                     error: TaskError::ExecutionInterrupted,
                     at: now,
                 };
-                let _ = d
-                    .store
-                    .apply_task_event(invoke_id, instance_id, event)
-                    .await;
+                let _ = d.writer.event(invoke_id, instance_id, event).await;
             }
             S::Stopping => {
                 let _ = conn.tx.send(ServerMsg::Stop {
@@ -240,11 +243,7 @@ async fn handle(d: &Dispatcher, conn: &Conn, msg: AgentMsg) {
             start_time,
         } => {
             let event = TaskEvent::Started { at: start_time };
-            match d
-                .store
-                .apply_task_event(&invoke_id, instance_id, event)
-                .await
-            {
+            match d.writer.event(&invoke_id, instance_id, event).await {
                 Ok(Some(task)) if task.state.status.is_stopped() => {
                     // Stopped before it started here: end it.
                     let _ = conn.tx.send(ServerMsg::Stop { invoke_id });
@@ -266,8 +265,8 @@ async fn handle(d: &Dispatcher, conn: &Conn, msg: AgentMsg) {
                 return;
             };
             match d
-                .store
-                .append_output(&invoke_id, instance_id, offset, &bytes, d.config.output_cap)
+                .writer
+                .output(&invoke_id, instance_id, offset, bytes, d.config.output_cap)
                 .await
             {
                 Ok(a) if a.gap => {
@@ -317,11 +316,7 @@ async fn finish(d: &Dispatcher, conn: &Conn, result: TaskResult) {
         output,
         dropped: result.dropped,
     };
-    match d
-        .store
-        .apply_task_event(&invoke_id, instance_id, event)
-        .await
-    {
+    match d.writer.event(&invoke_id, instance_id, event).await {
         Ok(_) => {
             let _ = conn.tx.send(ServerMsg::Ack { invoke_id });
         }

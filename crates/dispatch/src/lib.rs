@@ -4,16 +4,19 @@
 //! - Live connections are kept in a map from instance id to a channel into that
 //!   connection's writer task, so the API can push a task to an agent the moment it is
 //!   stored ([`Dispatcher::send_run`]) without waiting on the socket.
-//! - What agents report goes straight to the store as `TaskEvent`s; a result is
-//!   acknowledged only once it and all of its output are stored.
+//! - What agents report goes to the store as `TaskEvent`s through one group-commit
+//!   writer (`writer.rs`); a result is acknowledged only once it and all of its output
+//!   are stored.
 //! - A sweeper ends tasks that could not be delivered in time.
 //!
 //! Reading order: `lib.rs` (state and the API-facing calls), `connection.rs` (one
-//! agent's socket, top to bottom), `register.rs`, `task.rs` (building a `Task`).
+//! agent's socket, top to bottom), `writer.rs` (group commit), `register.rs`,
+//! `task.rs` (building a `Task`).
 
 mod connection;
 mod register;
 mod task;
+mod writer;
 
 use axum::routing::{get, post};
 use axum::Router;
@@ -64,6 +67,7 @@ struct Conn {
 
 pub struct Dispatcher {
     store: Arc<dyn Store>,
+    writer: writer::Writer,
     config: DispatchConfig,
     conns: RwLock<HashMap<String, Arc<Conn>>>,
     next_generation: AtomicU64,
@@ -72,6 +76,7 @@ pub struct Dispatcher {
 impl Dispatcher {
     pub fn new(store: Arc<dyn Store>, config: DispatchConfig) -> Arc<Self> {
         Arc::new(Dispatcher {
+            writer: writer::Writer::spawn(store.clone()),
             store,
             config,
             conns: RwLock::new(HashMap::new()),

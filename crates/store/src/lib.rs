@@ -48,6 +48,35 @@ pub struct Listing<T> {
     pub items: Vec<T>,
 }
 
+/// One write of [`Store::apply_batch`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WriteOp {
+    /// [`Store::apply_task_event`].
+    Event {
+        invoke_id: String,
+        instance_id: String,
+        event: TaskEvent,
+    },
+    /// [`Store::append_output`].
+    Output {
+        invoke_id: String,
+        instance_id: String,
+        offset: u64,
+        data: Vec<u8>,
+        cap: u64,
+    },
+}
+
+/// What one [`WriteOp`] did.
+// Outcomes live briefly, in one Vec per batch: boxing the large variant would add an
+// allocation per write to save a few hundred bytes per batch.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WriteOutcome {
+    Task(Option<TaskRecord>),
+    Output(OutputAppend),
+}
+
 /// The outcome of appending a chunk of a run's whole output.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct OutputAppend {
@@ -86,11 +115,15 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Listing<CommandRecord>>;
 
     // ---- invocations ------------------------------------------------------------
-    /// Stores an invocation with one task per instance, atomically, and counts one more
-    /// invoke on its command (if the command still exists). Tasks may already be ended
-    /// (e.g. aborted because the instance's agent is not running).
+    /// Stores everything an invocation creates in one transaction, so it costs one
+    /// sync before the tasks are sent: the command a RunCommand makes (`command`), the
+    /// invocation with one task per instance, one more invoke on its command (if the
+    /// command still exists), and one more invocation (InvocationCount,
+    /// LastInvokedTime = the invocation's creation) on each task's instance. Tasks may
+    /// already be ended (e.g. aborted because the instance's agent is not running).
     async fn insert_invocation(
         &self,
+        command: Option<&CommandRecord>,
         invocation: &InvocationRecord,
         tasks: &[TaskRecord],
     ) -> Result<()>;
@@ -125,6 +158,11 @@ pub trait Store: Send + Sync + 'static {
         instance_id: &str,
         event: TaskEvent,
     ) -> Result<Option<TaskRecord>>;
+    /// Applies many task events and output appends in one transaction (one sync),
+    /// in order; the outcome of each, in the same order. This is how the dispatcher
+    /// commits what thousands of agents report at once.
+    async fn apply_batch(&self, ops: Vec<WriteOp>) -> Result<Vec<WriteOutcome>>;
+
     /// Marks the invocation stopped by hand and applies `StopRequested` to its tasks on
     /// `instance_ids` (all when `None`), in one transaction. Returns the tasks that the
     /// stop changed.
@@ -188,6 +226,4 @@ pub trait Store: Send + Sync + 'static {
         hostname: &str,
         os_type: &str,
     ) -> Result<()>;
-    /// Counts invocations sent to these instances (InvocationCount, LastInvokedTime).
-    async fn note_invoked(&self, instance_ids: &[String], at: Millis) -> Result<()>;
 }

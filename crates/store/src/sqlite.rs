@@ -62,7 +62,7 @@ mod tests;
 use crate::{
     AccessKeyRecord, ActivationRecord, CommandFilter, CommandRecord, DispatchItem, InstanceFilter,
     InstanceRecord, InvocationFilter, InvocationRecord, InvocationView, Listing, OutputAppend,
-    Page, Result, ResultFilter, Scope, Store, StoreError, TaskRecord,
+    Page, Result, ResultFilter, Scope, Store, StoreError, TaskRecord, WriteOp, WriteOutcome,
 };
 use async_trait::async_trait;
 use oca_domain::status::InvocationStatus;
@@ -331,12 +331,15 @@ impl Store for SqliteStore {
 
     async fn insert_invocation(
         &self,
+        command: Option<&CommandRecord>,
         invocation: &InvocationRecord,
         tasks: &[TaskRecord],
     ) -> Result<()> {
-        let (invocation, tasks) = (invocation.clone(), tasks.to_vec());
-        self.write(move |c| invocations::insert_invocation(c, &invocation, &tasks))
-            .await
+        let (command, invocation, tasks) = (command.cloned(), invocation.clone(), tasks.to_vec());
+        self.write(move |c| {
+            invocations::insert_invocation(c, command.as_ref(), &invocation, &tasks)
+        })
+        .await
     }
 
     async fn get_invocation(
@@ -387,6 +390,10 @@ impl Store for SqliteStore {
         let (inv, inst) = (invoke_id.to_string(), instance_id.to_string());
         self.write(move |c| invocations::apply_task_event(c, &inv, &inst, event))
             .await
+    }
+
+    async fn apply_batch(&self, ops: Vec<WriteOp>) -> Result<Vec<WriteOutcome>> {
+        self.write(move |c| invocations::apply_batch(c, ops)).await
     }
 
     async fn stop_invocation(
@@ -502,12 +509,6 @@ impl Store for SqliteStore {
             os_type.to_string(),
         );
         self.write(move |c| instances::touch_instance(c, &id, at, &v, &h, &o))
-            .await
-    }
-
-    async fn note_invoked(&self, instance_ids: &[String], at: Millis) -> Result<()> {
-        let ids = instance_ids.to_vec();
-        self.write(move |c| instances::note_invoked(c, &ids, at))
             .await
     }
 }

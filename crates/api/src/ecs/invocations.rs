@@ -96,13 +96,26 @@ fn invoke_options(api: &Api, ctx: &Ctx, username_param: &str) -> Result<InvokeOp
     })
 }
 
-/// Stores an invocation of `command` and pushes it to the connected agents.
+/// Where the invoked command comes from.
+enum Source<'a> {
+    /// A saved command (InvokeCommand).
+    Saved(&'a CommandRecord),
+    /// A command RunCommand makes; stored with the invocation, in one transaction.
+    New(&'a CommandRecord),
+}
+
+/// Stores an invocation of a command and pushes it to the connected agents. Everything
+/// is committed in one transaction before any task is sent.
 async fn start(
     api: &Api,
     ctx: &Ctx,
-    command: &CommandRecord,
+    source: Source<'_>,
     opts: InvokeOptions,
 ) -> Result<String, ApiError> {
+    let (command, new_command) = match source {
+        Source::Saved(c) => (c, None),
+        Source::New(c) => (c, Some(c)),
+    };
     // Parameters.
     if command.enable_parameter {
         check_values(&String::from_utf8_lossy(&command.content), &opts.parameters).map_err(
@@ -169,8 +182,9 @@ async fn start(
         stopped_by_hand: false,
         counts,
     };
-    api.store.insert_invocation(&invocation, &tasks).await?;
-    api.store.note_invoked(&opts.instance_ids, now).await?;
+    api.store
+        .insert_invocation(new_command, &invocation, &tasks)
+        .await?;
     for t in tasks.iter().filter(|t| !t.state.status.is_terminal()) {
         api.dispatcher.send_run(&invocation, &t.instance_id);
     }
@@ -194,7 +208,7 @@ pub async fn invoke(api: &Api, ctx: &Ctx) -> Result<Response, ApiError> {
         .filter(|c| c.visible)
         .ok_or(ApiError::InvalidCmdIdNotFound)?;
     let opts = invoke_options(api, ctx, "Username")?;
-    let invoke_id = start(api, ctx, &command, opts).await?;
+    let invoke_id = start(api, ctx, Source::Saved(&command), opts).await?;
     Ok(render::ok(
         "InvokeCommand",
         &InvokeCommandResponse {
@@ -239,8 +253,7 @@ pub async fn run(api: &Api, ctx: &Ctx) -> Result<Response, ApiError> {
         invoke_times: 0,
         visible: p.bool("KeepCommand")?.unwrap_or(false),
     };
-    api.store.insert_command(&command).await?;
-    let invoke_id = start(api, ctx, &command, opts).await?;
+    let invoke_id = start(api, ctx, Source::New(&command), opts).await?;
     Ok(render::ok(
         "RunCommand",
         &RunCommandResponse {

@@ -190,13 +190,13 @@ pub(super) fn touch_instance(
 
 /// One more invocation for each instance (each counted once however often it is
 /// listed); missing instances are ignored.
-pub(super) fn note_invoked(c: &mut Connection, ids: &[String], at: Millis) -> Result<()> {
-    let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+/// Counts one more invocation on each instance (each once), inside the caller's
+/// transaction.
+pub(super) fn note_invoked(tx: &Connection, ids: &[String], at: Millis) -> Result<()> {
     tx.prepare_cached(
         "UPDATE instances SET invocation_count = invocation_count + 1, last_invoked = ? \
          WHERE instance_id IN (SELECT DISTINCT value FROM json_each(?))",
     )?
     .execute(params![at, json_list(ids)])?;
-    tx.commit()?;
     Ok(())
 }

@@ -5,8 +5,8 @@ use super::rows::{
     TASK_COLS_NO_OUTPUT, TASK_N,
 };
 use crate::{
-    DispatchItem, InvocationFilter, InvocationRecord, InvocationView, Listing, OutputAppend, Page,
-    Result, ResultFilter, Scope, StoreError, TaskRecord,
+    CommandRecord, DispatchItem, InvocationFilter, InvocationRecord, InvocationView, Listing,
+    OutputAppend, Page, Result, ResultFilter, Scope, StoreError, TaskRecord, WriteOp, WriteOutcome,
 };
 use oca_domain::status::{InstanceInvokeStatus, InvocationStatus, InvokeStatus, StatusCounts};
 use oca_domain::task::TaskEvent;
@@ -93,6 +93,7 @@ const INSERT_TASK: &str = "INSERT INTO tasks (invoke_id, instance_id, account_id
 /// statuses (whatever `inv.counts` says).
 pub(super) fn insert_invocation(
     c: &mut Connection,
+    command: Option<&CommandRecord>,
     inv: &InvocationRecord,
     tasks: &[TaskRecord],
 ) -> Result<()> {
@@ -119,6 +120,9 @@ pub(super) fn insert_invocation(
         .collect::<StatusCounts>();
 
     let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    if let Some(command) = command {
+        super::catalog::insert_command(&tx, command)?;
+    }
     tx.prepare_cached(
         "INSERT INTO invocations (invoke_id, account_id, region_id, command_id, command_name, \
          command_description, command_type, command_content, enable_parameter, parameters, \
@@ -192,6 +196,8 @@ pub(super) fn insert_invocation(
          WHERE command_id = ? AND account_id = ? AND region_id = ?",
     )?
     .execute(params![inv.command_id, inv.account_id, inv.region_id])?;
+    let instance_ids: Vec<String> = tasks.iter().map(|t| t.instance_id.clone()).collect();
+    super::instances::note_invoked(&tx, &instance_ids, inv.created)?;
     tx.commit()?;
     Ok(())
 }
@@ -280,7 +286,50 @@ pub(super) fn apply_task_event(
     event: TaskEvent,
 ) -> Result<Option<TaskRecord>> {
     let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let Some(mut task) = load_task(&tx, invoke_id, instance_id)? else {
+    let task = apply_event_in(&tx, invoke_id, instance_id, event)?;
+    tx.commit()?;
+    Ok(task)
+}
+
+/// Applies many events and appends in one transaction.
+pub(super) fn apply_batch(c: &mut Connection, ops: Vec<WriteOp>) -> Result<Vec<WriteOutcome>> {
+    let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let mut out = Vec::with_capacity(ops.len());
+    for op in ops {
+        out.push(match op {
+            WriteOp::Event {
+                invoke_id,
+                instance_id,
+                event,
+            } => WriteOutcome::Task(apply_event_in(&tx, &invoke_id, &instance_id, event)?),
+            WriteOp::Output {
+                invoke_id,
+                instance_id,
+                offset,
+                data,
+                cap,
+            } => WriteOutcome::Output(append_output_in(
+                &tx,
+                &invoke_id,
+                &instance_id,
+                offset,
+                &data,
+                cap,
+            )?),
+        });
+    }
+    tx.commit()?;
+    Ok(out)
+}
+
+/// One event inside the caller's transaction.
+fn apply_event_in(
+    tx: &Connection,
+    invoke_id: &str,
+    instance_id: &str,
+    event: TaskEvent,
+) -> Result<Option<TaskRecord>> {
+    let Some(mut task) = load_task(tx, invoke_id, instance_id)? else {
         return Ok(None);
     };
     let before = task.state.clone();
@@ -288,17 +337,16 @@ pub(super) fn apply_task_event(
         return Ok(Some(task));
     }
     task.updated = now_millis();
-    write_task(&tx, &task, task.state.output != before.output)?;
+    write_task(tx, &task, task.state.output != before.output)?;
     if task.state.status != before.status {
-        let mut inv = load_invocation(&tx, invoke_id)?;
+        let mut inv = load_invocation(tx, invoke_id)?;
         let was = inv.invoke_status();
         inv.counts.moved(before.status, task.state.status);
         let mut tally = Tally::default();
         tally.task_moved(before.status, task.state.status);
-        write_counts(&tx, &inv, was, &mut tally)?;
-        tally.write(&tx, &inv.account_id, &inv.region_id)?;
+        write_counts(tx, &inv, was, &mut tally)?;
+        tally.write(tx, &inv.account_id, &inv.region_id)?;
     }
-    tx.commit()?;
     Ok(Some(task))
 }
 
@@ -381,6 +429,20 @@ pub(super) fn append_output(
     cap: u64,
 ) -> Result<OutputAppend> {
     let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let appended = append_output_in(&tx, invoke_id, instance_id, offset, data, cap)?;
+    tx.commit()?;
+    Ok(appended)
+}
+
+/// One append inside the caller's transaction.
+fn append_output_in(
+    tx: &Connection,
+    invoke_id: &str,
+    instance_id: &str,
+    offset: u64,
+    data: &[u8],
+    cap: u64,
+) -> Result<OutputAppend> {
     let stored: Option<i64> = tx
         .prepare_cached("SELECT output_len FROM tasks WHERE invoke_id = ? AND instance_id = ?")?
         .query_row([invoke_id, instance_id], |r| r.get(0))
@@ -419,7 +481,6 @@ pub(super) fn append_output(
     .execute(params![invoke_id, instance_id, to_i64(stored), new])?;
     tx.prepare_cached("UPDATE tasks SET output_len = ? WHERE invoke_id = ? AND instance_id = ?")?
         .execute(params![to_i64(stored_len), invoke_id, instance_id])?;
-    tx.commit()?;
     Ok(OutputAppend {
         stored_len,
         gap: false,

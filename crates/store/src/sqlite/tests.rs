@@ -68,6 +68,8 @@ on_both_stores!(
     dispatch_queries,
     whole_output,
     activations_and_instances,
+    invocation_with_its_command,
+    batches,
 );
 
 fn command(id: &str, scope: &Scope, created: Millis) -> CommandRecord {
@@ -133,7 +135,7 @@ fn task(inv: &InvocationRecord, instance_id: &str) -> TaskRecord {
 /// Stores `inv` with a pending task per instance.
 async fn put(s: &SqliteStore, inv: &InvocationRecord, instances: &[&str]) {
     let tasks: Vec<_> = instances.iter().map(|i| task(inv, i)).collect();
-    s.insert_invocation(inv, &tasks).await.unwrap();
+    s.insert_invocation(None, inv, &tasks).await.unwrap();
 }
 
 fn started(at: Millis) -> TaskEvent {
@@ -493,7 +495,7 @@ async fn invocations_and_scoping(s: &SqliteStore) {
         counts: [S::Success].into_iter().collect(),
         ..inv.clone()
     };
-    s.insert_invocation(&bogus, &tasks).await.unwrap();
+    s.insert_invocation(None, &bogus, &tasks).await.unwrap();
     let got = s.get_invocation(&h, "t-1").await.unwrap().unwrap();
     let expected = InvocationRecord {
         counts: [S::Pending, S::Aborted].into_iter().collect(),
@@ -520,11 +522,15 @@ async fn invocations_and_scoping(s: &SqliteStore) {
     assert_eq!(s.get_task("t-9", "i-1").await.unwrap(), None);
 
     // Duplicates conflict and change nothing.
-    let again = s.insert_invocation(&inv, &[task(&inv, "i-3")]).await;
+    let again = s.insert_invocation(None, &inv, &[task(&inv, "i-3")]).await;
     assert!(matches!(again, Err(StoreError::Conflict(_))), "{again:?}");
     let dup_task = invocation("t-dup", &h, 11);
     let r = s
-        .insert_invocation(&dup_task, &[task(&dup_task, "i-1"), task(&dup_task, "i-1")])
+        .insert_invocation(
+            None,
+            &dup_task,
+            &[task(&dup_task, "i-1"), task(&dup_task, "i-1")],
+        )
         .await;
     assert!(matches!(r, Err(StoreError::Conflict(_))), "{r:?}");
     assert_eq!(s.get_invocation(&h, "t-dup").await.unwrap(), None);
@@ -541,7 +547,7 @@ async fn invocations_and_scoping(s: &SqliteStore) {
     let mixed = invocation("t-mixed", &h, 12);
     let mut stray = task(&mixed, "i-1");
     stray.account_id = "acct-2".into();
-    assert!(s.insert_invocation(&mixed, &[stray]).await.is_err());
+    assert!(s.insert_invocation(None, &mixed, &[stray]).await.is_err());
     assert_eq!(s.get_invocation(&h, "t-mixed").await.unwrap(), None);
 
     // The command may be gone; an invocation of no instances is fine too.
@@ -549,7 +555,7 @@ async fn invocations_and_scoping(s: &SqliteStore) {
         command_id: "c-gone".into(),
         ..invocation("t-2", &h, 20)
     };
-    s.insert_invocation(&orphan, &[]).await.unwrap();
+    s.insert_invocation(None, &orphan, &[]).await.unwrap();
     let got = s.get_invocation(&h, "t-2").await.unwrap().unwrap();
     assert_eq!(got.counts, StatusCounts::default());
 
@@ -1113,7 +1119,7 @@ async fn dispatch_queries(s: &SqliteStore) {
     let inv3 = invocation("t-3", &h, 30);
     let mut lost = task(&inv3, "i-1");
     lost.state = TaskState::failed_at_once(TaskError::ClientNotRunning, 30);
-    s.insert_invocation(&inv3, &[lost]).await.unwrap();
+    s.insert_invocation(None, &inv3, &[lost]).await.unwrap();
     let o = &outsiders()[0];
     put(s, &invocation("t-out", o, 40), &["i-1"]).await;
 
@@ -1421,11 +1427,17 @@ async fn activations_and_instances(s: &SqliteStore) {
         ),
         (Some(500), "2.0", "new-host")
     );
-    s.note_invoked(&strs(&["mi-1", "mi-2", "mi-1", "mi-x"]), 600)
+    // Invocations count on their instances (each instance once per invocation).
+    let inv_a = invocation("t-n1", &h, 600);
+    let tasks_a: Vec<_> = ["mi-1", "mi-2", "mi-x"]
+        .iter()
+        .map(|i| task(&inv_a, i))
+        .collect();
+    s.insert_invocation(None, &inv_a, &tasks_a).await.unwrap();
+    let inv_b = invocation("t-n2", &h, 700);
+    s.insert_invocation(None, &inv_b, &[task(&inv_b, "mi-1")])
         .await
         .unwrap();
-    s.note_invoked(&strs(&["mi-1"]), 700).await.unwrap();
-    s.note_invoked(&[], 800).await.unwrap();
     let got = s.get_instance("mi-1").await.unwrap().unwrap();
     assert_eq!((got.invocation_count, got.last_invoked), (2, Some(700)));
     let got = s.get_instance("mi-2").await.unwrap().unwrap();
@@ -1733,7 +1745,7 @@ mod counts_property {
                     t
                 })
                 .collect();
-            s.insert_invocation(&inv, &records).await.unwrap();
+            s.insert_invocation(None, &inv, &records).await.unwrap();
         }
         for op in ops {
             match op {
@@ -1826,7 +1838,7 @@ async fn timings() {
         .map(|k| task(&big, &format!("i-{k:05}")))
         .collect();
     let t0 = Instant::now();
-    s.insert_invocation(&big, &tasks).await.unwrap();
+    s.insert_invocation(None, &big, &tasks).await.unwrap();
     println!("insert_invocation with 10,000 tasks: {:?}", t0.elapsed());
     let t0 = Instant::now();
     let changed = s.stop_invocation(&h, "t-big", None, 5).await.unwrap();
@@ -1853,7 +1865,7 @@ async fn timings() {
                 a.state = TaskState::failed_at_once(TaskError::ClientNotRunning, 1);
                 a.state.output = vec![b'x'; 2000];
             }
-            super::invocations::insert_invocation(&mut c, &inv, &[a, b]).unwrap();
+            super::invocations::insert_invocation(&mut c, None, &inv, &[a, b]).unwrap();
         }
         c.pragma_update(None, "synchronous", "FULL").unwrap();
     }
@@ -2030,4 +2042,98 @@ fn report(label: &str, mut v: Vec<Duration>) {
     v.sort();
     let at = |q: f64| v[((v.len() as f64 - 1.0) * q) as usize];
     println!("{label:55} p50 {:>10.3?}  p99 {:>10.3?}", at(0.5), at(0.99));
+}
+
+// ---- one transaction per invocation, one per batch -------------------------------------
+
+async fn invocation_with_its_command(s: &SqliteStore) {
+    let h = home();
+    let mut cmd = command("c-run", &h, 5);
+    cmd.visible = false;
+    let mut inv = invocation("t-run", &h, 5);
+    inv.command_id = cmd.command_id.clone();
+    let tasks = vec![task(&inv, "mi-a"), task(&inv, "mi-b")];
+    s.insert_invocation(Some(&cmd), &inv, &tasks).await.unwrap();
+    let stored = s.get_command(&h, "c-run").await.unwrap().unwrap();
+    assert_eq!(
+        stored.invoke_times, 1,
+        "the invocation counts on its new command"
+    );
+    assert!(!stored.visible);
+    assert!(s.get_invocation(&h, "t-run").await.unwrap().is_some());
+    // A failed insert leaves nothing behind: not the command either.
+    let mut dup = invocation("t-run", &h, 6);
+    let cmd2 = command("c-other", &h, 6);
+    dup.command_id = cmd2.command_id.clone();
+    assert!(s
+        .insert_invocation(Some(&cmd2), &dup, &[task(&dup, "mi-a")])
+        .await
+        .is_err());
+    assert_eq!(s.get_command(&h, "c-other").await.unwrap(), None);
+}
+
+async fn batches(s: &SqliteStore) {
+    let h = home();
+    let inv = invocation("t-b", &h, 1);
+    put(s, &inv, &["i-1", "i-2"]).await;
+    let ev = |inst: &str, event: TaskEvent| WriteOp::Event {
+        invoke_id: "t-b".into(),
+        instance_id: inst.into(),
+        event,
+    };
+    let out = |inst: &str, offset: u64, data: &[u8]| WriteOp::Output {
+        invoke_id: "t-b".into(),
+        instance_id: inst.into(),
+        offset,
+        data: data.to_vec(),
+        cap: 100,
+    };
+    let finished = TaskEvent::Finished {
+        status: S::Success,
+        exit_code: Some(0),
+        error: None,
+        start_time: Some(2),
+        finish_time: 3,
+        output: b"hi".to_vec(),
+        dropped: 0,
+    };
+    let outcomes = s
+        .apply_batch(vec![
+            ev("i-1", started(2)),
+            out("i-1", 0, b"hi"),
+            out("i-1", 5, b"gap"),
+            ev("i-1", finished.clone()),
+            ev("i-2", started(2)),
+            ev("i-9", started(2)),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(outcomes.len(), 6);
+    let status = |o: &WriteOutcome| match o {
+        WriteOutcome::Task(t) => t.as_ref().map(|t| t.state.status),
+        WriteOutcome::Output(_) => None,
+    };
+    assert_eq!(status(&outcomes[0]), Some(S::Running));
+    assert_eq!(
+        outcomes[1],
+        WriteOutcome::Output(OutputAppend {
+            stored_len: 2,
+            gap: false
+        })
+    );
+    assert_eq!(
+        outcomes[2],
+        WriteOutcome::Output(OutputAppend {
+            stored_len: 2,
+            gap: true
+        })
+    );
+    assert_eq!(status(&outcomes[3]), Some(S::Success));
+    assert_eq!(status(&outcomes[4]), Some(S::Running));
+    assert_eq!(outcomes[5], WriteOutcome::Task(None), "an unknown task");
+    // The counts moved with the batch.
+    let stored = s.get_invocation(&h, "t-b").await.unwrap().unwrap();
+    assert_eq!(stored.counts.get(S::Success), 1);
+    assert_eq!(stored.counts.get(S::Running), 1);
+    assert_eq!(s.full_output("t-b", "i-1").await.unwrap().unwrap(), b"hi");
 }
