@@ -94,6 +94,7 @@ async fn serve(d: Arc<Dispatcher>, instance: InstanceRecord, socket: WebSocket) 
             ..instance
         },
         last_heartbeat: AtomicI64::new(now),
+        stored_heartbeat: AtomicI64::new(now),
         active_tasks: AtomicU32::new(0),
     });
     d.conns
@@ -229,6 +230,11 @@ async fn handle(d: &Dispatcher, conn: &Conn, msg: AgentMsg) {
             let now = now_millis();
             conn.last_heartbeat.store(now, Ordering::Relaxed);
             conn.active_tasks.store(active_tasks, Ordering::Relaxed);
+            let stored = conn.stored_heartbeat.load(Ordering::Relaxed);
+            if now - stored < crate::HEARTBEAT_STORE_INTERVAL_MS {
+                return;
+            }
+            conn.stored_heartbeat.store(now, Ordering::Relaxed);
             let i = &conn.instance;
             if let Err(e) = d
                 .store
@@ -286,25 +292,24 @@ async fn handle(d: &Dispatcher, conn: &Conn, msg: AgentMsg) {
 async fn finish(d: &Dispatcher, conn: &Conn, result: TaskResult) {
     let instance_id = conn.instance.instance_id.as_str();
     let invoke_id = result.invoke_id.clone();
-    let task = match d.store.get_task(&invoke_id, instance_id).await {
-        Ok(Some(t)) => t,
-        Ok(None) => {
-            // Nothing to record it against (purged): let the agent forget it.
-            let _ = conn.tx.send(ServerMsg::Ack { invoke_id });
-            return;
-        }
-        Err(e) => {
-            tracing::warn!(instance = %instance_id, "result not stored: {e}");
-            return;
-        }
-    };
+    // All of the output must be stored before the result is: ask again for what is
+    // missing (chunks lost with a dropped connection).
     let expected = result.output_len.min(d.config.output_cap);
-    if task.output_len < expected && !task.state.status.is_terminal() {
-        let _ = conn.tx.send(ServerMsg::Resend {
-            invoke_id,
-            offset: task.output_len,
-        });
-        return;
+    if expected > 0 {
+        match d.store.get_task(&invoke_id, instance_id).await {
+            Ok(Some(task)) if task.output_len < expected && !task.state.status.is_terminal() => {
+                let _ = conn.tx.send(ServerMsg::Resend {
+                    invoke_id,
+                    offset: task.output_len,
+                });
+                return;
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(instance = %instance_id, "result not stored: {e}");
+                return;
+            }
+        }
     }
     let output = oca_domain::command::decode_base64(&result.output).unwrap_or_default();
     let event = TaskEvent::Finished {

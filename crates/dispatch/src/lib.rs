@@ -56,12 +56,19 @@ impl Default for DispatchConfig {
     }
 }
 
+/// How stale the stored heartbeat of a connected agent may get. While an agent is
+/// connected its live heartbeat is served from memory; the stored one matters only
+/// after it disconnects (when it is written at once) or after a server crash.
+const HEARTBEAT_STORE_INTERVAL_MS: i64 = 60_000;
+
 /// One live agent connection.
 struct Conn {
     generation: u64,
     tx: mpsc::UnboundedSender<ServerMsg>,
     instance: InstanceRecord,
     last_heartbeat: AtomicI64,
+    /// The heartbeat last written to the store.
+    stored_heartbeat: AtomicI64,
     active_tasks: AtomicU32,
 }
 
