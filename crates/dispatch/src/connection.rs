@@ -231,7 +231,7 @@ async fn handle(d: &Dispatcher, conn: &Conn, msg: AgentMsg) {
             conn.last_heartbeat.store(now, Ordering::Relaxed);
             conn.active_tasks.store(active_tasks, Ordering::Relaxed);
             let stored = conn.stored_heartbeat.load(Ordering::Relaxed);
-            if now - stored < crate::HEARTBEAT_STORE_INTERVAL_MS {
+            if now - stored < d.heartbeat_store_interval_ms() {
                 return;
             }
             conn.stored_heartbeat.store(now, Ordering::Relaxed);

@@ -56,11 +56,6 @@ impl Default for DispatchConfig {
     }
 }
 
-/// How stale the stored heartbeat of a connected agent may get. While an agent is
-/// connected its live heartbeat is served from memory; the stored one matters only
-/// after it disconnects (when it is written at once) or after a server crash.
-const HEARTBEAT_STORE_INTERVAL_MS: i64 = 60_000;
-
 /// One live agent connection.
 struct Conn {
     generation: u64,
@@ -93,6 +88,15 @@ impl Dispatcher {
 
     pub fn config(&self) -> &DispatchConfig {
         &self.config
+    }
+
+    /// How stale the stored heartbeat of a connected agent may get. While an agent is
+    /// connected its live heartbeat is served from memory; the stored one matters only
+    /// after it disconnects (when it is written at once) or after a server crash, when
+    /// it decides whether new tasks wait for the agent to come back
+    /// ([`Self::initial_state`]): so it stays well within the delivery timeout.
+    fn heartbeat_store_interval_ms(&self) -> i64 {
+        (self.config.delivery_timeout_ms / 2).min(60_000)
     }
 
     /// The agent endpoints: registration and the WebSocket.
