@@ -30,12 +30,13 @@ struct InvokeOptions {
 
 fn invoke_options(api: &Api, ctx: &Ctx, username_param: &str) -> Result<InvokeOptions, ApiError> {
     let p = &ctx.params;
-    let mut instance_ids: Vec<String> = Vec::new();
-    for id in p.list("InstanceId")? {
-        if !instance_ids.contains(&id) {
-            instance_ids.push(id);
-        }
-    }
+    // Each instance once, in the order given.
+    let mut seen = std::collections::HashSet::new();
+    let instance_ids: Vec<String> = p
+        .list("InstanceId")?
+        .into_iter()
+        .filter(|id| seen.insert(id.clone()))
+        .collect();
     if instance_ids.is_empty() {
         return Err(ApiError::MissingParam("InstanceId"));
     }
@@ -132,10 +133,12 @@ async fn start(
         .store
         .get_instances(&ctx.scope, &opts.instance_ids)
         .await?;
+    let found: std::collections::HashSet<&str> =
+        instances.iter().map(|i| i.instance_id.as_str()).collect();
     if let Some(missing) = opts
         .instance_ids
         .iter()
-        .find(|id| !instances.iter().any(|i| &i.instance_id == *id))
+        .find(|id| !found.contains(id.as_str()))
     {
         return Err(ApiError::InvalidInstanceNotFound(missing.clone()));
     }
