@@ -44,6 +44,8 @@ pub enum ApiError {
     InvalidCmdIdNotFound,
     InvalidInvokeIdNotFound,
     InvalidInvokeIdNotRunning,
+    InvalidClientToken,
+    IdempotentParameterMismatch,
     Signature(SignatureError),
     /// `InternalError.Dispatch`: something failed while serving the request.
     Internal(String),
@@ -100,6 +102,8 @@ impl ApiError {
             InvalidCmdIdNotFound => "InvalidCmdId.NotFound".into(),
             InvalidInvokeIdNotFound => "InvalidInvokeId.NotFound".into(),
             InvalidInvokeIdNotRunning => "InvalidInvokeId.NotRunning".into(),
+            InvalidClientToken => "InvalidClientToken.Malformed".into(),
+            IdempotentParameterMismatch => "IdempotentParameterMismatch".into(),
             Signature(e) => e.code().to_string(),
             Internal(_) => "InternalError.Dispatch".into(),
         }
@@ -142,6 +146,8 @@ impl ApiError {
             InvalidCmdIdNotFound => "The specified command ID does not exist.".into(),
             InvalidInvokeIdNotFound => "The specified invoke ID does not exist.".into(),
             InvalidInvokeIdNotRunning => "The specified invocation is not running.".into(),
+            InvalidClientToken => "The specified parameter clientToken is not valid: at most 64 ASCII characters.".into(),
+            IdempotentParameterMismatch => "The specified parameter has changed while using an already used clientToken.".into(),
             Signature(e) => e.message(),
             Internal(_) => "An error occurred when you dispatched the request.".into(),
         }
@@ -164,7 +170,8 @@ impl ApiError {
             | ParameterMissingValue(_)
             | InvalidParameters(_)
             | CmdNameExceedLimit
-            | CmdDescExceedLimit => 400,
+            | CmdDescExceedLimit
+            | InvalidClientToken => 400,
             InvalidPageNumber
             | InvalidPageSize
             | InvalidMaxResults
@@ -176,7 +183,8 @@ impl ApiError {
             | ParameterKeyExceedLimit
             | ParameterKeyDuplicate
             | ParameterNotMatched(_)
-            | InvalidInvokeIdNotRunning => 403,
+            | InvalidInvokeIdNotRunning
+            | IdempotentParameterMismatch => 403,
             InvalidRegionId
             | InvalidAction(_)
             | InvalidCmdType

@@ -429,3 +429,68 @@ fn an_agent_restart_mid_run_delivers_its_result_or_says_it_was_interrupted() {
         "{r}"
     );
 }
+
+#[test]
+fn a_client_token_runs_once_and_replays_the_first_answer() {
+    let server = Server::start();
+    let a = server.agent("idem");
+    let c = server.client();
+    let dir = scratch_dir();
+    let log = dir.join("runs");
+    let script = format!("echo ran >> {}", log.display());
+    let params = |token: &str, script: &str| -> Vec<(String, String)> {
+        vec![
+            ("RegionId".into(), REGION.into()),
+            ("Type".into(), "RunShellScript".into()),
+            ("CommandContent".into(), script.into()),
+            ("ContentEncoding".into(), "PlainText".into()),
+            ("InstanceId.1".into(), a.instance_id.clone()),
+            ("ClientToken".into(), token.into()),
+        ]
+    };
+    let call = |p: Vec<(String, String)>| {
+        c.raw(
+            "RunCommand",
+            p,
+            oca_domain::time::now_millis(),
+            &oca_domain::ids::new_secret(24),
+        )
+    };
+    let first = call(params("retry-1", &script)).json();
+    let invoke = first["InvokeId"].as_str().unwrap().to_string();
+    c.wait(&invoke, WAIT);
+    // A retry (new nonce, new timestamp, same request) gets the first answer.
+    let second = call(params("retry-1", &script)).json();
+    assert_eq!(second["InvokeId"], first["InvokeId"]);
+    assert_eq!(second["CommandId"], first["CommandId"]);
+    assert_ne!(second["RequestId"], first["RequestId"]);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        std::fs::read_to_string(&log).unwrap(),
+        "ran\n",
+        "the script ran once"
+    );
+    assert_eq!(
+        c.ok(
+            "DescribeInvocations",
+            &[("InstanceId", a.instance_id.as_str())]
+        )["TotalCount"],
+        1
+    );
+
+    // The same token asking for something else is refused.
+    let other = call(params("retry-1", "echo something else"));
+    assert_eq!(other.status, 403, "{}", other.body);
+    assert_eq!(other.json()["Code"], "IdempotentParameterMismatch");
+    // A malformed token.
+    let bad = call(params(&"x".repeat(65), &script));
+    assert_eq!(
+        (bad.status, bad.json()["Code"].as_str().unwrap()),
+        (400, "InvalidClientToken.Malformed")
+    );
+    // Another token runs again.
+    let third = call(params("retry-2", &script)).json();
+    assert_ne!(third["InvokeId"], first["InvokeId"]);
+    c.wait(third["InvokeId"].as_str().unwrap(), WAIT);
+    assert_eq!(std::fs::read_to_string(&log).unwrap(), "ran\nran\n");
+}

@@ -127,6 +127,22 @@ pub trait Store: Send + Sync + 'static {
         invocation: &InvocationRecord,
         tasks: &[TaskRecord],
     ) -> Result<()>;
+    /// [`Self::insert_invocation`] for a request with a `ClientToken`: in the same
+    /// transaction, remembers that the token made this invocation. If the token (in
+    /// this scope) already made one, stores nothing and returns that one.
+    async fn insert_invocation_once(
+        &self,
+        command: Option<&CommandRecord>,
+        invocation: &InvocationRecord,
+        tasks: &[TaskRecord],
+        token: &ClientToken,
+    ) -> Result<Option<PriorInvocation>>;
+    /// The invocation a `ClientToken` made in this scope, if any.
+    async fn find_client_token(
+        &self,
+        scope: &Scope,
+        token: &str,
+    ) -> Result<Option<PriorInvocation>>;
     async fn get_invocation(
         &self,
         scope: &Scope,

@@ -182,3 +182,19 @@ pub struct InstanceFilter {
     pub instance_ids: Option<Vec<String>>,
     pub os_type: Option<String>,
 }
+
+/// A caller's `ClientToken` and a digest of the request it came with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientToken {
+    pub token: String,
+    pub digest: String,
+}
+
+/// The invocation a `ClientToken` already made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PriorInvocation {
+    pub invoke_id: String,
+    pub command_id: String,
+    /// The digest of the request that made it.
+    pub digest: String,
+}

@@ -60,9 +60,10 @@ mod schema;
 mod tests;
 
 use crate::{
-    AccessKeyRecord, ActivationRecord, CommandFilter, CommandRecord, DispatchItem, InstanceFilter,
-    InstanceRecord, InvocationFilter, InvocationRecord, InvocationView, Listing, OutputAppend,
-    Page, Result, ResultFilter, Scope, Store, StoreError, TaskRecord, WriteOp, WriteOutcome,
+    AccessKeyRecord, ActivationRecord, ClientToken, CommandFilter, CommandRecord, DispatchItem,
+    InstanceFilter, InstanceRecord, InvocationFilter, InvocationRecord, InvocationView, Listing,
+    OutputAppend, Page, PriorInvocation, Result, ResultFilter, Scope, Store, StoreError,
+    TaskRecord, WriteOp, WriteOutcome,
 };
 use async_trait::async_trait;
 use oca_domain::status::InvocationStatus;
@@ -340,6 +341,41 @@ impl Store for SqliteStore {
             invocations::insert_invocation(c, command.as_ref(), &invocation, &tasks)
         })
         .await
+    }
+
+    async fn insert_invocation_once(
+        &self,
+        command: Option<&CommandRecord>,
+        invocation: &InvocationRecord,
+        tasks: &[TaskRecord],
+        token: &ClientToken,
+    ) -> Result<Option<PriorInvocation>> {
+        let (command, invocation, tasks, token) = (
+            command.cloned(),
+            invocation.clone(),
+            tasks.to_vec(),
+            token.clone(),
+        );
+        self.write(move |c| {
+            invocations::insert_invocation_once(
+                c,
+                command.as_ref(),
+                &invocation,
+                &tasks,
+                Some(&token),
+            )
+        })
+        .await
+    }
+
+    async fn find_client_token(
+        &self,
+        scope: &Scope,
+        token: &str,
+    ) -> Result<Option<PriorInvocation>> {
+        let (scope, token) = (scope.clone(), token.to_string());
+        self.read(move |c| invocations::find_client_token(c, &scope, &token))
+            .await
     }
 
     async fn get_invocation(

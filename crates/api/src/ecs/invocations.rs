@@ -11,7 +11,10 @@ use oca_domain::command::{self as cmd, ContentEncoding};
 use oca_domain::params::{check_values, ParamError};
 use oca_domain::status::{InstanceInvokeStatus, InvokeStatus};
 use oca_domain::time::{format_api, format_api_opt, now_millis};
-use oca_store::{CommandRecord, InvocationFilter, InvocationRecord, ResultFilter, TaskRecord};
+use oca_store::{
+    ClientToken, CommandRecord, InvocationFilter, InvocationRecord, PriorInvocation, ResultFilter,
+    TaskRecord,
+};
 use serde::Serialize;
 use std::collections::BTreeMap;
 
@@ -26,6 +29,84 @@ struct InvokeOptions {
     working_dir: Option<String>,
     timeout_secs: Option<i64>,
     termination_mode: String,
+    client_token: Option<ClientToken>,
+}
+
+/// Parameters that sign a request rather than say what it asks for: a retried
+/// request carries new ones, so they stay out of its digest.
+const SIGNING_PARAMS: &[&str] = &[
+    "Signature",
+    "SignatureMethod",
+    "SignatureVersion",
+    "SignatureNonce",
+    "SignatureType",
+    "Timestamp",
+    "AccessKeyId",
+    "Format",
+];
+
+/// `ClientToken`, with a digest of everything else the request asks for.
+fn client_token(ctx: &Ctx) -> Result<Option<ClientToken>, ApiError> {
+    let Some(token) = ctx.params.non_empty("ClientToken") else {
+        return Ok(None);
+    };
+    if token.len() > 64 || !token.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(ApiError::InvalidClientToken);
+    }
+    let mut pairs: Vec<&(String, String)> = ctx
+        .params
+        .pairs()
+        .iter()
+        .filter(|(k, _)| !SIGNING_PARAMS.contains(&k.as_str()))
+        .collect();
+    pairs.sort();
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(ctx.endpoint.action());
+    for (k, v) in pairs {
+        h.update([0]);
+        h.update(k.as_bytes());
+        h.update([1]);
+        h.update(v.as_bytes());
+    }
+    Ok(Some(ClientToken {
+        token: token.to_string(),
+        digest: hex::encode(h.finalize()),
+    }))
+}
+
+/// The answer to a request whose token already made an invocation: the same ids if
+/// it asks for the same thing, `IdempotentParameterMismatch` if not.
+fn replay(prior: PriorInvocation, token: &ClientToken) -> Result<Started, ApiError> {
+    if prior.digest == token.digest {
+        Ok(Started {
+            invoke_id: prior.invoke_id,
+            command_id: prior.command_id,
+        })
+    } else {
+        Err(ApiError::IdempotentParameterMismatch)
+    }
+}
+
+/// A request's earlier answer, if its ClientToken was used before.
+async fn replayed(api: &Api, ctx: &Ctx) -> Result<Option<Started>, ApiError> {
+    let Some(token) = client_token(ctx)? else {
+        return Ok(None);
+    };
+    match api
+        .store
+        .find_client_token(&ctx.scope, &token.token)
+        .await?
+    {
+        Some(prior) => replay(prior, &token).map(Some),
+        None => Ok(None),
+    }
+}
+
+/// What a started (or replayed) invocation answers with.
+struct Started {
+    invoke_id: String,
+    command_id: String,
 }
 
 fn invoke_options(api: &Api, ctx: &Ctx, username_param: &str) -> Result<InvokeOptions, ApiError> {
@@ -94,6 +175,7 @@ fn invoke_options(api: &Api, ctx: &Ctx, username_param: &str) -> Result<InvokeOp
         working_dir: commands::working_dir(p)?,
         timeout_secs: commands::timeout(p)?,
         termination_mode,
+        client_token: client_token(ctx)?,
     })
 }
 
@@ -112,7 +194,7 @@ async fn start(
     ctx: &Ctx,
     source: Source<'_>,
     opts: InvokeOptions,
-) -> Result<String, ApiError> {
+) -> Result<Started, ApiError> {
     let (command, new_command) = match source {
         Source::Saved(c) => (c, None),
         Source::New(c) => (c, Some(c)),
@@ -185,14 +267,28 @@ async fn start(
         stopped_by_hand: false,
         counts,
     };
-    api.store
-        .insert_invocation(new_command, &invocation, &tasks)
-        .await?;
+    if let Some(token) = &opts.client_token {
+        let prior = api
+            .store
+            .insert_invocation_once(new_command, &invocation, &tasks, token)
+            .await?;
+        if let Some(prior) = prior {
+            // A concurrent request with the same token won the race: nothing was stored.
+            return replay(prior, token);
+        }
+    } else {
+        api.store
+            .insert_invocation(new_command, &invocation, &tasks)
+            .await?;
+    }
     for t in tasks.iter().filter(|t| !t.state.status.is_terminal()) {
         api.dispatcher.send_run(&invocation, &t.instance_id);
     }
     tracing::info!(invoke_id, command_id = %command.command_id, instances = tasks.len(), "invocation started");
-    Ok(invoke_id)
+    Ok(Started {
+        invoke_id,
+        command_id: command.command_id.clone(),
+    })
 }
 
 #[derive(Serialize)]
@@ -203,6 +299,21 @@ struct InvokeCommandResponse {
 }
 
 pub async fn invoke(api: &Api, ctx: &Ctx) -> Result<Response, ApiError> {
+    let started = match replayed(api, ctx).await? {
+        Some(earlier) => earlier,
+        None => invoke_new(api, ctx).await?,
+    };
+    Ok(render::ok(
+        "InvokeCommand",
+        &InvokeCommandResponse {
+            request_id: ctx.request_id.clone(),
+            invoke_id: started.invoke_id,
+        },
+        ctx.format,
+    ))
+}
+
+async fn invoke_new(api: &Api, ctx: &Ctx) -> Result<Started, ApiError> {
     let command_id = ctx.params.required("CommandId")?;
     let command = api
         .store
@@ -211,15 +322,7 @@ pub async fn invoke(api: &Api, ctx: &Ctx) -> Result<Response, ApiError> {
         .filter(|c| c.visible)
         .ok_or(ApiError::InvalidCmdIdNotFound)?;
     let opts = invoke_options(api, ctx, "Username")?;
-    let invoke_id = start(api, ctx, Source::Saved(&command), opts).await?;
-    Ok(render::ok(
-        "InvokeCommand",
-        &InvokeCommandResponse {
-            request_id: ctx.request_id.clone(),
-            invoke_id,
-        },
-        ctx.format,
-    ))
+    start(api, ctx, Source::Saved(&command), opts).await
 }
 
 #[derive(Serialize)]
@@ -231,6 +334,22 @@ struct RunCommandResponse {
 }
 
 pub async fn run(api: &Api, ctx: &Ctx) -> Result<Response, ApiError> {
+    let started = match replayed(api, ctx).await? {
+        Some(earlier) => earlier,
+        None => run_new(api, ctx).await?,
+    };
+    Ok(render::ok(
+        "RunCommand",
+        &RunCommandResponse {
+            request_id: ctx.request_id.clone(),
+            command_id: started.command_id,
+            invoke_id: started.invoke_id,
+        },
+        ctx.format,
+    ))
+}
+
+async fn run_new(api: &Api, ctx: &Ctx) -> Result<Started, ApiError> {
     let p = &ctx.params;
     let command_type = commands::command_type(p)?;
     let encoding = content_encoding(p, ContentEncoding::PlainText)?;
@@ -256,16 +375,7 @@ pub async fn run(api: &Api, ctx: &Ctx) -> Result<Response, ApiError> {
         invoke_times: 0,
         visible: p.bool("KeepCommand")?.unwrap_or(false),
     };
-    let invoke_id = start(api, ctx, Source::New(&command), opts).await?;
-    Ok(render::ok(
-        "RunCommand",
-        &RunCommandResponse {
-            request_id: ctx.request_id.clone(),
-            command_id: command.command_id,
-            invoke_id,
-        },
-        ctx.format,
-    ))
+    start(api, ctx, Source::New(&command), opts).await
 }
 
 /// The invocation must exist in the caller's scope; elsewhere it is simply not found.

@@ -5,8 +5,9 @@ use super::rows::{
     TASK_COLS_NO_OUTPUT, TASK_N,
 };
 use crate::{
-    CommandRecord, DispatchItem, InvocationFilter, InvocationRecord, InvocationView, Listing,
-    OutputAppend, Page, Result, ResultFilter, Scope, StoreError, TaskRecord, WriteOp, WriteOutcome,
+    ClientToken, CommandRecord, DispatchItem, InvocationFilter, InvocationRecord, InvocationView,
+    Listing, OutputAppend, Page, PriorInvocation, Result, ResultFilter, Scope, StoreError,
+    TaskRecord, WriteOp, WriteOutcome,
 };
 use oca_domain::status::{InstanceInvokeStatus, InvocationStatus, InvokeStatus, StatusCounts};
 use oca_domain::task::TaskEvent;
@@ -97,6 +98,18 @@ pub(super) fn insert_invocation(
     inv: &InvocationRecord,
     tasks: &[TaskRecord],
 ) -> Result<()> {
+    insert_invocation_once(c, command, inv, tasks, None).map(|_| ())
+}
+
+/// Inserts the invocation unless `token` already made one (then returns that one and
+/// stores nothing). The token row is written in the same transaction.
+pub(super) fn insert_invocation_once(
+    c: &mut Connection,
+    command: Option<&CommandRecord>,
+    inv: &InvocationRecord,
+    tasks: &[TaskRecord],
+    token: Option<&ClientToken>,
+) -> Result<Option<PriorInvocation>> {
     if let Some(t) = tasks.iter().find(|t| {
         t.invoke_id != inv.invoke_id
             || t.account_id != inv.account_id
@@ -120,6 +133,28 @@ pub(super) fn insert_invocation(
         .collect::<StatusCounts>();
 
     let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    if let Some(token) = token {
+        let scope = Scope {
+            account_id: inv.account_id.clone(),
+            region_id: inv.region_id.clone(),
+        };
+        if let Some(prior) = find_client_token(&tx, &scope, &token.token)? {
+            return Ok(Some(prior));
+        }
+        tx.prepare_cached(
+            "INSERT INTO client_tokens (account_id, region_id, token, digest, invoke_id, \
+             command_id, created) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        )?
+        .execute(params![
+            inv.account_id,
+            inv.region_id,
+            token.token,
+            token.digest,
+            inv.invoke_id,
+            inv.command_id,
+            inv.created
+        ])?;
+    }
     if let Some(command) = command {
         super::catalog::insert_command(&tx, command)?;
     }
@@ -199,7 +234,26 @@ pub(super) fn insert_invocation(
     let instance_ids: Vec<String> = tasks.iter().map(|t| t.instance_id.clone()).collect();
     super::instances::note_invoked(&tx, &instance_ids, inv.created)?;
     tx.commit()?;
-    Ok(())
+    Ok(None)
+}
+
+pub(super) fn find_client_token(
+    c: &Connection,
+    scope: &Scope,
+    token: &str,
+) -> Result<Option<PriorInvocation>> {
+    Ok(c.prepare_cached(
+        "SELECT invoke_id, command_id, digest FROM client_tokens \
+         WHERE account_id = ? AND region_id = ? AND token = ?",
+    )?
+    .query_row(params![scope.account_id, scope.region_id, token], |r| {
+        Ok(PriorInvocation {
+            invoke_id: r.get(0)?,
+            command_id: r.get(1)?,
+            digest: r.get(2)?,
+        })
+    })
+    .optional()?)
 }
 
 /// Writes a task's state (the output view only when `with_output`, as it is the one

@@ -161,8 +161,24 @@ CREATE INDEX instances_os ON instances (account_id, region_id, os_type, register
 CREATE INDEX instances_activation ON instances (activation_id);
 "#;
 
+/// ClientToken idempotency: which invocation a caller's token made, and a digest of
+/// the request that made it.
+const CLIENT_TOKENS: &str = r#"
+CREATE TABLE client_tokens (
+    account_id  TEXT NOT NULL,
+    region_id   TEXT NOT NULL,
+    token       TEXT NOT NULL,
+    digest      TEXT NOT NULL,
+    invoke_id   TEXT NOT NULL,
+    command_id  TEXT NOT NULL,
+    created     INTEGER NOT NULL,
+    PRIMARY KEY (account_id, region_id, token)
+);
+CREATE INDEX client_tokens_invocation ON client_tokens (invoke_id);
+"#;
+
 /// Every migration, in order. Index `i` brings the schema to version `i + 1`.
-const MIGRATIONS: &[&str] = &[V1];
+const MIGRATIONS: &[&str] = &[V1, CLIENT_TOKENS];
 
 /// The schema version this build writes.
 pub(super) const VERSION: usize = MIGRATIONS.len();

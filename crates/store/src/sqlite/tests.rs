@@ -70,6 +70,7 @@ on_both_stores!(
     activations_and_instances,
     invocation_with_its_command,
     batches,
+    client_tokens,
 );
 
 fn command(id: &str, scope: &Scope, created: Millis) -> CommandRecord {
@@ -2136,4 +2137,39 @@ async fn batches(s: &SqliteStore) {
     assert_eq!(stored.counts.get(S::Success), 1);
     assert_eq!(stored.counts.get(S::Running), 1);
     assert_eq!(s.full_output("t-b", "i-1").await.unwrap().unwrap(), b"hi");
+}
+
+async fn client_tokens(s: &SqliteStore) {
+    let h = home();
+    let token = ClientToken {
+        token: "tok-1".into(),
+        digest: "d1".into(),
+    };
+    let first = invocation("t-c1", &h, 1);
+    let made = s
+        .insert_invocation_once(None, &first, &[task(&first, "i-1")], &token)
+        .await
+        .unwrap();
+    assert_eq!(made, None, "a new token makes the invocation");
+    let second = invocation("t-c2", &h, 2);
+    let again = s
+        .insert_invocation_once(None, &second, &[task(&second, "i-1")], &token)
+        .await
+        .unwrap();
+    let prior = again.expect("the token was used");
+    assert_eq!((prior.invoke_id.as_str(), prior.digest.as_str()), ("t-c1", "d1"));
+    assert_eq!(s.get_invocation(&h, "t-c2").await.unwrap(), None, "nothing stored twice");
+    assert_eq!(s.find_client_token(&h, "tok-1").await.unwrap(), Some(prior));
+    // Tokens belong to their scope.
+    let other = Scope {
+        account_id: "someone-else".into(),
+        region_id: h.region_id.clone(),
+    };
+    assert_eq!(s.find_client_token(&other, "tok-1").await.unwrap(), None);
+    let theirs = invocation("t-c3", &other, 3);
+    let made = s
+        .insert_invocation_once(None, &theirs, &[task(&theirs, "i-1")], &token)
+        .await
+        .unwrap();
+    assert_eq!(made, None);
 }
