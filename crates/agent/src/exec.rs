@@ -44,7 +44,7 @@
 
 use crate::proc::{self, Exit, MARKER_ENV};
 use crate::spool::TaskDir;
-use oca_domain::command::{encode_base64, CommandType};
+use oca_domain::command::{encode_base64, CommandType, TerminationMode};
 use oca_domain::output::HeadTail;
 use oca_domain::status::InvocationStatus;
 use oca_domain::task_error::TaskError;
@@ -196,7 +196,15 @@ pub async fn execute(
         }
     };
     if matches!(end, End::Timeout | End::Stopped) {
-        proc::kill_tree(Some(pid), marker, KILL_LIMIT).await;
+        match task.termination_mode {
+            TerminationMode::ProcessTree => proc::kill_tree(Some(pid), marker, KILL_LIMIT).await,
+            TerminationMode::Process => {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
         if tokio::time::timeout(Duration::from_secs(5), &mut exit_rx)
             .await
             .is_err()

@@ -306,6 +306,7 @@ mod tests {
             username: String::new(),
             timeout_secs: 60,
             output_cap: 1 << 20,
+            termination_mode: Default::default(),
         }
     }
 

@@ -234,6 +234,7 @@ fn task(invoke_id: &str, script: &str) -> Task {
         username: String::new(),
         timeout_secs: 60,
         output_cap: 16 << 20,
+        termination_mode: Default::default(),
     }
 }
 

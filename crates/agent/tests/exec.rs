@@ -22,6 +22,7 @@ fn task(script: &str) -> Task {
         username: String::new(),
         timeout_secs: 30,
         output_cap: 1 << 20,
+        termination_mode: Default::default(),
     }
 }
 
@@ -196,6 +197,34 @@ async fn timeout_kills_the_whole_tree() {
             f.display()
         );
     }
+}
+
+#[tokio::test]
+async fn process_mode_kills_only_the_script() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pidfile = tmp.path().join("child.pid");
+    let script = format!(
+        "sleep 1000 & echo $! > {p}\necho started\nsleep 1000\n",
+        p = pidfile.display()
+    );
+    let mut t = task(&script);
+    t.timeout_secs = 1;
+    t.termination_mode = oca_domain::command::TerminationMode::Process;
+    let r = run(t).await;
+    assert_eq!(r.result.status, S::Timeout);
+    assert_eq!(r.view, b"started\n");
+    let pid: i32 = std::fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let alive = marked_alive(&r.marker);
+    // Clean up before asserting, so a failure leaves nothing behind.
+    proc::kill_tree(None, &r.marker, Duration::from_secs(3)).await;
+    assert!(
+        alive.contains(&pid),
+        "the child {pid} was killed too: {alive:?}"
+    );
 }
 
 #[tokio::test]

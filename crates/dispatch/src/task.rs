@@ -1,6 +1,6 @@
 //! Building the `Task` an agent runs from a stored invocation.
 
-use oca_domain::command::CommandType;
+use oca_domain::command::{CommandType, TerminationMode};
 use oca_domain::params::{substitute, Builtins};
 use oca_proto::Task;
 use oca_store::{InstanceRecord, InvocationRecord};
@@ -45,6 +45,7 @@ pub fn build_task(inv: &InvocationRecord, instance: &InstanceRecord, output_cap:
         username: inv.username.clone(),
         timeout_secs: inv.timeout_secs.max(1) as u64,
         output_cap,
+        termination_mode: TerminationMode::parse(&inv.termination_mode).unwrap_or_default(),
     }
 }
 

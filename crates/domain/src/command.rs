@@ -49,6 +49,32 @@ impl std::fmt::Display for CommandType {
     }
 }
 
+/// What a stop or a timeout kills.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+pub enum TerminationMode {
+    /// The script's own process; what it started keeps running.
+    Process,
+    /// The script and everything it started, daemons and new sessions included.
+    #[default]
+    ProcessTree,
+}
+
+impl TerminationMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TerminationMode::Process => "Process",
+            TerminationMode::ProcessTree => "ProcessTree",
+        }
+    }
+
+    /// Parses a wire value exactly (`InvalidTerminationMode.NotFound` else).
+    pub fn parse(s: &str) -> Option<TerminationMode> {
+        [TerminationMode::Process, TerminationMode::ProcessTree]
+            .into_iter()
+            .find(|m| m.as_str() == s)
+    }
+}
+
 /// How `CommandContent` arrives in a request and how `Output` and `CommandContent` are
 /// returned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -110,6 +136,20 @@ mod tests {
             assert_eq!(CommandType::parse(t.as_str()), Some(*t));
         }
         assert_eq!(CommandType::parse("runshellscript"), None);
+    }
+
+    #[test]
+    fn termination_modes() {
+        assert_eq!(
+            TerminationMode::parse("Process"),
+            Some(TerminationMode::Process)
+        );
+        assert_eq!(
+            TerminationMode::parse("ProcessTree"),
+            Some(TerminationMode::ProcessTree)
+        );
+        assert_eq!(TerminationMode::parse("processtree"), None);
+        assert_eq!(TerminationMode::default(), TerminationMode::ProcessTree);
     }
 
     #[test]

@@ -27,7 +27,7 @@
 //! second `Finished` for a stored result is acknowledged again, output already stored is
 //! not appended twice.
 
-use oca_domain::command::CommandType;
+use oca_domain::command::{CommandType, TerminationMode};
 use oca_domain::status::InvocationStatus;
 use oca_domain::task_error::TaskError;
 use oca_domain::time::Millis;
@@ -81,6 +81,9 @@ pub struct Task {
     /// The most output bytes to send in `Output` chunks; beyond, output is only counted
     /// (and kept in the 24 KB head-and-tail view).
     pub output_cap: u64,
+    /// What a stop or a timeout kills (absent from older servers: the whole tree).
+    #[serde(default)]
+    pub termination_mode: TerminationMode,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -185,6 +188,7 @@ mod tests {
             username: String::new(),
             timeout_secs: 60,
             output_cap: 16 << 20,
+            termination_mode: TerminationMode::Process,
         });
         let json = run.to_json();
         assert!(json.contains(r#""type":"run""#), "{json}");
@@ -205,6 +209,15 @@ mod tests {
         assert!(json.contains(r#""type":"finished""#), "{json}");
         assert!(json.contains(r#""error":"ExitCodeNonzero""#), "{json}");
         assert_eq!(serde_json::from_str::<AgentMsg>(&json).unwrap(), fin);
+    }
+
+    #[test]
+    fn a_task_without_termination_mode_kills_the_tree() {
+        let json = r#"{"type":"run","invoke_id":"t-1","command_id":"c-1","command_type":"RunShellScript","script":"x","working_dir":"","username":"","timeout_secs":5,"output_cap":10}"#;
+        match serde_json::from_str::<ServerMsg>(json).unwrap() {
+            ServerMsg::Run(t) => assert_eq!(t.termination_mode, TerminationMode::ProcessTree),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

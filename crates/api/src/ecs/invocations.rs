@@ -160,10 +160,11 @@ fn invoke_options(api: &Api, ctx: &Ctx, username_param: &str) -> Result<InvokeOp
         }
     };
     let termination_mode = match p.non_empty("TerminationMode") {
-        None => "ProcessTree".to_string(),
-        Some(m @ ("Process" | "ProcessTree")) => m.to_string(),
-        Some(_) => return Err(ApiError::InvalidTerminationMode),
-    };
+        None => cmd::TerminationMode::default(),
+        Some(m) => cmd::TerminationMode::parse(m).ok_or(ApiError::InvalidTerminationMode)?,
+    }
+    .as_str()
+    .to_string();
     Ok(InvokeOptions {
         instance_ids,
         parameters,
