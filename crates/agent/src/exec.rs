@@ -93,6 +93,9 @@ pub async fn execute(
     stop: impl Future<Output = ()>,
     observer: &dyn Observer,
 ) -> TaskResult {
+    if let Some(file) = &task.file {
+        return crate::file::deliver(task, file);
+    }
     proc::init();
     let mut out = OutputSink::new(dir, task.output_cap, observer);
 

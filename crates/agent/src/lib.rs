@@ -4,6 +4,7 @@
 //! - [`exec`]: runs one task (user, directory, one pipe for stdout and stderr, the 24 KB
 //!   head-and-tail view, timeout and stop that kill the whole process tree); its module
 //!   documentation has the status / exit code / error table.
+//! - [`file`]: file delivery (SendFile), written atomically with owner, group, mode.
 //! - [`proc`]: spawning, reaping (the agent is a child subreaper) and tree kills.
 //! - [`spool`]: the on-disk state, one directory per task, kept until the server acks.
 //! - [`client`]: registration and the WebSocket conversation of `oca_proto`.
@@ -21,6 +22,7 @@
 pub mod cli;
 pub mod client;
 pub mod exec;
+pub mod file;
 pub mod proc;
 pub mod spool;
 pub mod url;

@@ -307,6 +307,7 @@ mod tests {
             timeout_secs: 60,
             output_cap: 1 << 20,
             termination_mode: Default::default(),
+            file: None,
         }
     }
 

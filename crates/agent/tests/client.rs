@@ -235,6 +235,7 @@ fn task(invoke_id: &str, script: &str) -> Task {
         timeout_secs: 60,
         output_cap: 16 << 20,
         termination_mode: Default::default(),
+        file: None,
     }
 }
 

@@ -23,6 +23,7 @@ fn task(script: &str) -> Task {
         timeout_secs: 30,
         output_cap: 1 << 20,
         termination_mode: Default::default(),
+        file: None,
     }
 }
 
@@ -430,4 +431,121 @@ async fn background_children_do_not_hold_the_run() {
     // Left running, as a script's daemon should be; clean up.
     proc::kill_tree(None, &r.marker, Duration::from_secs(5)).await;
     assert!(marked_alive(&r.marker).is_empty());
+}
+
+fn file_task(dir: &Path, name: &str, content: &[u8], overwrite: bool) -> Task {
+    let mut t = task("");
+    t.file = Some(Box::new(oca_proto::FileDelivery {
+        name: name.into(),
+        target_dir: dir.display().to_string(),
+        content: oca_domain::command::encode_base64(content),
+        owner: String::new(),
+        group: String::new(),
+        mode: "0640".into(),
+        overwrite,
+    }));
+    t
+}
+
+#[tokio::test]
+async fn a_file_is_delivered_with_its_mode_into_a_new_directory() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("new/nested");
+    let r = run(file_task(&dir, "app.conf", b"key=value\n", false)).await;
+    assert_eq!(r.result.status, S::Success, "{:?}", r.result);
+    assert_eq!(r.result.error, None);
+    let path = dir.join("app.conf");
+    assert_eq!(std::fs::read(&path).unwrap(), b"key=value\n");
+    let meta = std::fs::metadata(&path).unwrap();
+    assert_eq!(meta.permissions().mode() & 0o7777, 0o640);
+    // No temporary file is left behind.
+    assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1);
+
+    // Again without Overwrite: refused, the file unchanged.
+    let r = run(file_task(&dir, "app.conf", b"other\n", false)).await;
+    assert_eq!(
+        (r.result.status, r.result.error),
+        (S::Invalid, Some(TaskError::FileExist))
+    );
+    assert_eq!(std::fs::read(&path).unwrap(), b"key=value\n");
+    // With Overwrite: replaced.
+    let r = run(file_task(&dir, "app.conf", b"other\n", true)).await;
+    assert_eq!(r.result.status, S::Success);
+    assert_eq!(std::fs::read(&path).unwrap(), b"other\n");
+
+    if is_root() {
+        let mut t = file_task(&dir, "owned", b"x", false);
+        if let Some(f) = t.file.as_mut() {
+            f.owner = "nobody".into();
+        }
+        let r = run(t).await;
+        assert_eq!(r.result.status, S::Success, "{:?}", r.result);
+        let nobody = nix::unistd::User::from_name("nobody").unwrap().unwrap();
+        assert_eq!(
+            std::fs::metadata(dir.join("owned")).unwrap().uid(),
+            nobody.uid.as_raw()
+        );
+    }
+}
+
+#[tokio::test]
+async fn bad_file_deliveries_are_invalid_and_write_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().to_path_buf();
+    let cases: Vec<(Task, TaskError)> = vec![
+        (
+            file_task(&dir, "../escape", b"x", false),
+            TaskError::FileNameInvalid,
+        ),
+        (
+            file_task(Path::new("relative"), "a", b"x", false),
+            TaskError::FileNameInvalid,
+        ),
+        (file_task(&dir, "empty", b"", false), TaskError::EmptyFile),
+        (
+            {
+                let mut t = file_task(&dir, "m", b"x", false);
+                t.file.as_mut().unwrap().mode = "0999".into();
+                t
+            },
+            TaskError::InvalidFileMode,
+        ),
+        (
+            {
+                let mut t = file_task(&dir, "o", b"x", false);
+                t.file.as_mut().unwrap().owner = "no-such-user-oca".into();
+                t
+            },
+            TaskError::FileOwnerNotExist,
+        ),
+        (
+            {
+                let mut t = file_task(&dir, "g", b"x", false);
+                t.file.as_mut().unwrap().group = "no-such-group-oca".into();
+                t
+            },
+            TaskError::FileGroupNotExist,
+        ),
+        (
+            {
+                let mut t = file_task(&dir, "c", b"x", false);
+                t.file.as_mut().unwrap().content = "!!not base64!!".into();
+                t
+            },
+            TaskError::InvalidFileContent,
+        ),
+    ];
+    for (t, expected) in cases {
+        let r = run(t).await;
+        assert_eq!(
+            (r.result.status, r.result.error),
+            (S::Invalid, Some(expected))
+        );
+    }
+    assert_eq!(
+        std::fs::read_dir(&dir).unwrap().count(),
+        0,
+        "nothing was written"
+    );
 }

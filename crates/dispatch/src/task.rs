@@ -46,6 +46,7 @@ pub fn build_task(inv: &InvocationRecord, instance: &InstanceRecord, output_cap:
         timeout_secs: inv.timeout_secs.max(1) as u64,
         output_cap,
         termination_mode: TerminationMode::parse(&inv.termination_mode).unwrap_or_default(),
+        file: None,
     }
 }
 

@@ -1,5 +1,6 @@
 //! The reasons a run did not succeed: the `ErrorCode` / `ErrorInfo` pairs of seed 001,
-//! verbatim, and the fine status each one leaves a run in.
+//! verbatim, and the fine status each one leaves a run in; then the codes of a file
+//! delivery (SendFile), named as the official agent reports them.
 
 use crate::status::InvocationStatus;
 use serde::{Deserialize, Serialize};
@@ -52,7 +53,23 @@ task_errors! {
     ExecutionException => "the command execution got an exception", Error;
     ExecutionInterrupted => "the command execution has been interrupted", Error;
     ExitCodeNonzero => "the command execution exit code is not zero", Failed;
+    // SendFile: refused before writing (the official agent's "invalid task" keys) ...
+    FileNameInvalid => "the file name is not valid", Invalid;
+    FileExist => "the file already exists and Overwrite is false", Invalid;
+    EmptyFile => "the file content is empty", Invalid;
+    InvalidFileContent => "the file content cannot be decoded", Invalid;
+    InvalidFileMode => "the file mode is not valid", Invalid;
+    FileOwnerNotExist => "the file owner does not exist", Invalid;
+    FileGroupNotExist => "the file group does not exist", Invalid;
+    // ... and failures while writing.
+    DirectoryCreateFailed => "the target directory could not be created", Failed;
+    FileCreateFailed => "the file could not be written", Failed;
+    FileChownFailed => "the file owner or group could not be set", Failed;
+    FileChmodFailed => "the file mode could not be set", Failed;
 }
+
+/// How many codes come from seed 001 (the first ones of [`TaskError::ALL`]).
+pub const SEED_CODES: usize = 16;
 
 #[cfg(test)]
 mod tests {
@@ -60,7 +77,9 @@ mod tests {
 
     #[test]
     fn codes_round_trip_and_infos_are_verbatim() {
-        assert_eq!(TaskError::ALL.len(), 16);
+        assert_eq!(TaskError::ALL[SEED_CODES - 1], TaskError::ExitCodeNonzero);
+        assert_eq!(TaskError::FileExist.status(), InvocationStatus::Invalid);
+        assert_eq!(TaskError::FileCreateFailed.status(), InvocationStatus::Failed);
         for e in TaskError::ALL {
             assert_eq!(TaskError::from_code(e.code()), Some(*e));
             assert!(!e.info().is_empty());

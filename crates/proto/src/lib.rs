@@ -84,6 +84,28 @@ pub struct Task {
     /// What a stop or a timeout kills (absent from older servers: the whole tree).
     #[serde(default)]
     pub termination_mode: TerminationMode,
+    /// Set for a file delivery (SendFile): the agent writes this file instead of
+    /// running a script, and reports like a run (Success, or Invalid/Failed with the
+    /// file's error code).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<Box<FileDelivery>>,
+}
+
+/// A file to write on the host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileDelivery {
+    /// The file's name (no directory part).
+    pub name: String,
+    /// An absolute directory; created (with its parents) when missing.
+    pub target_dir: String,
+    /// The content, Base64.
+    pub content: String,
+    /// Owner and group names; empty = root.
+    pub owner: String,
+    pub group: String,
+    /// Octal mode, e.g. `0644`; empty = `0644`.
+    pub mode: String,
+    pub overwrite: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -189,6 +211,7 @@ mod tests {
             timeout_secs: 60,
             output_cap: 16 << 20,
             termination_mode: TerminationMode::Process,
+            file: None,
         });
         let json = run.to_json();
         assert!(json.contains(r#""type":"run""#), "{json}");
