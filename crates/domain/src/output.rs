@@ -205,10 +205,17 @@ mod tests {
             if whole.len() <= limit {
                 prop_assert_eq!(&v, &whole);
             } else {
-                // The view is a prefix of the head followed by a suffix of the tail.
-                let head_len = (0..=v.len()).rev().find(|&k| whole.starts_with(&v[..k]) && whole.ends_with(&v[k..])).unwrap();
-                prop_assert!(head_len <= limit / 2);
-                prop_assert!(v.len() - head_len <= limit - limit / 2);
+                // The view is a prefix of the output within the head's share followed by
+                // a suffix within the tail's share. (Where the split is can be
+                // ambiguous when a tail byte happens to repeat the next head byte, so
+                // ask that some split fits, not a particular one.)
+                let fits = (0..=v.len()).any(|k| {
+                    k <= limit / 2
+                        && v.len() - k <= limit - limit / 2
+                        && whole.starts_with(&v[..k])
+                        && whole.ends_with(&v[k..])
+                });
+                prop_assert!(fits, "the view is not head + tail");
             }
         }
 

@@ -79,7 +79,10 @@ mod tests {
     fn codes_round_trip_and_infos_are_verbatim() {
         assert_eq!(TaskError::ALL[SEED_CODES - 1], TaskError::ExitCodeNonzero);
         assert_eq!(TaskError::FileExist.status(), InvocationStatus::Invalid);
-        assert_eq!(TaskError::FileCreateFailed.status(), InvocationStatus::Failed);
+        assert_eq!(
+            TaskError::FileCreateFailed.status(),
+            InvocationStatus::Failed
+        );
         for e in TaskError::ALL {
             assert_eq!(TaskError::from_code(e.code()), Some(*e));
             assert!(!e.info().is_empty());
