@@ -121,7 +121,15 @@ impl Authenticator {
         })?;
         let now = now_millis();
         signature::verify(parts, params, &claim, &secret, now, self.max_skew_ms)?;
+        // Read on every request, never cached: disabling a key or its account takes
+        // effect on the next call. A key whose account is missing or disabled is
+        // refused like a disabled key. Checked only after the signature, so that
+        // nobody without the secret learns the key's state.
         if !key.enabled {
+            return Err(SignatureError::InvalidAccessKeyIdInactive.into());
+        }
+        let account = self.store.get_account(&key.account_id).await?;
+        if !account.is_some_and(|a| a.enabled) {
             return Err(SignatureError::InvalidAccessKeyIdInactive.into());
         }
         if !self

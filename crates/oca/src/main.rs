@@ -4,15 +4,16 @@
 //! - `oca serve` — the server alone.
 //! - `oca run`, `oca invocations`, `oca results`, `oca instances` — the everyday CLI,
 //!   talking to the API with the credentials `oca up` saved.
-//! - `oca keys create` — another access key (offline, against the data directory).
+//! - `oca keys …`, `oca accounts …` — access keys and accounts (teams), offline
+//!   against the data directory.
 
+mod admin;
 mod cli;
 mod client;
 mod config;
 mod server;
 
 use clap::{Parser, Subcommand};
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser)]
@@ -43,18 +44,12 @@ enum Command {
     /// Manage access keys (offline, against a data directory).
     Keys {
         #[command(subcommand)]
-        command: KeysCommand,
+        command: admin::KeysCommand,
     },
-}
-
-#[derive(Subcommand)]
-enum KeysCommand {
-    /// Create an access key and print its id and secret (shown once).
-    Create {
-        #[arg(long, env = "OCA_DATA_DIR")]
-        data_dir: Option<PathBuf>,
-        #[arg(long, default_value = config::DEFAULT_ACCOUNT)]
-        account: String,
+    /// Manage accounts, one per team (offline, against a data directory).
+    Accounts {
+        #[command(subcommand)]
+        command: admin::AccountsCommand,
     },
 }
 
@@ -76,9 +71,8 @@ fn main() -> ExitCode {
             Command::Invocations(a) => cli::invocations(a).await,
             Command::Results(a) => cli::results(a).await,
             Command::Instances(a) => cli::instances(a).await,
-            Command::Keys {
-                command: KeysCommand::Create { data_dir, account },
-            } => server::create_key(data_dir, &account).await,
+            Command::Keys { command } => admin::keys(command).await,
+            Command::Accounts { command } => admin::accounts(command).await,
         }
     });
     match result {

@@ -54,13 +54,13 @@ pub struct UpArgs {
 }
 
 /// The database and the master key of a data directory.
-struct DataDir {
-    path: PathBuf,
-    store: Arc<dyn Store>,
-    secrets: SecretBox,
+pub(crate) struct DataDir {
+    pub path: PathBuf,
+    pub store: Arc<dyn Store>,
+    pub secrets: SecretBox,
 }
 
-fn open_data_dir(path: &Path) -> Result<DataDir> {
+pub(crate) fn open_data_dir(path: &Path) -> Result<DataDir> {
     use std::os::unix::fs::DirBuilderExt;
     std::fs::DirBuilder::new()
         .recursive(true)
@@ -152,18 +152,6 @@ pub async fn serve(args: ServeArgs) -> Result<ExitCode> {
     let data = open_data_dir(&config::data_dir(args.data_dir.clone()))?;
     let running = start(&args, data).await?;
     running.server.await??;
-    Ok(ExitCode::SUCCESS)
-}
-
-pub async fn create_key(data_dir: Option<PathBuf>, account: &str) -> Result<ExitCode> {
-    let data = open_data_dir(&config::data_dir(data_dir))?;
-    let auth = Authenticator::new(data.store.clone(), data.secrets, 0);
-    let (key, secret) = auth
-        .create_key(account)
-        .await
-        .map_err(|e| anyhow::anyhow!("{}", e.message()))?;
-    println!("AccessKeyId: {}", key.access_key_id);
-    println!("AccessKeySecret: {secret}");
     Ok(ExitCode::SUCCESS)
 }
 
@@ -303,6 +291,9 @@ async fn wait_for_agent(api: &Api, region: &str) -> Option<String> {
 pub async fn up(args: UpArgs) -> Result<ExitCode> {
     let data_dir = config::data_dir(args.serve.data_dir.clone());
     let data = open_data_dir(&data_dir)?;
+    data.store
+        .ensure_account(&crate::admin::default_account())
+        .await?;
     let data_path = data.path.clone();
     let running = start(&args.serve, data).await?;
     let endpoint = format!("http://{}", running.addr);

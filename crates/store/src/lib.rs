@@ -89,6 +89,21 @@ pub struct OutputAppend {
 
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
+    // ---- accounts -----------------------------------------------------------------
+    /// `Conflict` if the account already exists.
+    async fn insert_account(&self, account: &AccountRecord) -> Result<()>;
+    /// Inserts the account unless one with its id exists; true if it was inserted.
+    async fn ensure_account(&self, account: &AccountRecord) -> Result<bool>;
+    async fn get_account(&self, account_id: &str) -> Result<Option<AccountRecord>>;
+    /// Every account, oldest first.
+    async fn list_accounts(&self) -> Result<Vec<AccountRecord>>;
+    /// Returns false if there is no such account. A disabled account's access keys are
+    /// refused.
+    async fn set_account_enabled(&self, account_id: &str, enabled: bool) -> Result<bool>;
+    /// False if there is no such account; `Conflict` if it still has access keys. The
+    /// records it owns stay (unreachable without a key).
+    async fn delete_account(&self, account_id: &str) -> Result<bool>;
+
     // ---- access keys ------------------------------------------------------------
     async fn insert_access_key(&self, key: &AccessKeyRecord) -> Result<()>;
     async fn get_access_key(&self, access_key_id: &str) -> Result<Option<AccessKeyRecord>>;

@@ -4,6 +4,17 @@ use oca_domain::status::{InvokeStatus, OverallStatus, StatusCounts};
 use oca_domain::task::TaskState;
 use oca_domain::time::Millis;
 
+/// A tenant: everything it owns carries its `account_id`; its access keys work only
+/// while it is enabled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountRecord {
+    pub account_id: String,
+    /// A human-readable name (the id when none was given).
+    pub name: String,
+    pub created: Millis,
+    pub enabled: bool,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AccessKeyRecord {
     pub access_key_id: String,

@@ -51,6 +51,7 @@
 //! [`TaskState::apply`]: oca_domain::task::TaskState::apply
 //! [`StatusCounts`]: oca_domain::status::StatusCounts
 
+mod accounts;
 mod catalog;
 mod instances;
 mod invocations;
@@ -60,10 +61,10 @@ mod schema;
 mod tests;
 
 use crate::{
-    AccessKeyRecord, ActivationRecord, ClientToken, CommandFilter, CommandRecord, DispatchItem,
-    InstanceFilter, InstanceRecord, InvocationFilter, InvocationRecord, InvocationView, Listing,
-    OutputAppend, Page, PriorInvocation, Result, ResultFilter, Scope, Store, StoreError,
-    TaskRecord, WriteOp, WriteOutcome,
+    AccessKeyRecord, AccountRecord, ActivationRecord, ClientToken, CommandFilter, CommandRecord,
+    DispatchItem, InstanceFilter, InstanceRecord, InvocationFilter, InvocationRecord,
+    InvocationView, Listing, OutputAppend, Page, PriorInvocation, Result, ResultFilter, Scope,
+    Store, StoreError, TaskRecord, WriteOp, WriteOutcome,
 };
 use async_trait::async_trait;
 use oca_domain::status::InvocationStatus;
@@ -260,6 +261,40 @@ fn sync_parent_dir(path: &Path) {
 
 #[async_trait]
 impl Store for SqliteStore {
+    // ---- accounts -----------------------------------------------------------------
+
+    async fn insert_account(&self, account: &AccountRecord) -> Result<()> {
+        let account = account.clone();
+        self.write(move |c| accounts::insert_account(c, &account))
+            .await
+    }
+
+    async fn ensure_account(&self, account: &AccountRecord) -> Result<bool> {
+        let account = account.clone();
+        self.write(move |c| accounts::ensure_account(c, &account))
+            .await
+    }
+
+    async fn get_account(&self, account_id: &str) -> Result<Option<AccountRecord>> {
+        let id = account_id.to_string();
+        self.read(move |c| accounts::get_account(c, &id)).await
+    }
+
+    async fn list_accounts(&self) -> Result<Vec<AccountRecord>> {
+        self.read(accounts::list_accounts).await
+    }
+
+    async fn set_account_enabled(&self, account_id: &str, enabled: bool) -> Result<bool> {
+        let id = account_id.to_string();
+        self.write(move |c| accounts::set_account_enabled(c, &id, enabled))
+            .await
+    }
+
+    async fn delete_account(&self, account_id: &str) -> Result<bool> {
+        let id = account_id.to_string();
+        self.write(move |c| accounts::delete_account(c, &id)).await
+    }
+
     // ---- access keys ------------------------------------------------------------
 
     async fn insert_access_key(&self, key: &AccessKeyRecord) -> Result<()> {

@@ -142,9 +142,62 @@ impl Server {
         }
     }
 
+    /// Runs `oca <args> --data-dir <this server's data directory>` (the offline
+    /// `keys` and `accounts` commands); returns its output, successful or not.
+    pub fn oca(&self, args: &[&str]) -> std::process::Output {
+        Command::new(oca_bin())
+            .args(args)
+            .arg("--data-dir")
+            .arg(self.dir.path())
+            .env("RUST_LOG", "warn")
+            .output()
+            .expect("oca")
+    }
+
+    /// Like [`Self::oca`], and expects success; returns stdout.
+    pub fn oca_ok(&self, args: &[&str]) -> String {
+        let out = self.oca(args);
+        assert!(
+            out.status.success(),
+            "oca {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// Creates an access key of `account` (`oca keys create --account`); a client
+    /// signing with it.
+    pub fn key_client(&self, account: &str) -> Client {
+        let text = self.oca_ok(&["keys", "create", "--account", account]);
+        let field = |name: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name))
+                .unwrap_or_else(|| panic!("no {name} in {text}"))
+                .trim()
+                .to_string()
+        };
+        Client {
+            url: self.url(),
+            key_id: field("AccessKeyId:"),
+            secret: field("AccessKeySecret:"),
+            sig: Sig::V3,
+        }
+    }
+
+    /// Creates the account `account` (`oca accounts create`) and a key of it; a client
+    /// signing with that key.
+    pub fn account_client(&self, account: &str) -> Client {
+        self.oca_ok(&["accounts", "create", account]);
+        self.key_client(account)
+    }
+
     /// Registers and starts an agent named `name`; waits until it is online.
     pub fn agent(&self, name: &str) -> Agent {
-        let c = self.client();
+        self.agent_of(&self.client(), name)
+    }
+
+    /// [`Self::agent`] with an activation made by `c` (so in `c`'s account).
+    pub fn agent_of(&self, c: &Client, name: &str) -> Agent {
         let act = c.ok(
             "CreateActivation",
             &[("InstanceName", name), ("InstanceCount", "1")],

@@ -177,8 +177,26 @@ CREATE TABLE client_tokens (
 CREATE INDEX client_tokens_invocation ON client_tokens (invoke_id);
 "#;
 
+/// Accounts (tenants) as rows of their own. Every account that already owns a key or
+/// a record is created, enabled, named after its id.
+const ACCOUNTS: &str = r#"
+CREATE TABLE accounts (
+    account_id TEXT NOT NULL PRIMARY KEY,
+    name       TEXT NOT NULL,
+    enabled    INTEGER NOT NULL,
+    created    INTEGER NOT NULL
+);
+INSERT OR IGNORE INTO accounts (account_id, name, enabled, created)
+    SELECT account_id, account_id, 1, MIN(created) FROM (
+        SELECT account_id, created FROM access_keys
+        UNION ALL SELECT account_id, created FROM commands
+        UNION ALL SELECT account_id, created FROM activations
+        UNION ALL SELECT account_id, registered FROM instances
+    ) GROUP BY account_id;
+"#;
+
 /// Every migration, in order. Index `i` brings the schema to version `i + 1`.
-const MIGRATIONS: &[&str] = &[V1, CLIENT_TOKENS];
+const MIGRATIONS: &[&str] = &[V1, CLIENT_TOKENS, ACCOUNTS];
 
 /// The schema version this build writes.
 pub(super) const VERSION: usize = MIGRATIONS.len();

@@ -2157,8 +2157,15 @@ async fn client_tokens(s: &SqliteStore) {
         .await
         .unwrap();
     let prior = again.expect("the token was used");
-    assert_eq!((prior.invoke_id.as_str(), prior.digest.as_str()), ("t-c1", "d1"));
-    assert_eq!(s.get_invocation(&h, "t-c2").await.unwrap(), None, "nothing stored twice");
+    assert_eq!(
+        (prior.invoke_id.as_str(), prior.digest.as_str()),
+        ("t-c1", "d1")
+    );
+    assert_eq!(
+        s.get_invocation(&h, "t-c2").await.unwrap(),
+        None,
+        "nothing stored twice"
+    );
     assert_eq!(s.find_client_token(&h, "tok-1").await.unwrap(), Some(prior));
     // Tokens belong to their scope.
     let other = Scope {

@@ -1,0 +1,304 @@
+//! `oca keys …` and `oca accounts …`: managing tenants and their access keys, offline
+//! against a data directory. They open the database directly (WAL lets them run next
+//! to a live server); the server reads keys and accounts on every request, so a
+//! disable takes effect on the next call.
+
+use crate::config;
+use crate::server::{self, DataDir};
+use anyhow::{bail, Context, Result};
+use clap::Subcommand;
+use oca_api::auth::Authenticator;
+use oca_domain::time::{format_api, now_millis};
+use oca_store::{AccountRecord, StoreError};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct DataDirArg {
+    /// The server's data directory [default: $OCA_HOME, else ~/.oca].
+    #[arg(long, env = "OCA_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum KeysCommand {
+    /// Create an access key and print its id and secret (the secret is shown once).
+    Create {
+        #[command(flatten)]
+        dir: DataDirArg,
+        /// The account the key acts for (it must exist, except `default`).
+        #[arg(long, default_value = config::DEFAULT_ACCOUNT)]
+        account: String,
+    },
+    /// List access keys (never their secrets).
+    List {
+        #[command(flatten)]
+        dir: DataDirArg,
+        /// Only this account's keys.
+        #[arg(long)]
+        account: Option<String>,
+    },
+    /// Disable an access key: the server refuses it from the next request on.
+    Disable {
+        #[command(flatten)]
+        dir: DataDirArg,
+        access_key_id: String,
+    },
+    /// Enable a disabled access key again.
+    Enable {
+        #[command(flatten)]
+        dir: DataDirArg,
+        access_key_id: String,
+    },
+    /// Delete an access key for good.
+    Delete {
+        #[command(flatten)]
+        dir: DataDirArg,
+        access_key_id: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AccountsCommand {
+    /// Create an account (a team): its keys see only its own commands, invocations
+    /// and instances.
+    Create {
+        #[command(flatten)]
+        dir: DataDirArg,
+        /// Letters, digits, `.`, `_` and `-`; at most 64.
+        account_id: String,
+        /// A human-readable name [default: the id].
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// List accounts.
+    List {
+        #[command(flatten)]
+        dir: DataDirArg,
+    },
+    /// Disable an account: every key of it is refused from the next request on.
+    Disable {
+        #[command(flatten)]
+        dir: DataDirArg,
+        account_id: String,
+    },
+    /// Enable a disabled account again.
+    Enable {
+        #[command(flatten)]
+        dir: DataDirArg,
+        account_id: String,
+    },
+    /// Delete an account; refused while it has access keys. Its records stay in the
+    /// database, unreachable.
+    Delete {
+        #[command(flatten)]
+        dir: DataDirArg,
+        account_id: String,
+    },
+}
+
+/// The `default` account, created on first use.
+pub fn default_account() -> AccountRecord {
+    AccountRecord {
+        account_id: config::DEFAULT_ACCOUNT.to_string(),
+        name: config::DEFAULT_ACCOUNT.to_string(),
+        created: now_millis(),
+        enabled: true,
+    }
+}
+
+fn valid_account_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+}
+
+/// Opens an existing data directory (a typo must not create an empty one).
+fn open_existing(dir: &DataDirArg) -> Result<DataDir> {
+    let path = config::data_dir(dir.data_dir.clone());
+    if !path.join("oca.db").exists() {
+        bail!(
+            "{} has no OCA database (pass --data-dir, or start a server there first)",
+            path.display()
+        );
+    }
+    server::open_data_dir(&path)
+}
+
+fn created(ms: i64) -> String {
+    format_api(ms)
+}
+
+fn status(enabled: bool) -> &'static str {
+    if enabled {
+        "enabled"
+    } else {
+        "disabled"
+    }
+}
+
+pub async fn keys(command: KeysCommand) -> Result<ExitCode> {
+    match command {
+        KeysCommand::Create { dir, account } => create_key(dir, &account).await,
+        KeysCommand::List { dir, account } => {
+            let data = open_existing(&dir)?;
+            let keys = data.store.list_access_keys(account.as_deref()).await?;
+            println!(
+                "{:<28} {:<24} {:<9} CREATED",
+                "ACCESS KEY ID", "ACCOUNT", "STATUS"
+            );
+            for k in keys {
+                println!(
+                    "{:<28} {:<24} {:<9} {}",
+                    k.access_key_id,
+                    k.account_id,
+                    status(k.enabled),
+                    created(k.created)
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        KeysCommand::Disable { dir, access_key_id } => set_key(&dir, &access_key_id, false).await,
+        KeysCommand::Enable { dir, access_key_id } => set_key(&dir, &access_key_id, true).await,
+        KeysCommand::Delete { dir, access_key_id } => {
+            let data = open_existing(&dir)?;
+            if !data.store.delete_access_key(&access_key_id).await? {
+                bail!("no access key {access_key_id}");
+            }
+            println!("Deleted access key {access_key_id}");
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+async fn set_key(dir: &DataDirArg, id: &str, enabled: bool) -> Result<ExitCode> {
+    let data = open_existing(dir)?;
+    if !data.store.set_access_key_enabled(id, enabled).await? {
+        bail!("no access key {id}");
+    }
+    println!("Access key {id} {}", status(enabled));
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn create_key(dir: DataDirArg, account: &str) -> Result<ExitCode> {
+    let data = server::open_data_dir(&config::data_dir(dir.data_dir))?;
+    if account == config::DEFAULT_ACCOUNT {
+        data.store.ensure_account(&default_account()).await?;
+    }
+    match data.store.get_account(account).await? {
+        None => bail!("no account {account:?} (create it first: oca accounts create {account})"),
+        Some(a) if !a.enabled => {
+            eprintln!("warning: account {account} is disabled; the key works once it is enabled")
+        }
+        Some(_) => {}
+    }
+    let auth = Authenticator::new(data.store.clone(), data.secrets, 0);
+    let (key, secret) = auth
+        .create_key(account)
+        .await
+        .map_err(|e| anyhow::anyhow!("{}", e.message()))?;
+    println!("AccessKeyId: {}", key.access_key_id);
+    println!("AccessKeySecret: {secret}");
+    println!("Account: {}", key.account_id);
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn accounts(command: AccountsCommand) -> Result<ExitCode> {
+    match command {
+        AccountsCommand::Create {
+            dir,
+            account_id,
+            name,
+        } => {
+            if !valid_account_id(&account_id) {
+                bail!(
+                    "{account_id:?} is not a valid account id (letters, digits, '.', '_', '-'; \
+                     at most 64)"
+                );
+            }
+            let data = server::open_data_dir(&config::data_dir(dir.data_dir))?;
+            let record = AccountRecord {
+                name: name.unwrap_or_else(|| account_id.clone()),
+                account_id,
+                created: now_millis(),
+                enabled: true,
+            };
+            match data.store.insert_account(&record).await {
+                Ok(()) => {}
+                Err(StoreError::Conflict(_)) => {
+                    bail!("account {} already exists", record.account_id)
+                }
+                Err(e) => return Err(e).context("creating the account"),
+            }
+            println!("Created account {}", record.account_id);
+            println!(
+                "Create a key for it with: oca keys create --account {}",
+                record.account_id
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        AccountsCommand::List { dir } => {
+            let data = open_existing(&dir)?;
+            let accounts = data.store.list_accounts().await?;
+            let keys = data.store.list_access_keys(None).await?;
+            println!(
+                "{:<24} {:<24} {:<9} {:>4} CREATED",
+                "ACCOUNT", "NAME", "STATUS", "KEYS"
+            );
+            for a in accounts {
+                let n = keys.iter().filter(|k| k.account_id == a.account_id).count();
+                println!(
+                    "{:<24} {:<24} {:<9} {:>4} {}",
+                    a.account_id,
+                    a.name,
+                    status(a.enabled),
+                    n,
+                    created(a.created)
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        AccountsCommand::Disable { dir, account_id } => set_account(&dir, &account_id, false).await,
+        AccountsCommand::Enable { dir, account_id } => set_account(&dir, &account_id, true).await,
+        AccountsCommand::Delete { dir, account_id } => {
+            let data = open_existing(&dir)?;
+            match data.store.delete_account(&account_id).await {
+                Ok(true) => {}
+                Ok(false) => bail!("no account {account_id}"),
+                Err(StoreError::Conflict(_)) => bail!(
+                    "account {account_id} still has access keys; delete them first \
+                     (oca keys list --account {account_id}, oca keys delete <id>)"
+                ),
+                Err(e) => return Err(e).context("deleting the account"),
+            }
+            println!("Deleted account {account_id}");
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+async fn set_account(dir: &DataDirArg, id: &str, enabled: bool) -> Result<ExitCode> {
+    let data = open_existing(dir)?;
+    if !data.store.set_account_enabled(id, enabled).await? {
+        bail!("no account {id}");
+    }
+    println!("Account {id} {}", status(enabled));
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::valid_account_id;
+
+    #[test]
+    fn account_ids() {
+        assert!(valid_account_id("default"));
+        assert!(valid_account_id("team-a.prod_1"));
+        assert!(!valid_account_id(""));
+        assert!(!valid_account_id("a b"));
+        assert!(!valid_account_id("a/b"));
+        assert!(!valid_account_id(&"x".repeat(65)));
+    }
+}
