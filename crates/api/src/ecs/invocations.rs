@@ -144,20 +144,7 @@ fn invoke_options(api: &Api, ctx: &Ctx, username_param: &str) -> Result<InvokeOp
     }
     let parameters = match p.non_empty("Parameters") {
         None => BTreeMap::new(),
-        Some(json) => {
-            let map: serde_json::Map<String, serde_json::Value> = serde_json::from_str(json)
-                .map_err(|_| ApiError::InvalidParameters("it must be a JSON object".into()))?;
-            map.into_iter()
-                .map(|(k, v)| match v {
-                    serde_json::Value::String(s) => Ok((k, s)),
-                    serde_json::Value::Number(n) => Ok((k, n.to_string())),
-                    serde_json::Value::Bool(b) => Ok((k, b.to_string())),
-                    _ => Err(ApiError::InvalidParameters(format!(
-                        "the value of {k:?} must be a string"
-                    ))),
-                })
-                .collect::<Result<_, _>>()?
-        }
+        Some(json) => parameter_values(json)?,
     };
     let termination_mode = match p.non_empty("TerminationMode") {
         None => cmd::TerminationMode::default(),
@@ -178,6 +165,64 @@ fn invoke_options(api: &Api, ctx: &Ctx, username_param: &str) -> Result<InvokeOp
         termination_mode,
         client_token: client_token(ctx)?,
     })
+}
+
+/// A JSON object read as its key/value pairs in order, duplicates kept (a map would
+/// silently keep the last of two equal keys).
+struct JsonPairs(Vec<(String, serde_json::Value)>);
+
+impl<'de> serde::Deserialize<'de> for JsonPairs {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Pairs;
+        impl<'de> serde::de::Visitor<'de> for Pairs {
+            type Value = JsonPairs;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<JsonPairs, A::Error> {
+                let mut pairs = Vec::new();
+                while let Some(pair) = map.next_entry()? {
+                    pairs.push(pair);
+                }
+                Ok(JsonPairs(pairs))
+            }
+        }
+        d.deserialize_map(Pairs)
+    }
+}
+
+/// `Parameters`: a JSON object of at most 20 distinct names (each at most 64
+/// characters) to strings (numbers and booleans are taken as their text).
+fn parameter_values(json: &str) -> Result<BTreeMap<String, String>, ApiError> {
+    use oca_domain::params::{MAX_NAME_LEN, MAX_PARAMETERS};
+    let JsonPairs(pairs) = serde_json::from_str(json)
+        .map_err(|_| ApiError::InvalidParameters("it must be a JSON object".into()))?;
+    let mut values = BTreeMap::new();
+    for (k, v) in pairs {
+        if k.chars().count() > MAX_NAME_LEN {
+            return Err(ApiError::ParameterKeyExceedLimit);
+        }
+        let text = match v {
+            serde_json::Value::String(s) => s,
+            serde_json::Value::Number(n) => n.to_string(),
+            serde_json::Value::Bool(b) => b.to_string(),
+            _ => {
+                return Err(ApiError::InvalidParameters(format!(
+                    "the value of {k:?} must be a string"
+                )))
+            }
+        };
+        if values.insert(k, text).is_some() {
+            return Err(ApiError::ParameterKeyDuplicate);
+        }
+    }
+    if values.len() > MAX_PARAMETERS {
+        return Err(ApiError::ParameterCountExceedLimit);
+    }
+    Ok(values)
 }
 
 /// Where the invoked command comes from.
@@ -744,4 +789,32 @@ pub async fn output(api: &Api, ctx: &Ctx) -> Result<Response, ApiError> {
         },
         ctx.format,
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parameters_are_checked_as_the_vendor_does() {
+        let ok = parameter_values(r#"{"a":"x","n":3,"b":true}"#).unwrap();
+        assert_eq!(
+            (ok["a"].as_str(), ok["n"].as_str(), ok["b"].as_str()),
+            ("x", "3", "true")
+        );
+        let code = |json: &str| parameter_values(json).unwrap_err().code();
+        assert_eq!(code(r#"{"a":"1","a":"2"}"#), "ParameterKey.Duplicate");
+        assert_eq!(
+            code(&format!(r#"{{"{}":"1"}}"#, "k".repeat(65))),
+            "ParameterKey.ExceedLimit"
+        );
+        let many: Vec<String> = (0..21).map(|i| format!(r#""p{i}":"v""#)).collect();
+        assert_eq!(
+            code(&format!("{{{}}}", many.join(","))),
+            "ParameterCount.ExceedLimit"
+        );
+        assert_eq!(code(r#"{"a":{"nested":1}}"#), "InvalidParameter.Parameters");
+        assert_eq!(code("[1,2]"), "InvalidParameter.Parameters");
+        assert_eq!(code("not json"), "InvalidParameter.Parameters");
+    }
 }
