@@ -227,6 +227,35 @@ pub trait Store: Send + Sync + 'static {
     /// The whole stored output of a run.
     async fn full_output(&self, invoke_id: &str, instance_id: &str) -> Result<Option<Vec<u8>>>;
 
+    // ---- tags -------------------------------------------------------------------
+    /// Sets tags on resources in scope (a key already there gets the new value).
+    /// Whether the resources exist is the caller's check.
+    async fn tag(
+        &self,
+        scope: &Scope,
+        kind: TagResource,
+        ids: &[String],
+        tags: &[Tag],
+    ) -> Result<()>;
+    /// Removes the tags with these keys (all tags when `keys` is `None`).
+    async fn untag(
+        &self,
+        scope: &Scope,
+        kind: TagResource,
+        ids: &[String],
+        keys: Option<&[String]>,
+    ) -> Result<()>;
+    /// The tags of each resource, by id, keys in order; resources without tags absent.
+    async fn tags_of(
+        &self,
+        scope: &Scope,
+        kind: TagResource,
+        ids: &[String],
+    ) -> Result<std::collections::HashMap<String, Vec<Tag>>>;
+    /// The ids of the resources that carry every one of `tags` (a tag with an empty
+    /// value matches any value of its key), in id order.
+    async fn tagged(&self, scope: &Scope, kind: TagResource, tags: &[Tag]) -> Result<Vec<String>>;
+
     // ---- activations and instances ---------------------------------------------
     async fn insert_activation(&self, activation: &ActivationRecord) -> Result<()>;
     async fn get_activation(&self, activation_id: &str) -> Result<Option<ActivationRecord>>;

@@ -209,3 +209,29 @@ pub struct PriorInvocation {
     /// The digest of the request that made it.
     pub digest: String,
 }
+
+/// What a tag is on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TagResource {
+    Instance,
+    Command,
+    Invocation,
+}
+
+impl TagResource {
+    /// The `ResourceType` wire value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TagResource::Instance => "instance",
+            TagResource::Command => "command",
+            TagResource::Invocation => "invocation",
+        }
+    }
+}
+
+/// One tag: a key and its value (possibly empty).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Tag {
+    pub key: String,
+    pub value: String,
+}

@@ -57,6 +57,7 @@ mod instances;
 mod invocations;
 mod rows;
 mod schema;
+mod tags;
 #[cfg(test)]
 mod tests;
 
@@ -64,7 +65,7 @@ use crate::{
     AccessKeyRecord, AccountRecord, ActivationRecord, ClientToken, CommandFilter, CommandRecord,
     DispatchItem, InstanceFilter, InstanceRecord, InvocationFilter, InvocationRecord,
     InvocationView, Listing, OutputAppend, Page, PriorInvocation, Result, ResultFilter, Scope,
-    Store, StoreError, TaskRecord, WriteOp, WriteOutcome,
+    Store, StoreError, Tag, TagResource, TaskRecord, WriteOp, WriteOutcome,
 };
 use async_trait::async_trait;
 use oca_domain::status::InvocationStatus;
@@ -521,6 +522,47 @@ impl Store for SqliteStore {
     }
 
     // ---- activations and instances ---------------------------------------------
+
+    async fn tag(
+        &self,
+        scope: &Scope,
+        kind: TagResource,
+        ids: &[String],
+        tags: &[Tag],
+    ) -> Result<()> {
+        let (scope, ids, tags) = (scope.clone(), ids.to_vec(), tags.to_vec());
+        self.write(move |c| tags::tag(c, &scope, kind, &ids, &tags))
+            .await
+    }
+
+    async fn untag(
+        &self,
+        scope: &Scope,
+        kind: TagResource,
+        ids: &[String],
+        keys: Option<&[String]>,
+    ) -> Result<()> {
+        let (scope, ids, keys) = (scope.clone(), ids.to_vec(), keys.map(<[String]>::to_vec));
+        self.write(move |c| tags::untag(c, &scope, kind, &ids, keys.as_deref()))
+            .await
+    }
+
+    async fn tags_of(
+        &self,
+        scope: &Scope,
+        kind: TagResource,
+        ids: &[String],
+    ) -> Result<std::collections::HashMap<String, Vec<Tag>>> {
+        let (scope, ids) = (scope.clone(), ids.to_vec());
+        self.read(move |c| tags::tags_of(c, &scope, kind, &ids))
+            .await
+    }
+
+    async fn tagged(&self, scope: &Scope, kind: TagResource, tags: &[Tag]) -> Result<Vec<String>> {
+        let (scope, tags) = (scope.clone(), tags.to_vec());
+        self.read(move |c| tags::tagged(c, &scope, kind, &tags))
+            .await
+    }
 
     async fn insert_activation(&self, activation: &ActivationRecord) -> Result<()> {
         let activation = activation.clone();

@@ -195,8 +195,22 @@ INSERT OR IGNORE INTO accounts (account_id, name, enabled, created)
     ) GROUP BY account_id;
 "#;
 
+/// Tags on instances, commands and invocations.
+const TAGS: &str = r#"
+CREATE TABLE tags (
+    account_id    TEXT NOT NULL,
+    region_id     TEXT NOT NULL,
+    resource_type TEXT NOT NULL,
+    resource_id   TEXT NOT NULL,
+    key           TEXT NOT NULL,
+    value         TEXT NOT NULL,
+    PRIMARY KEY (account_id, region_id, resource_type, resource_id, key)
+);
+CREATE INDEX tags_by_key ON tags (account_id, region_id, resource_type, key, value, resource_id);
+"#;
+
 /// Every migration, in order. Index `i` brings the schema to version `i + 1`.
-const MIGRATIONS: &[&str] = &[V1, CLIENT_TOKENS, ACCOUNTS];
+const MIGRATIONS: &[&str] = &[V1, CLIENT_TOKENS, ACCOUNTS, TAGS];
 
 /// The schema version this build writes.
 pub(super) const VERSION: usize = MIGRATIONS.len();

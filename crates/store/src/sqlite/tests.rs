@@ -71,6 +71,7 @@ on_both_stores!(
     invocation_with_its_command,
     batches,
     client_tokens,
+    tags,
 );
 
 fn command(id: &str, scope: &Scope, created: Millis) -> CommandRecord {
@@ -2179,4 +2180,89 @@ async fn client_tokens(s: &SqliteStore) {
         .await
         .unwrap();
     assert_eq!(made, None);
+}
+
+async fn tags(s: &SqliteStore) {
+    let h = home();
+    let t = |k: &str, v: &str| Tag {
+        key: k.into(),
+        value: v.into(),
+    };
+    let ids = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+    let kind = TagResource::Instance;
+    s.tag(&h, kind, &ids(&["mi-1", "mi-2"]), &[t("env", "prod")])
+        .await
+        .unwrap();
+    s.tag(
+        &h,
+        kind,
+        &ids(&["mi-3"]),
+        &[t("env", "dev"), t("team", "db")],
+    )
+    .await
+    .unwrap();
+    s.tag(&h, kind, &ids(&["mi-2"]), &[t("team", "db")])
+        .await
+        .unwrap();
+    assert_eq!(
+        s.tagged(&h, kind, &[t("env", "prod")]).await.unwrap(),
+        ids(&["mi-1", "mi-2"])
+    );
+    assert_eq!(
+        s.tagged(&h, kind, &[t("env", "prod"), t("team", "db")])
+            .await
+            .unwrap(),
+        ids(&["mi-2"]),
+        "every tag must match"
+    );
+    assert_eq!(
+        s.tagged(&h, kind, &[t("env", "")]).await.unwrap(),
+        ids(&["mi-1", "mi-2", "mi-3"]),
+        "an empty value matches any"
+    );
+    assert!(s
+        .tagged(&h, TagResource::Command, &[t("env", "prod")])
+        .await
+        .unwrap()
+        .is_empty());
+    // A new value replaces the old one.
+    s.tag(&h, kind, &ids(&["mi-1"]), &[t("env", "staging")])
+        .await
+        .unwrap();
+    let of = s
+        .tags_of(&h, kind, &ids(&["mi-1", "mi-2", "mi-9"]))
+        .await
+        .unwrap();
+    assert_eq!(of["mi-1"], vec![t("env", "staging")]);
+    assert_eq!(of["mi-2"], vec![t("env", "prod"), t("team", "db")]);
+    assert!(!of.contains_key("mi-9"));
+    // Untag one key, then all.
+    s.untag(&h, kind, &ids(&["mi-2"]), Some(&ids(&["team"])))
+        .await
+        .unwrap();
+    assert_eq!(
+        s.tags_of(&h, kind, &ids(&["mi-2"])).await.unwrap()["mi-2"],
+        vec![t("env", "prod")]
+    );
+    s.untag(&h, kind, &ids(&["mi-3"]), None).await.unwrap();
+    assert!(s
+        .tags_of(&h, kind, &ids(&["mi-3"]))
+        .await
+        .unwrap()
+        .is_empty());
+    // Another scope sees none of it.
+    let other = Scope {
+        account_id: "other".into(),
+        region_id: h.region_id.clone(),
+    };
+    assert!(s
+        .tagged(&other, kind, &[t("env", "")])
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(s
+        .tags_of(&other, kind, &ids(&["mi-1"]))
+        .await
+        .unwrap()
+        .is_empty());
 }
