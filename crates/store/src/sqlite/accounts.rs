@@ -157,15 +157,18 @@ mod tests {
             s.insert_access_key(&key("K1", "x")).await.unwrap();
             s.insert_access_key(&key("K2", "x")).await.unwrap();
             s.insert_access_key(&key("K3", "y")).await.unwrap();
-            // Back to the schema before this migration.
+            // Back to the schema before this migration (dropping what it and the
+            // migrations after it create).
+            let schema = super::super::schema::MIGRATIONS;
+            let before = schema
+                .iter()
+                .position(|m| *m == super::super::schema::ACCOUNTS)
+                .unwrap();
             let c = super::super::lock(&s.inner.writer);
-            c.execute_batch("DROP TABLE accounts").unwrap();
-            c.pragma_update(
-                None,
-                "user_version",
-                (super::super::schema::VERSION - 1) as i64,
-            )
-            .unwrap();
+            c.execute_batch("DROP TABLE accounts; DROP TABLE IF EXISTS tags;")
+                .unwrap();
+            c.pragma_update(None, "user_version", before as i64)
+                .unwrap();
         }
         let s = SqliteStore::open(&path).unwrap();
         let ids: Vec<String> = s

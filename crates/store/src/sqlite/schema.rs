@@ -179,7 +179,7 @@ CREATE INDEX client_tokens_invocation ON client_tokens (invoke_id);
 
 /// Accounts (tenants) as rows of their own. Every account that already owns a key or
 /// a record is created, enabled, named after its id.
-const ACCOUNTS: &str = r#"
+pub(super) const ACCOUNTS: &str = r#"
 CREATE TABLE accounts (
     account_id TEXT NOT NULL PRIMARY KEY,
     name       TEXT NOT NULL,
@@ -210,7 +210,7 @@ CREATE INDEX tags_by_key ON tags (account_id, region_id, resource_type, key, val
 "#;
 
 /// Every migration, in order. Index `i` brings the schema to version `i + 1`.
-const MIGRATIONS: &[&str] = &[V1, CLIENT_TOKENS, ACCOUNTS, TAGS];
+pub(super) const MIGRATIONS: &[&str] = &[V1, CLIENT_TOKENS, ACCOUNTS, TAGS];
 
 /// The schema version this build writes.
 pub(super) const VERSION: usize = MIGRATIONS.len();
