@@ -46,6 +46,10 @@ pub enum ApiError {
     InvalidInvokeIdNotRunning,
     InvalidClientToken,
     IdempotentParameterMismatch,
+    /// A `Tag.N` / `ResourceTag.N` / `ResourceType` problem: (code, message, status).
+    Tagging(&'static str, &'static str, u16),
+    InvalidResourceTagInstanceNotFound,
+    InvalidResourceTagConflict,
     Signature(SignatureError),
     /// `InternalError.Dispatch`: something failed while serving the request.
     Internal(String),
@@ -103,6 +107,9 @@ impl ApiError {
             InvalidInvokeIdNotFound => "InvalidInvokeId.NotFound".into(),
             InvalidInvokeIdNotRunning => "InvalidInvokeId.NotRunning".into(),
             InvalidClientToken => "InvalidClientToken.Malformed".into(),
+            Tagging(code, _, _) => (*code).into(),
+            InvalidResourceTagInstanceNotFound => "InvalidResourceTag.InstanceNotFound".into(),
+            InvalidResourceTagConflict => "InvalidResourceTag.ConflictWithInstanceIds".into(),
             IdempotentParameterMismatch => "IdempotentParameterMismatch".into(),
             Signature(e) => e.code().to_string(),
             Internal(_) => "InternalError.Dispatch".into(),
@@ -147,6 +154,9 @@ impl ApiError {
             InvalidInvokeIdNotFound => "The specified invoke ID does not exist.".into(),
             InvalidInvokeIdNotRunning => "The specified invocation is not running.".into(),
             InvalidClientToken => "The specified parameter clientToken is not valid: at most 64 ASCII characters.".into(),
+            Tagging(_, message, _) => (*message).into(),
+            InvalidResourceTagInstanceNotFound => "InstanceIds are not found by the specified ResourceTag.".into(),
+            InvalidResourceTagConflict => "The specified param ResourceTag conflicts with InstanceId.".into(),
             IdempotentParameterMismatch => "The specified parameter has changed while using an already used clientToken.".into(),
             Signature(e) => e.message(),
             Internal(_) => "An error occurred when you dispatched the request.".into(),
@@ -171,7 +181,10 @@ impl ApiError {
             | InvalidParameters(_)
             | CmdNameExceedLimit
             | CmdDescExceedLimit
-            | InvalidClientToken => 400,
+            | InvalidClientToken
+            | InvalidResourceTagInstanceNotFound
+            | InvalidResourceTagConflict => 400,
+            Tagging(_, _, status) => *status,
             InvalidPageNumber
             | InvalidPageSize
             | InvalidMaxResults

@@ -59,6 +59,16 @@ fn decode_token(token: &str) -> Option<u64> {
     u64::from_str_radix(token, 16).ok()
 }
 
+/// The errors [`Params::tags`] answers with; `Tag.N` and `ResourceTag.N` have their
+/// own vendor codes.
+pub struct TagErrors {
+    pub missing_key: fn() -> ApiError,
+    pub bad_key: fn() -> ApiError,
+    pub bad_value: fn() -> ApiError,
+    pub duplicate: fn() -> ApiError,
+    pub too_many: fn() -> ApiError,
+}
+
 impl Params {
     pub fn from_pairs(pairs: Vec<(String, String)>) -> Self {
         Params { pairs }
@@ -157,6 +167,60 @@ impl Params {
             }
         }
         Ok(out)
+    }
+
+    /// A repeated list of tags `Name.N.Key` / `Name.N.Value`, in index order. Entries
+    /// with neither key nor value are skipped; a value without a key is an error
+    /// (`missing`). At most `max`; keys at most 128 characters, values 128, each key
+    /// once.
+    pub fn tags(
+        &self,
+        name: &str,
+        max: usize,
+        errors: TagErrors,
+    ) -> Result<Vec<oca_store::Tag>, ApiError> {
+        let prefix = format!("{name}.");
+        let mut indexed: BTreeMap<u64, (Option<String>, Option<String>)> = BTreeMap::new();
+        for (k, v) in &self.pairs {
+            let Some(rest) = k.strip_prefix(&prefix) else {
+                continue;
+            };
+            let Some((idx, field)) = rest.split_once('.') else {
+                continue;
+            };
+            let n: u64 = idx.parse().map_err(|_| {
+                ApiError::InvalidParameter(k.clone(), "the list index is not a number".into())
+            })?;
+            let entry = indexed.entry(n).or_default();
+            match field {
+                "Key" => entry.0 = Some(v.clone()),
+                "Value" => entry.1 = Some(v.clone()),
+                _ => {}
+            }
+        }
+        let mut tags: Vec<oca_store::Tag> = Vec::new();
+        for (_, (key, value)) in indexed {
+            let key = match key.filter(|k| !k.is_empty()) {
+                Some(k) => k,
+                None if value.as_deref().unwrap_or("").is_empty() => continue,
+                None => return Err((errors.missing_key)()),
+            };
+            let value = value.unwrap_or_default();
+            if key.chars().count() > 128 || key.starts_with("aliyun") || key.starts_with("acs:") {
+                return Err((errors.bad_key)());
+            }
+            if value.chars().count() > 128 {
+                return Err((errors.bad_value)());
+            }
+            if tags.iter().any(|t| t.key == key) {
+                return Err((errors.duplicate)());
+            }
+            tags.push(oca_store::Tag { key, value });
+        }
+        if tags.len() > max {
+            return Err((errors.too_many)());
+        }
+        Ok(tags)
     }
 
     /// `PageNumber` / `PageSize`, or `MaxResults` / `NextToken` when either is given.

@@ -21,6 +21,9 @@ pub enum Endpoint {
     DescribeManagedInstances,
     /// OCA's own: the whole stored output of one run (not in the vendor's API).
     DescribeInvocationOutput,
+    TagResources,
+    UntagResources,
+    ListTagResources,
 }
 
 impl Endpoint {
@@ -40,6 +43,9 @@ impl Endpoint {
             CreateActivation => "CreateActivation",
             DescribeManagedInstances => "DescribeManagedInstances",
             DescribeInvocationOutput => "DescribeInvocationOutput",
+            TagResources => "TagResources",
+            UntagResources => "UntagResources",
+            ListTagResources => "ListTagResources",
         }
     }
 
@@ -57,6 +63,9 @@ impl Endpoint {
         Endpoint::CreateActivation,
         Endpoint::DescribeManagedInstances,
         Endpoint::DescribeInvocationOutput,
+        Endpoint::TagResources,
+        Endpoint::UntagResources,
+        Endpoint::ListTagResources,
     ];
 
     /// The endpoint for a version and action, or the vendor's error for either.

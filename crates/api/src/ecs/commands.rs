@@ -103,6 +103,7 @@ pub async fn create(api: &Api, ctx: &Ctx) -> Result<Response, ApiError> {
     let encoding = content_encoding(p, ContentEncoding::Base64)?;
     let content = command_content(p.required("CommandContent")?, encoding)?;
     let enable_parameter = p.bool("EnableParameter")?.unwrap_or(false);
+    let tags = p.tags("Tag", 20, super::tags::TAG_ERRORS)?;
     let record = CommandRecord {
         command_id: oca_domain::ids::new_command_id(),
         account_id: ctx.scope.account_id.clone(),
@@ -120,6 +121,12 @@ pub async fn create(api: &Api, ctx: &Ctx) -> Result<Response, ApiError> {
         visible: true,
     };
     api.store.insert_command(&record).await?;
+    if !tags.is_empty() {
+        let ids = [record.command_id.clone()];
+        api.store
+            .tag(&ctx.scope, oca_store::TagResource::Command, &ids, &tags)
+            .await?;
+    }
     Ok(render::ok(
         "CreateCommand",
         &CreateCommandResponse {

@@ -4,6 +4,7 @@
 use super::commands::{self, content_encoding};
 use super::Empty;
 use crate::error::ApiError;
+use crate::params::TagErrors;
 use crate::render;
 use crate::{Api, Ctx};
 use axum::response::Response;
@@ -13,7 +14,7 @@ use oca_domain::status::{InstanceInvokeStatus, InvokeStatus};
 use oca_domain::time::{format_api, format_api_opt, now_millis};
 use oca_store::{
     ClientToken, CommandRecord, InvocationFilter, InvocationRecord, PriorInvocation, ResultFilter,
-    TaskRecord,
+    Tag, TagResource, TaskRecord,
 };
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -30,7 +31,50 @@ struct InvokeOptions {
     timeout_secs: Option<i64>,
     termination_mode: String,
     client_token: Option<ClientToken>,
+    /// Run on the instances carrying all of these (instead of `instance_ids`).
+    resource_tags: Vec<Tag>,
+    /// Tags for the invocation (and for the command a RunCommand makes).
+    tags: Vec<Tag>,
 }
+
+/// The vendor's errors for `ResourceTag.N`.
+const RESOURCE_TAG_ERRORS: TagErrors = TagErrors {
+    missing_key: || {
+        ApiError::Tagging(
+            "MissingParameter.ResourceTagKey",
+            "You must specify ResourceTag.N.Key.",
+            400,
+        )
+    },
+    bad_key: || {
+        ApiError::Tagging(
+            "InvalidResourceTagKey.Malformed",
+            "The specified ResourceTag key is not valid.",
+            400,
+        )
+    },
+    bad_value: || {
+        ApiError::Tagging(
+            "InvalidResourceTagValue.Malformed",
+            "The specified ResourceTag value is not valid.",
+            400,
+        )
+    },
+    duplicate: || {
+        ApiError::Tagging(
+            "Duplicate.ResourceTagKey",
+            "The ResourceTag contains duplicate keys.",
+            400,
+        )
+    },
+    too_many: || {
+        ApiError::Tagging(
+            "NumberExceed.ResourceTags",
+            "The maximum number of ResourceTags is exceeded.",
+            400,
+        )
+    },
+};
 
 /// Parameters that sign a request rather than say what it asks for: a retried
 /// request carries new ones, so they stay out of its digest.
@@ -118,8 +162,11 @@ fn invoke_options(api: &Api, ctx: &Ctx, username_param: &str) -> Result<InvokeOp
         .into_iter()
         .filter(|id| seen.insert(id.clone()))
         .collect();
-    if instance_ids.is_empty() {
-        return Err(ApiError::MissingParam("InstanceId"));
+    let resource_tags = p.tags("ResourceTag", 10, RESOURCE_TAG_ERRORS)?;
+    match (instance_ids.is_empty(), resource_tags.is_empty()) {
+        (true, true) => return Err(ApiError::MissingParam("InstanceId")),
+        (false, false) => return Err(ApiError::InvalidResourceTagConflict),
+        _ => {}
     }
     let max = api.config.max_instances_per_invocation;
     if instance_ids.len() > max {
@@ -164,6 +211,8 @@ fn invoke_options(api: &Api, ctx: &Ctx, username_param: &str) -> Result<InvokeOp
         timeout_secs: commands::timeout(p)?,
         termination_mode,
         client_token: client_token(ctx)?,
+        resource_tags,
+        tags: p.tags("Tag", 20, super::tags::TAG_ERRORS)?,
     })
 }
 
@@ -256,6 +305,21 @@ async fn start(
     } else if !opts.parameters.is_empty() {
         return Err(ApiError::ParameterDisabled);
     }
+    // Instances named by their tags.
+    let mut opts = opts;
+    if !opts.resource_tags.is_empty() {
+        opts.instance_ids = api
+            .store
+            .tagged(&ctx.scope, TagResource::Instance, &opts.resource_tags)
+            .await?;
+        if opts.instance_ids.is_empty() {
+            return Err(ApiError::InvalidResourceTagInstanceNotFound);
+        }
+        let max = api.config.max_instances_per_invocation;
+        if opts.instance_ids.len() > max {
+            return Err(ApiError::InstanceIdsExceedLimit(max));
+        }
+    }
     // Instances: every one must exist in this account and region.
     let instances = api
         .store
@@ -326,6 +390,18 @@ async fn start(
         api.store
             .insert_invocation(new_command, &invocation, &tasks)
             .await?;
+    }
+    if !opts.tags.is_empty() {
+        let ids = [invocation.invoke_id.clone()];
+        api.store
+            .tag(&ctx.scope, TagResource::Invocation, &ids, &opts.tags)
+            .await?;
+        if let Some(c) = new_command {
+            let ids = [c.command_id.clone()];
+            api.store
+                .tag(&ctx.scope, TagResource::Command, &ids, &opts.tags)
+                .await?;
+        }
     }
     for t in tasks.iter().filter(|t| !t.state.status.is_terminal()) {
         api.dispatcher.send_run(&invocation, &t.instance_id);

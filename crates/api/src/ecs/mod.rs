@@ -1,10 +1,12 @@
 //! The ECS `2014-05-26` Cloud Assistant actions, one file per family:
 //! [`commands`] (saved scripts), [`invocations`] (running them and reading results),
-//! [`instances`] (agents, activations, status).
+//! [`instances`] (agents, activations, status), [`tags`] (tags, which `ResourceTag`
+//! targets).
 
 pub mod commands;
 pub mod instances;
 pub mod invocations;
+pub mod tags;
 
 use crate::error::ApiError;
 use crate::router::Endpoint;
@@ -27,6 +29,9 @@ pub async fn handle(api: &Api, ctx: Ctx) -> Result<Response, ApiError> {
         DescribeCloudAssistantStatus => instances::status(api, &ctx).await,
         CreateActivation => instances::create_activation(api, &ctx).await,
         DescribeManagedInstances => instances::describe_managed(api, &ctx).await,
+        TagResources => tags::tag(api, &ctx).await,
+        UntagResources => tags::untag(api, &ctx).await,
+        ListTagResources => tags::list(api, &ctx).await,
     }
 }
 
