@@ -22,6 +22,10 @@ pub struct RunArgs {
     /// Instance to run on (repeat for several) [default: every online instance].
     #[arg(long = "instance", short = 'i')]
     instances: Vec<String>,
+    /// Run on the instances carrying this tag, KEY=VALUE or KEY for any value (repeat:
+    /// every tag must match).
+    #[arg(long = "tag", value_name = "KEY[=VALUE]")]
+    tags: Vec<String>,
     /// Seconds before the run is killed.
     #[arg(long, default_value_t = 60)]
     timeout: u64,
@@ -155,40 +159,45 @@ fn print_result(r: &Value) {
 
 pub async fn run(a: RunArgs) -> Result<ExitCode> {
     let c = client(&a.common)?;
-    let instances = if a.instances.is_empty() {
-        let online = online_instances(&c).await?;
-        if online.is_empty() {
-            bail!("no instance is online; start an agent or name one with --instance");
-        }
-        online
-    } else {
-        a.instances.clone()
-    };
-    let mut params: Vec<(&str, String)> = vec![
-        ("Type", "RunShellScript".into()),
-        ("CommandContent", a.script.clone()),
-        ("ContentEncoding", "PlainText".into()),
-        ("Timeout", a.timeout.to_string()),
+    let mut owned: Vec<(String, String)> = vec![
+        ("Type".into(), "RunShellScript".into()),
+        ("CommandContent".into(), a.script.clone()),
+        ("ContentEncoding".into(), "PlainText".into()),
+        ("Timeout".into(), a.timeout.to_string()),
     ];
     if let Some(u) = &a.user {
-        params.push(("Username", u.clone()));
+        owned.push(("Username".into(), u.clone()));
     }
     if let Some(d) = &a.dir {
-        params.push(("WorkingDir", d.clone()));
+        owned.push(("WorkingDir".into(), d.clone()));
     }
-    let keys: Vec<String> = (1..=instances.len())
-        .map(|n| format!("InstanceId.{n}"))
-        .collect();
-    for (k, id) in keys.iter().zip(&instances) {
-        params.push((k.as_str(), id.clone()));
+    if !a.tags.is_empty() {
+        if !a.instances.is_empty() {
+            bail!("name instances with --instance or with --tag, not both");
+        }
+        owned.extend(tag_params("ResourceTag", &a.tags));
+    } else {
+        let instances = if a.instances.is_empty() {
+            let online = online_instances(&c).await?;
+            if online.is_empty() {
+                bail!("no instance is online; start an agent or name one with --instance");
+            }
+            online
+        } else {
+            a.instances.clone()
+        };
+        for (n, id) in instances.iter().enumerate() {
+            owned.push((format!("InstanceId.{}", n + 1), id.clone()));
+        }
     }
+    let params: Vec<(&str, String)> = owned.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
     let body = c.call("RunCommand", &params).await?;
     let invoke_id = s(&body, "InvokeId").to_string();
     if a.no_wait {
         println!("{invoke_id}");
         return Ok(ExitCode::SUCCESS);
     }
-    eprintln!("{invoke_id}: running on {} instance(s)", instances.len());
+    eprintln!("{invoke_id}: running");
     let mut delay = Duration::from_millis(100);
     let results = loop {
         let results = all_results(&c, &invoke_id).await?;
@@ -281,5 +290,64 @@ pub async fn instances(a: ListArgs) -> Result<ExitCode> {
             s(i, "InstanceName")
         );
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `KEY=VALUE` / `KEY` arguments as `Name.N.Key` / `Name.N.Value` parameters.
+fn tag_params(name: &str, tags: &[String]) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for (n, t) in tags.iter().enumerate() {
+        let (k, v) = t.split_once('=').unwrap_or((t.as_str(), ""));
+        out.push((format!("{name}.{}.Key", n + 1), k.to_string()));
+        out.push((format!("{name}.{}.Value", n + 1), v.to_string()));
+    }
+    out
+}
+
+#[derive(clap::Args, Debug)]
+pub struct TagArgs {
+    #[command(flatten)]
+    common: Common,
+    /// The instance (mi-…).
+    instance: String,
+    /// Tags to set, KEY=VALUE.
+    #[arg(required = true, value_name = "KEY=VALUE")]
+    tags: Vec<String>,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct UntagArgs {
+    #[command(flatten)]
+    common: Common,
+    /// The instance (mi-…).
+    instance: String,
+    /// Tag keys to remove.
+    #[arg(required = true, value_name = "KEY")]
+    keys: Vec<String>,
+}
+
+pub async fn tag(a: TagArgs) -> Result<ExitCode> {
+    let c = client(&a.common)?;
+    let mut owned = vec![
+        ("ResourceType".to_string(), "instance".to_string()),
+        ("ResourceId.1".to_string(), a.instance.clone()),
+    ];
+    owned.extend(tag_params("Tag", &a.tags));
+    let params: Vec<(&str, String)> = owned.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
+    c.call("TagResources", &params).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn untag(a: UntagArgs) -> Result<ExitCode> {
+    let c = client(&a.common)?;
+    let mut owned = vec![
+        ("ResourceType".to_string(), "instance".to_string()),
+        ("ResourceId.1".to_string(), a.instance.clone()),
+    ];
+    for (n, k) in a.keys.iter().enumerate() {
+        owned.push((format!("TagKey.{}", n + 1), k.clone()));
+    }
+    let params: Vec<(&str, String)> = owned.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
+    c.call("UntagResources", &params).await?;
     Ok(ExitCode::SUCCESS)
 }

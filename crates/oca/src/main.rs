@@ -41,6 +41,10 @@ enum Command {
     Results(cli::ResultsArgs),
     /// List instances and whether their agent is online.
     Instances(cli::ListArgs),
+    /// Set tags on an instance (`oca tag mi-… env=prod`); `oca run --tag env=prod` targets them.
+    Tag(cli::TagArgs),
+    /// Remove tags from an instance (`oca untag mi-… env`).
+    Untag(cli::UntagArgs),
     /// Manage access keys (offline, against a data directory).
     Keys {
         #[command(subcommand)]
@@ -71,6 +75,8 @@ fn main() -> ExitCode {
             Command::Invocations(a) => cli::invocations(a).await,
             Command::Results(a) => cli::results(a).await,
             Command::Instances(a) => cli::instances(a).await,
+            Command::Tag(a) => cli::tag(a).await,
+            Command::Untag(a) => cli::untag(a).await,
             Command::Keys { command } => admin::keys(command).await,
             Command::Accounts { command } => admin::accounts(command).await,
         }
