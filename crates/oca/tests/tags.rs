@@ -97,6 +97,11 @@ fn resource_tags_pick_exactly_the_tagged_instances() {
         &[("ResourceType", "invocation"), ("ResourceId.1", &invoke)],
     );
     assert_eq!(t["TagResources"]["TagResource"][0]["TagValue"], "CR-42");
+    let tags = &c.invocation(&invoke)["Tags"]["Tag"][0];
+    assert_eq!(
+        (tags["TagKey"].as_str(), tags["TagValue"].as_str()),
+        (Some("change"), Some("CR-42"))
+    );
 
     // Errors.
     c.err(

@@ -162,6 +162,7 @@ struct CommandItem {
     version: i64,
     provider: String,
     category: String,
+    tags: super::tags::WireTags,
 }
 
 #[derive(Serialize)]
@@ -205,6 +206,11 @@ pub async fn describe(api: &Api, ctx: &Ctx) -> Result<Response, ApiError> {
             .list_commands(&ctx.scope, &filter, paging.page())
             .await?
     };
+    let ids: Vec<String> = listing.items.iter().map(|c| c.command_id.clone()).collect();
+    let tags = api
+        .store
+        .tags_of(&ctx.scope, oca_store::TagResource::Command, &ids)
+        .await?;
     let body = DescribeCommandsResponse {
         request_id: ctx.request_id.clone(),
         total_count: listing.total,
@@ -216,6 +222,7 @@ pub async fn describe(api: &Api, ctx: &Ctx) -> Result<Response, ApiError> {
                 .items
                 .into_iter()
                 .map(|c| CommandItem {
+                    tags: super::tags::WireTags::from(tags.get(&c.command_id)),
                     command_content: encoding.render(&c.content),
                     command_id: c.command_id,
                     name: c.name,

@@ -583,6 +583,7 @@ struct Invocation {
     termination_mode: String,
     creation_time: String,
     invoke_instances: InvokeInstances,
+    tags: super::tags::WireTags,
 }
 
 #[derive(Serialize)]
@@ -641,6 +642,15 @@ pub async fn describe(api: &Api, ctx: &Ctx) -> Result<Response, ApiError> {
         .store
         .list_invocations(&ctx.scope, &filter, paging.page(), include_output)
         .await?;
+    let ids: Vec<String> = listing
+        .items
+        .iter()
+        .map(|v| v.invocation.invoke_id.clone())
+        .collect();
+    let tags = api
+        .store
+        .tags_of(&ctx.scope, TagResource::Invocation, &ids)
+        .await?;
     let body = DescribeInvocationsResponse {
         request_id: ctx.request_id.clone(),
         total_count: listing.total,
@@ -654,6 +664,7 @@ pub async fn describe(api: &Api, ctx: &Ctx) -> Result<Response, ApiError> {
                 .map(|view| {
                     let inv = view.invocation;
                     Invocation {
+                        tags: super::tags::WireTags::from(tags.get(&inv.invoke_id)),
                         invoke_status: inv.invoke_status().as_str().to_string(),
                         invocation_status: inv.overall_status().as_str().to_string(),
                         command_content: encoding.render(&inv.command_content),

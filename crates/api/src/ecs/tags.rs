@@ -54,6 +54,35 @@ pub const TAG_ERRORS: TagErrors = TagErrors {
     },
 };
 
+/// `Tags: {Tag: [{TagKey, TagValue}]}`, as commands and invocations carry them.
+#[derive(Serialize, Default)]
+#[serde(rename_all = "PascalCase")]
+pub struct WireTags {
+    tag: Vec<WireTag>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct WireTag {
+    tag_key: String,
+    tag_value: String,
+}
+
+impl WireTags {
+    pub fn from(tags: Option<&Vec<Tag>>) -> WireTags {
+        WireTags {
+            tag: tags
+                .into_iter()
+                .flatten()
+                .map(|t| WireTag {
+                    tag_key: t.key.clone(),
+                    tag_value: t.value.clone(),
+                })
+                .collect(),
+        }
+    }
+}
+
 fn resource_type(ctx: &Ctx) -> Result<TagResource, ApiError> {
     match ctx
         .params
