@@ -88,3 +88,19 @@ def fleet(server):
 def client(request, server):
     """Each test runs once with the SDK's default V3 signature and once with V1 ('v2')."""
     return server.client(request.param)
+
+
+def swas_client_of(server, signature: str = "v3"):
+    """An official SWAS-OPEN (2020-06-01) client on the same server and key."""
+    from alibabacloud_swas_open20200601.client import Client as SwasClient
+    cfg = Config(access_key_id=server.key_id, access_key_secret=server.secret,
+                 endpoint=server.addr, protocol="http", region_id=REGION)
+    if signature == "v2":
+        cfg.signature_algorithm = "v2"
+    return SwasClient(cfg)
+
+
+@pytest.fixture(params=["v3", "v2"])
+def swas_client(request, server):
+    """A SWAS client, once with the SDK's default V3 signature and once with V1 ('v2')."""
+    return swas_client_of(server, request.param)

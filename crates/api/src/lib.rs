@@ -14,6 +14,7 @@ pub mod params;
 pub mod render;
 pub mod router;
 pub mod signature;
+pub mod swas;
 
 use axum::body::Bytes;
 use axum::extract::State;

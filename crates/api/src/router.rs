@@ -4,6 +4,57 @@
 use crate::error::ApiError;
 
 pub const ECS_VERSION: &str = "2014-05-26";
+/// The lightweight application server (SWAS-OPEN) API, served from the same records.
+pub const SWAS_VERSION: &str = "2020-06-01";
+
+/// The SWAS-OPEN `2020-06-01` Cloud Assistant actions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SwasAction {
+    RunCommand,
+    CreateCommand,
+    InvokeCommand,
+    DescribeCommands,
+    UpdateCommandAttribute,
+    DeleteCommand,
+    DescribeInvocations,
+    DescribeInvocationResult,
+    DescribeCommandInvocations,
+    DescribeCloudAssistantStatus,
+    DescribeCloudAssistantAttributes,
+}
+
+impl SwasAction {
+    pub const ALL: &'static [SwasAction] = &[
+        SwasAction::RunCommand,
+        SwasAction::CreateCommand,
+        SwasAction::InvokeCommand,
+        SwasAction::DescribeCommands,
+        SwasAction::UpdateCommandAttribute,
+        SwasAction::DeleteCommand,
+        SwasAction::DescribeInvocations,
+        SwasAction::DescribeInvocationResult,
+        SwasAction::DescribeCommandInvocations,
+        SwasAction::DescribeCloudAssistantStatus,
+        SwasAction::DescribeCloudAssistantAttributes,
+    ];
+
+    pub fn action(self) -> &'static str {
+        use SwasAction::*;
+        match self {
+            RunCommand => "RunCommand",
+            CreateCommand => "CreateCommand",
+            InvokeCommand => "InvokeCommand",
+            DescribeCommands => "DescribeCommands",
+            UpdateCommandAttribute => "UpdateCommandAttribute",
+            DeleteCommand => "DeleteCommand",
+            DescribeInvocations => "DescribeInvocations",
+            DescribeInvocationResult => "DescribeInvocationResult",
+            DescribeCommandInvocations => "DescribeCommandInvocations",
+            DescribeCloudAssistantStatus => "DescribeCloudAssistantStatus",
+            DescribeCloudAssistantAttributes => "DescribeCloudAssistantAttributes",
+        }
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Endpoint {
@@ -24,6 +75,8 @@ pub enum Endpoint {
     TagResources,
     UntagResources,
     ListTagResources,
+    /// A SWAS-OPEN `2020-06-01` action.
+    Swas(SwasAction),
 }
 
 impl Endpoint {
@@ -46,6 +99,7 @@ impl Endpoint {
             TagResources => "TagResources",
             UntagResources => "UntagResources",
             ListTagResources => "ListTagResources",
+            Swas(a) => a.action(),
         }
     }
 
@@ -79,6 +133,12 @@ impl Endpoint {
                 .copied()
                 .find(|e| e.action() == action)
                 .ok_or_else(|| ApiError::InvalidAction(action.to_string())),
+            Some(SWAS_VERSION) => SwasAction::ALL
+                .iter()
+                .copied()
+                .find(|a| a.action() == action)
+                .map(Endpoint::Swas)
+                .ok_or_else(|| ApiError::InvalidAction(action.to_string())),
             Some(v) => Err(ApiError::InvalidVersion(v.to_string())),
             None => Err(ApiError::MissingParameter("Version")),
         }
@@ -106,6 +166,14 @@ mod tests {
             (err.code().as_str(), err.status()),
             ("InvalidAction.NotFound", 404)
         );
+        for a in SwasAction::ALL {
+            assert_eq!(
+                Endpoint::route(Some(SWAS_VERSION), Some(a.action())).unwrap(),
+                Endpoint::Swas(*a)
+            );
+        }
+        let err = Endpoint::route(Some(SWAS_VERSION), Some("StopInvocation")).unwrap_err();
+        assert_eq!(err.code(), "InvalidAction.NotFound");
         let err = Endpoint::route(Some("1999-01-01"), Some("RunCommand")).unwrap_err();
         assert_eq!(err.code(), "InvalidVersion");
         let err = Endpoint::route(Some("2014-05-26"), None).unwrap_err();

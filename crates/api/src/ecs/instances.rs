@@ -23,7 +23,7 @@ fn os_type_label(os: &str) -> String {
 
 #[derive(Serialize)]
 #[serde(rename_all = "PascalCase")]
-struct StatusItem {
+pub(crate) struct StatusItem {
     instance_id: String,
     /// "true" or "false", a string on the wire.
     cloud_assistant_status: String,
@@ -68,12 +68,17 @@ fn instance_filter(ctx: &Ctx, os_param: &str) -> Result<InstanceFilter, ApiError
     })
 }
 
-pub async fn status(api: &Api, ctx: &Ctx) -> Result<Response, ApiError> {
-    let paging = ctx.params.paging()?;
-    let filter = instance_filter(ctx, "OSType")?;
+/// One page of instances with their agent's status: what ECS
+/// DescribeCloudAssistantStatus and SWAS DescribeCloudAssistantAttributes list.
+pub(crate) async fn status_items(
+    api: &Api,
+    ctx: &Ctx,
+    filter: &InstanceFilter,
+    paging: &crate::params::Paging,
+) -> Result<(u64, Vec<StatusItem>), ApiError> {
     let listing = api
         .store
-        .list_instances(&ctx.scope, &filter, paging.page())
+        .list_instances(&ctx.scope, filter, paging.page())
         .await?;
     let items = listing
         .items
@@ -97,12 +102,19 @@ pub async fn status(api: &Api, ctx: &Ctx) -> Result<Response, ApiError> {
             }
         })
         .collect();
+    Ok((listing.total, items))
+}
+
+pub async fn status(api: &Api, ctx: &Ctx) -> Result<Response, ApiError> {
+    let paging = ctx.params.paging()?;
+    let filter = instance_filter(ctx, "OSType")?;
+    let (total, items) = status_items(api, ctx, &filter, &paging).await?;
     let body = DescribeCloudAssistantStatusResponse {
         request_id: ctx.request_id.clone(),
-        total_count: listing.total,
+        total_count: total,
         page_number: paging.page_number,
         page_size: paging.page_size,
-        next_token: paging.next_token(listing.total),
+        next_token: paging.next_token(total),
         instance_cloud_assistant_status_set: StatusSet {
             instance_cloud_assistant_status: items,
         },

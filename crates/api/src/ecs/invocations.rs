@@ -148,9 +148,9 @@ async fn replayed(api: &Api, ctx: &Ctx) -> Result<Option<Started>, ApiError> {
 }
 
 /// What a started (or replayed) invocation answers with.
-struct Started {
-    invoke_id: String,
-    command_id: String,
+pub(crate) struct Started {
+    pub(crate) invoke_id: String,
+    pub(crate) command_id: String,
 }
 
 fn invoke_options(api: &Api, ctx: &Ctx, username_param: &str) -> Result<InvokeOptions, ApiError> {
@@ -456,10 +456,7 @@ struct RunCommandResponse {
 }
 
 pub async fn run(api: &Api, ctx: &Ctx) -> Result<Response, ApiError> {
-    let started = match replayed(api, ctx).await? {
-        Some(earlier) => earlier,
-        None => run_new(api, ctx).await?,
-    };
+    let started = run_or_replay(api, ctx).await?;
     Ok(render::ok(
         "RunCommand",
         &RunCommandResponse {
@@ -469,6 +466,14 @@ pub async fn run(api: &Api, ctx: &Ctx) -> Result<Response, ApiError> {
         },
         ctx.format,
     ))
+}
+
+/// RunCommand's work (or a replayed first answer), whatever the response's shape.
+pub(crate) async fn run_or_replay(api: &Api, ctx: &Ctx) -> Result<Started, ApiError> {
+    match replayed(api, ctx).await? {
+        Some(earlier) => Ok(earlier),
+        None => run_new(api, ctx).await,
+    }
 }
 
 async fn run_new(api: &Api, ctx: &Ctx) -> Result<Started, ApiError> {
@@ -603,7 +608,7 @@ struct DescribeInvocationsResponse {
     invocations: Invocations,
 }
 
-fn error_pair(t: &TaskRecord) -> (String, String) {
+pub(crate) fn error_pair(t: &TaskRecord) -> (String, String) {
     match t.state.error {
         Some(e) => (e.code().to_string(), e.info().to_string()),
         None => (String::new(), String::new()),

@@ -32,6 +32,7 @@ pub async fn handle(api: &Api, ctx: Ctx) -> Result<Response, ApiError> {
         TagResources => tags::tag(api, &ctx).await,
         UntagResources => tags::untag(api, &ctx).await,
         ListTagResources => tags::list(api, &ctx).await,
+        Swas(action) => crate::swas::handle(api, ctx, action).await,
     }
 }
 

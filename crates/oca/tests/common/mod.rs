@@ -352,9 +352,35 @@ impl Client {
         )
     }
 
+    /// Calls an action of another API version (e.g. SWAS `2020-06-01`) in the default
+    /// region.
+    pub fn call_version(&self, version: &str, action: &str, params: &[(&str, &str)]) -> Answer {
+        let mut all: Vec<(String, String)> = vec![("RegionId".into(), REGION.into())];
+        all.extend(params.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        self.raw_version(
+            version,
+            action,
+            all,
+            oca_domain::time::now_millis(),
+            &oca_domain::ids::new_secret(24),
+        )
+    }
+
     /// Calls with exactly these parameters (no RegionId added), signing time and nonce.
     pub fn raw(
         &self,
+        action: &str,
+        params: Vec<(String, String)>,
+        now_ms: i64,
+        nonce: &str,
+    ) -> Answer {
+        self.raw_version(VERSION, action, params, now_ms, nonce)
+    }
+
+    /// [`Self::raw`] with another API version.
+    pub fn raw_version(
+        &self,
+        version: &str,
         action: &str,
         mut params: Vec<(String, String)>,
         now_ms: i64,
@@ -368,7 +394,7 @@ impl Client {
                 &params,
                 b"",
                 action,
-                VERSION,
+                version,
                 &host,
                 &self.key_id,
                 &self.secret,
@@ -377,7 +403,7 @@ impl Client {
             ),
             Sig::V1 => {
                 params.push(("Action".into(), action.into()));
-                params.push(("Version".into(), VERSION.into()));
+                params.push(("Version".into(), version.into()));
                 oca_api::signature::sign_v1(
                     "GET",
                     &mut params,
