@@ -134,6 +134,21 @@ impl Params {
         }
     }
 
+    /// A wire enum (a status), parsed as its type parses it; absent or empty is
+    /// `None`, anything else is `InvalidParameter` saying which values are accepted.
+    pub fn wire_enum<T: std::str::FromStr>(
+        &self,
+        name: &str,
+        accepted: &str,
+    ) -> Result<Option<T>, ApiError> {
+        match self.non_empty(name) {
+            None => Ok(None),
+            Some(v) => v.parse::<T>().map(Some).map_err(|_| {
+                ApiError::InvalidParameter(name.to_string(), format!("use {accepted}"))
+            }),
+        }
+    }
+
     /// A whole number; absent or empty is `None`.
     pub fn int(&self, name: &str) -> Result<Option<i64>, ApiError> {
         match self.non_empty(name) {
@@ -350,6 +365,29 @@ mod tests {
         assert_eq!(
             p("MaxResults=99").paging().unwrap_err().code(),
             "InvalidParam.MaxResults"
+        );
+    }
+
+    #[test]
+    fn wire_enums_parse_or_say_what_is_accepted() {
+        use oca_domain::status::InvokeStatus;
+        let params = p("S=finished&Bad=Done");
+        assert_eq!(
+            params.wire_enum::<InvokeStatus>("S", "x").unwrap(),
+            Some(InvokeStatus::Finished)
+        );
+        assert_eq!(
+            params.wire_enum::<InvokeStatus>("Missing", "x").unwrap(),
+            None
+        );
+        let e = params
+            .wire_enum::<InvokeStatus>("Bad", "Running or Finished")
+            .unwrap_err();
+        assert_eq!((e.code().as_str(), e.status()), ("InvalidParameter", 400));
+        assert!(
+            e.message().contains("Running or Finished"),
+            "{}",
+            e.message()
         );
     }
 

@@ -624,15 +624,10 @@ pub async fn describe(api: &Api, ctx: &Ctx) -> Result<Response, ApiError> {
     if let Some(t) = command_type {
         cmd::CommandType::parse(t).ok_or(ApiError::InvalidCmdType)?;
     }
-    let invoke_status = match p.non_empty("InvokeStatus") {
-        None => None,
-        Some(s) => Some(s.parse::<InvokeStatus>().map_err(|_| {
-            ApiError::InvalidParameter(
-                "InvokeStatus".into(),
-                "use Running, Finished, Failed, PartialFailed or Stopped".into(),
-            )
-        })?),
-    };
+    let invoke_status = p.wire_enum::<InvokeStatus>(
+        "InvokeStatus",
+        "Running, Finished, Failed, PartialFailed or Stopped",
+    )?;
     let filter = InvocationFilter {
         invoke_id: p.non_empty("InvokeId").map(str::to_string),
         command_id: p.non_empty("CommandId").map(str::to_string),
@@ -778,15 +773,10 @@ pub async fn results(api: &Api, ctx: &Ctx) -> Result<Response, ApiError> {
     let p = &ctx.params;
     let paging = p.paging()?;
     let encoding = content_encoding(p, ContentEncoding::Base64)?;
-    let record_status = match p.non_empty("InvokeRecordStatus") {
-        None => None,
-        Some(s) => Some(s.parse::<InstanceInvokeStatus>().map_err(|_| {
-            ApiError::InvalidParameter(
-                "InvokeRecordStatus".into(),
-                "use Running, Finished, Failed or Stopped".into(),
-            )
-        })?),
-    };
+    let record_status = p.wire_enum::<InstanceInvokeStatus>(
+        "InvokeRecordStatus",
+        "Running, Finished, Failed or Stopped",
+    )?;
     let invoke_id = p.non_empty("InvokeId").map(str::to_string);
     if p.bool("IncludeHistory")? == Some(true) && invoke_id.is_none() {
         return Err(ApiError::InvalidParameter(

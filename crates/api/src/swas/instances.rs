@@ -18,6 +18,18 @@ struct Status {
     status: bool,
 }
 
+/// `InstanceIds`: required, at most [`MAX_IDS`].
+fn instance_ids(p: &crate::params::Params) -> Result<Vec<String>, ApiError> {
+    let ids = p.list("InstanceIds")?;
+    if ids.is_empty() {
+        return Err(ApiError::MissingParameter("InstanceIds"));
+    }
+    if ids.len() > MAX_IDS {
+        return Err(ApiError::InstanceIdsExceedLimit(MAX_IDS));
+    }
+    Ok(ids)
+}
+
 #[derive(Serialize)]
 #[serde(rename_all = "PascalCase")]
 struct DescribeCloudAssistantStatusResponse {
@@ -32,13 +44,7 @@ struct DescribeCloudAssistantStatusResponse {
 /// is, whether the instance is registered here.
 pub async fn status(api: &Api, ctx: &Ctx) -> Result<Response, ApiError> {
     let p = &ctx.params;
-    let ids = p.list("InstanceIds")?;
-    if ids.is_empty() {
-        return Err(ApiError::MissingParameter("InstanceIds"));
-    }
-    if ids.len() > MAX_IDS {
-        return Err(ApiError::InstanceIdsExceedLimit(MAX_IDS));
-    }
+    let ids = instance_ids(p)?;
     let paging = p.paging()?;
     let found = api.store.get_instances(&ctx.scope, &ids).await?;
     let known: std::collections::HashSet<&str> =
@@ -82,13 +88,7 @@ struct DescribeCloudAssistantAttributesResponse {
 /// ECS DescribeCloudAssistantStatus reports it (`CloudAssistantStatus` "true"/"false").
 pub async fn attributes(api: &Api, ctx: &Ctx) -> Result<Response, ApiError> {
     let p = &ctx.params;
-    let ids = p.list("InstanceIds")?;
-    if ids.is_empty() {
-        return Err(ApiError::MissingParameter("InstanceIds"));
-    }
-    if ids.len() > MAX_IDS {
-        return Err(ApiError::InstanceIdsExceedLimit(MAX_IDS));
-    }
+    let ids = instance_ids(p)?;
     let paging = p.paging()?;
     let filter = InstanceFilter {
         instance_ids: Some(ids),

@@ -77,15 +77,8 @@ pub async fn describe(api: &Api, ctx: &Ctx) -> Result<Response, ApiError> {
     let p = &ctx.params;
     let instance_id = p.required("InstanceId")?;
     let paging = p.paging()?;
-    let invoke_status = match p.non_empty("InvokeStatus") {
-        None => None,
-        Some(s) => Some(s.parse::<InvokeStatus>().map_err(|_| {
-            ApiError::InvalidParameter(
-                "InvokeStatus".into(),
-                "use Running, Finished or Failed".into(),
-            )
-        })?),
-    };
+    let invoke_status =
+        p.wire_enum::<InvokeStatus>("InvokeStatus", "Running, Finished or Failed")?;
     let filter = InvocationFilter {
         invoke_status,
         instance_id: Some(instance_id.to_string()),
@@ -251,15 +244,10 @@ pub async fn describe_command_invocations(api: &Api, ctx: &Ctx) -> Result<Respon
     if let Some(t) = command_type {
         oca_domain::command::CommandType::parse(t).ok_or(ApiError::InvalidCmdType)?;
     }
-    let wanted_status = match p.non_empty("InvocationStatus") {
-        None => None,
-        Some(s) => Some(s.parse::<OverallStatus>().map_err(|_| {
-            ApiError::InvalidParameter(
-                "InvocationStatus".into(),
-                "use Pending, Running, Success, Failed, PartialFailed, Stopping or Stopped".into(),
-            )
-        })?),
-    };
+    let wanted_status = p.wire_enum::<OverallStatus>(
+        "InvocationStatus",
+        "Pending, Running, Success, Failed, PartialFailed, Stopping or Stopped",
+    )?;
     let mut filter = InvocationFilter {
         invoke_id: p.non_empty("InvokeId").map(str::to_string),
         command_id: p.non_empty("CommandId").map(str::to_string),
