@@ -44,6 +44,10 @@ pub struct DispatchConfig {
     pub delivery_timeout_ms: i64,
     /// The most whole-output bytes kept per run.
     pub output_cap: u64,
+    /// How long past a started run's timeout its agent may stay away before the run
+    /// is ended as interrupted. Generous: a returning agent may hold the real result,
+    /// which an early end would discard.
+    pub lost_run_grace_ms: i64,
 }
 
 impl Default for DispatchConfig {
@@ -52,6 +56,7 @@ impl Default for DispatchConfig {
             heartbeat_secs: 30,
             delivery_timeout_ms: 60_000,
             output_cap: 16 << 20,
+            lost_run_grace_ms: 10 * 60 * 1000,
         }
     }
 }
@@ -200,6 +205,41 @@ impl Dispatcher {
         }
     }
 
+    /// Ends started runs whose agent has been away since their timeout plus the grace:
+    /// they are interrupted (`ExecutionInterrupted`) rather than left Running forever.
+    /// Runs whose agent is connected are left to it: it enforces the timeout itself.
+    pub async fn sweep_lost_runs(&self) {
+        let now = now_millis();
+        let overdue = match self
+            .store
+            .overdue_tasks(now, self.config.lost_run_grace_ms, 1000)
+            .await
+        {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::warn!("sweeper could not read started tasks: {e}");
+                return;
+            }
+        };
+        for task in overdue
+            .iter()
+            .filter(|t| !self.is_connected(&t.instance_id))
+        {
+            let event = TaskEvent::Aborted {
+                error: TaskError::ExecutionInterrupted,
+                at: now,
+            };
+            tracing::warn!(invoke_id = %task.invoke_id, instance = %task.instance_id, "run lost with its agent");
+            if let Err(e) = self
+                .writer
+                .event(&task.invoke_id, &task.instance_id, event)
+                .await
+            {
+                tracing::warn!("sweeper could not end {}: {e}", task.invoke_id);
+            }
+        }
+    }
+
     /// Runs [`Self::sweep_once`] in the background, several times per timeout.
     pub fn spawn_sweeper(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
         let this = self.clone();
@@ -211,6 +251,7 @@ impl Dispatcher {
             loop {
                 tick.tick().await;
                 this.sweep_once().await;
+                this.sweep_lost_runs().await;
             }
         })
     }

@@ -36,6 +36,10 @@ pub struct ServeArgs {
     /// How long a task waits for its agent before it is aborted, in milliseconds.
     #[arg(long, default_value_t = 60_000)]
     pub delivery_timeout_ms: i64,
+    /// How long past a run's timeout its agent may stay away before the run is ended
+    /// as interrupted, in milliseconds.
+    #[arg(long, default_value_t = 600_000)]
+    pub lost_run_grace_ms: i64,
     /// The most bytes of whole output kept per run.
     #[arg(long, default_value_t = 16 << 20)]
     pub output_cap: u64,
@@ -101,6 +105,7 @@ async fn start(args: &ServeArgs, data: DataDir) -> Result<Running> {
             heartbeat_secs: args.heartbeat_secs,
             delivery_timeout_ms: args.delivery_timeout_ms,
             output_cap: args.output_cap,
+            lost_run_grace_ms: args.lost_run_grace_ms,
         },
     );
     dispatcher.spawn_sweeper();

@@ -494,3 +494,22 @@ fn a_client_token_runs_once_and_replays_the_first_answer() {
     c.wait(third["InvokeId"].as_str().unwrap(), WAIT);
     assert_eq!(std::fs::read_to_string(&log).unwrap(), "ran\nran\n");
 }
+
+#[test]
+fn a_run_whose_agent_never_returns_ends_interrupted() {
+    let server = Server::start_with(&["--lost-run-grace-ms", "1000"]);
+    let mut a = server.agent("vanishing");
+    let c = server.client();
+    let invoke = c.run("sleep 25", &[&a.instance_id], &[("Timeout", "10")]);
+    wait_for(WAIT, || {
+        (c.results(&invoke)[0]["InvocationStatus"] == "Running").then_some(())
+    })
+    .expect("started");
+    a.kill9();
+    // Timeout (10 s) + grace (1 s) after the start, the run is ended, not left Running.
+    let r = &c.wait(&invoke, Duration::from_secs(40))[0];
+    assert_eq!(r["InvocationStatus"], "Error", "{r}");
+    assert_eq!(r["ErrorCode"], "ExecutionInterrupted");
+    assert_eq!(r["ErrorInfo"], "the command execution has been interrupted");
+    assert_eq!(c.invocation(&invoke)["InvokeStatus"], "Failed");
+}

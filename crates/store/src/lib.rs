@@ -212,6 +212,14 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Vec<DispatchItem>>;
     /// Pending tasks created before `before` (undelivered for too long).
     async fn pending_tasks_before(&self, before: Millis, limit: u64) -> Result<Vec<TaskRecord>>;
+    /// Started tasks (Running or Stopping) that should have ended more than
+    /// `grace_ms` ago: start + the invocation's timeout + grace < `now`.
+    async fn overdue_tasks(
+        &self,
+        now: Millis,
+        grace_ms: i64,
+        limit: u64,
+    ) -> Result<Vec<TaskRecord>>;
 
     // ---- whole output -----------------------------------------------------------
     /// Appends bytes `[offset, offset + data.len())` of a run's output, keeping at most

@@ -491,6 +491,16 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn overdue_tasks(
+        &self,
+        now: Millis,
+        grace_ms: i64,
+        limit: u64,
+    ) -> Result<Vec<TaskRecord>> {
+        self.read(move |c| invocations::overdue_tasks(c, now, grace_ms, limit))
+            .await
+    }
+
     async fn pending_tasks_before(&self, before: Millis, limit: u64) -> Result<Vec<TaskRecord>> {
         self.read(move |c| invocations::pending_tasks_before(c, before, limit))
             .await

@@ -165,7 +165,9 @@ mod tests {
                 .position(|m| *m == super::super::schema::ACCOUNTS)
                 .unwrap();
             let c = super::super::lock(&s.inner.writer);
-            c.execute_batch("DROP TABLE accounts; DROP TABLE IF EXISTS tags;")
+            c.execute_batch(
+                "DROP TABLE accounts; DROP TABLE IF EXISTS tags; DROP INDEX IF EXISTS tasks_started;",
+            )
                 .unwrap();
             c.pragma_update(None, "user_version", before as i64)
                 .unwrap();

@@ -792,6 +792,25 @@ pub(super) fn pending_tasks_before(
     Ok(tasks)
 }
 
+pub(super) fn overdue_tasks(
+    c: &Connection,
+    now: Millis,
+    grace_ms: i64,
+    limit: u64,
+) -> Result<Vec<TaskRecord>> {
+    // The status literals match the partial index `tasks_started`.
+    let sql = format!(
+        "SELECT {TASK_COLS} FROM tasks t JOIN invocations i ON i.invoke_id = t.invoke_id \
+         WHERE t.status IN ('Running', 'Stopping') \
+         AND t.start_time + i.timeout_secs * 1000 + ? < ? ORDER BY t.start_time LIMIT ?"
+    );
+    let tasks = c
+        .prepare_cached(&sql)?
+        .query_map(params![grace_ms, now, to_i64(limit)], rows::task)?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok(tasks)
+}
+
 pub(super) fn full_output(
     c: &Connection,
     invoke_id: &str,

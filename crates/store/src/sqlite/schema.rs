@@ -209,8 +209,13 @@ CREATE TABLE tags (
 CREATE INDEX tags_by_key ON tags (account_id, region_id, resource_type, key, value, resource_id);
 "#;
 
+/// Started runs, for finding the ones whose agent never came back.
+const TASKS_STARTED: &str = r#"
+CREATE INDEX tasks_started ON tasks (start_time) WHERE status IN ('Running', 'Stopping');
+"#;
+
 /// Every migration, in order. Index `i` brings the schema to version `i + 1`.
-pub(super) const MIGRATIONS: &[&str] = &[V1, CLIENT_TOKENS, ACCOUNTS, TAGS];
+pub(super) const MIGRATIONS: &[&str] = &[V1, CLIENT_TOKENS, ACCOUNTS, TAGS, TASKS_STARTED];
 
 /// The schema version this build writes.
 pub(super) const VERSION: usize = MIGRATIONS.len();

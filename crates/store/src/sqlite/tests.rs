@@ -72,6 +72,7 @@ on_both_stores!(
     batches,
     client_tokens,
     tags,
+    overdue,
 );
 
 fn command(id: &str, scope: &Scope, created: Millis) -> CommandRecord {
@@ -2265,4 +2266,37 @@ async fn tags(s: &SqliteStore) {
         .await
         .unwrap()
         .is_empty());
+}
+
+async fn overdue(s: &SqliteStore) {
+    let h = home();
+    let inv = invocation("t-o", &h, 1); // timeout 60 s
+    put(s, &inv, &["i-run", "i-pend", "i-done", "i-stop"]).await;
+    for i in ["i-run", "i-done", "i-stop"] {
+        s.apply_task_event("t-o", i, started(1_000)).await.unwrap();
+    }
+    s.stop_invocation(&h, "t-o", Some(&["i-stop".to_string()]), 2_000)
+        .await
+        .unwrap();
+    s.apply_task_event(
+        "t-o",
+        "i-done",
+        TaskEvent::Finished {
+            status: S::Success,
+            exit_code: Some(0),
+            error: None,
+            start_time: Some(1_000),
+            finish_time: 3_000,
+            output: vec![],
+            dropped: 0,
+        },
+    )
+    .await
+    .unwrap();
+    let ids = |v: Vec<TaskRecord>| v.into_iter().map(|t| t.instance_id).collect::<Vec<_>>();
+    // Deadline: start 1 s + timeout 60 s + grace 5 s = 66 s.
+    assert!(s.overdue_tasks(66_000, 5_000, 10).await.unwrap().is_empty());
+    let mut late = ids(s.overdue_tasks(66_001, 5_000, 10).await.unwrap());
+    late.sort();
+    assert_eq!(late, vec!["i-run", "i-stop"], "started and live only");
 }
