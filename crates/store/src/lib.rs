@@ -48,6 +48,17 @@ pub struct Listing<T> {
     pub items: Vec<T>,
 }
 
+/// Everything [`Store::create_invocation`] stores at once.
+#[derive(Debug, Clone, Copy)]
+pub struct NewInvocation<'a> {
+    /// The command a RunCommand makes; `None` for a saved one.
+    pub command: Option<&'a CommandRecord>,
+    pub invocation: &'a InvocationRecord,
+    pub tasks: &'a [TaskRecord],
+    pub client_token: Option<&'a ClientToken>,
+    pub tags: &'a [Tag],
+}
+
 /// One write of [`Store::apply_batch`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WriteOp {
@@ -142,16 +153,11 @@ pub trait Store: Send + Sync + 'static {
         invocation: &InvocationRecord,
         tasks: &[TaskRecord],
     ) -> Result<()>;
-    /// [`Self::insert_invocation`] for a request with a `ClientToken`: in the same
-    /// transaction, remembers that the token made this invocation. If the token (in
-    /// this scope) already made one, stores nothing and returns that one.
-    async fn insert_invocation_once(
-        &self,
-        command: Option<&CommandRecord>,
-        invocation: &InvocationRecord,
-        tasks: &[TaskRecord],
-        token: &ClientToken,
-    ) -> Result<Option<PriorInvocation>>;
+    /// [`Self::insert_invocation`] with what a request may add, in the same
+    /// transaction: its `ClientToken` (if the token already made an invocation in this
+    /// scope, nothing is stored and that one is returned) and its tags (set on the
+    /// invocation and on the new command).
+    async fn create_invocation(&self, new: NewInvocation<'_>) -> Result<Option<PriorInvocation>>;
     /// The invocation a `ClientToken` made in this scope, if any.
     async fn find_client_token(
         &self,

@@ -62,10 +62,10 @@ mod tags;
 mod tests;
 
 use crate::{
-    AccessKeyRecord, AccountRecord, ActivationRecord, ClientToken, CommandFilter, CommandRecord,
-    DispatchItem, InstanceFilter, InstanceRecord, InvocationFilter, InvocationRecord,
-    InvocationView, Listing, OutputAppend, Page, PriorInvocation, Result, ResultFilter, Scope,
-    Store, StoreError, Tag, TagResource, TaskRecord, WriteOp, WriteOutcome,
+    AccessKeyRecord, AccountRecord, ActivationRecord, CommandFilter, CommandRecord, DispatchItem,
+    InstanceFilter, InstanceRecord, InvocationFilter, InvocationRecord, InvocationView, Listing,
+    NewInvocation, OutputAppend, Page, PriorInvocation, Result, ResultFilter, Scope, Store,
+    StoreError, Tag, TagResource, TaskRecord, WriteOp, WriteOutcome,
 };
 use async_trait::async_trait;
 use oca_domain::status::InvocationStatus;
@@ -379,26 +379,20 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn insert_invocation_once(
-        &self,
-        command: Option<&CommandRecord>,
-        invocation: &InvocationRecord,
-        tasks: &[TaskRecord],
-        token: &ClientToken,
-    ) -> Result<Option<PriorInvocation>> {
-        let (command, invocation, tasks, token) = (
-            command.cloned(),
-            invocation.clone(),
-            tasks.to_vec(),
-            token.clone(),
-        );
+    async fn create_invocation(&self, new: NewInvocation<'_>) -> Result<Option<PriorInvocation>> {
+        let command = new.command.cloned();
+        let invocation = new.invocation.clone();
+        let tasks = new.tasks.to_vec();
+        let token = new.client_token.cloned();
+        let tags = new.tags.to_vec();
         self.write(move |c| {
             invocations::insert_invocation_once(
                 c,
                 command.as_ref(),
                 &invocation,
                 &tasks,
-                Some(&token),
+                token.as_ref(),
+                &tags,
             )
         })
         .await

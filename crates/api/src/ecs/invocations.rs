@@ -13,8 +13,8 @@ use oca_domain::params::{check_values, ParamError};
 use oca_domain::status::{InstanceInvokeStatus, InvokeStatus};
 use oca_domain::time::{format_api, format_api_opt, now_millis};
 use oca_store::{
-    ClientToken, CommandRecord, InvocationFilter, InvocationRecord, PriorInvocation, ResultFilter,
-    Tag, TagResource, TaskRecord,
+    ClientToken, CommandRecord, InvocationFilter, InvocationRecord, NewInvocation, PriorInvocation,
+    ResultFilter, Tag, TagResource, TaskRecord,
 };
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -377,31 +377,19 @@ async fn start(
         stopped_by_hand: false,
         counts,
     };
-    if let Some(token) = &opts.client_token {
-        let prior = api
-            .store
-            .insert_invocation_once(new_command, &invocation, &tasks, token)
-            .await?;
-        if let Some(prior) = prior {
-            // A concurrent request with the same token won the race: nothing was stored.
-            return replay(prior, token);
-        }
-    } else {
-        api.store
-            .insert_invocation(new_command, &invocation, &tasks)
-            .await?;
-    }
-    if !opts.tags.is_empty() {
-        let ids = [invocation.invoke_id.clone()];
-        api.store
-            .tag(&ctx.scope, TagResource::Invocation, &ids, &opts.tags)
-            .await?;
-        if let Some(c) = new_command {
-            let ids = [c.command_id.clone()];
-            api.store
-                .tag(&ctx.scope, TagResource::Command, &ids, &opts.tags)
-                .await?;
-        }
+    let prior = api
+        .store
+        .create_invocation(NewInvocation {
+            command: new_command,
+            invocation: &invocation,
+            tasks: &tasks,
+            client_token: opts.client_token.as_ref(),
+            tags: &opts.tags,
+        })
+        .await?;
+    if let (Some(prior), Some(token)) = (prior, &opts.client_token) {
+        // A concurrent request with the same token won the race: nothing was stored.
+        return replay(prior, token);
     }
     for t in tasks.iter().filter(|t| !t.state.status.is_terminal()) {
         api.dispatcher.send_run(&invocation, &t.instance_id);

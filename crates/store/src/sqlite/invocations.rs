@@ -6,8 +6,8 @@ use super::rows::{
 };
 use crate::{
     ClientToken, CommandRecord, DispatchItem, InvocationFilter, InvocationRecord, InvocationView,
-    Listing, OutputAppend, Page, PriorInvocation, Result, ResultFilter, Scope, StoreError,
-    TaskRecord, WriteOp, WriteOutcome,
+    Listing, OutputAppend, Page, PriorInvocation, Result, ResultFilter, Scope, StoreError, Tag,
+    TagResource, TaskRecord, WriteOp, WriteOutcome,
 };
 use oca_domain::status::{InstanceInvokeStatus, InvocationStatus, InvokeStatus, StatusCounts};
 use oca_domain::task::TaskEvent;
@@ -98,7 +98,7 @@ pub(super) fn insert_invocation(
     inv: &InvocationRecord,
     tasks: &[TaskRecord],
 ) -> Result<()> {
-    insert_invocation_once(c, command, inv, tasks, None).map(|_| ())
+    insert_invocation_once(c, command, inv, tasks, None, &[]).map(|_| ())
 }
 
 /// Inserts the invocation unless `token` already made one (then returns that one and
@@ -109,6 +109,7 @@ pub(super) fn insert_invocation_once(
     inv: &InvocationRecord,
     tasks: &[TaskRecord],
     token: Option<&ClientToken>,
+    tags: &[Tag],
 ) -> Result<Option<PriorInvocation>> {
     if let Some(t) = tasks.iter().find(|t| {
         t.invoke_id != inv.invoke_id
@@ -233,6 +234,18 @@ pub(super) fn insert_invocation_once(
     .execute(params![inv.command_id, inv.account_id, inv.region_id])?;
     let instance_ids: Vec<String> = tasks.iter().map(|t| t.instance_id.clone()).collect();
     super::instances::note_invoked(&tx, &instance_ids, inv.created)?;
+    if !tags.is_empty() {
+        let scope = Scope {
+            account_id: inv.account_id.clone(),
+            region_id: inv.region_id.clone(),
+        };
+        let ids = [inv.invoke_id.clone()];
+        super::tags::tag_in(&tx, &scope, TagResource::Invocation, &ids, tags)?;
+        if let Some(command) = command {
+            let ids = [command.command_id.clone()];
+            super::tags::tag_in(&tx, &scope, TagResource::Command, &ids, tags)?;
+        }
+    }
     tx.commit()?;
     Ok(None)
 }

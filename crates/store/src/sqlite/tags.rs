@@ -13,6 +13,19 @@ pub(super) fn tag(
     tags: &[Tag],
 ) -> Result<()> {
     let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    tag_in(&tx, scope, kind, ids, tags)?;
+    tx.commit()?;
+    Ok(())
+}
+
+/// Sets tags inside the caller's transaction.
+pub(super) fn tag_in(
+    tx: &Connection,
+    scope: &Scope,
+    kind: TagResource,
+    ids: &[String],
+    tags: &[Tag],
+) -> Result<()> {
     {
         let mut put = tx.prepare_cached(
             "INSERT INTO tags (account_id, region_id, resource_type, resource_id, key, value) \
@@ -33,7 +46,6 @@ pub(super) fn tag(
             }
         }
     }
-    tx.commit()?;
     Ok(())
 }
 

@@ -2149,13 +2149,25 @@ async fn client_tokens(s: &SqliteStore) {
     };
     let first = invocation("t-c1", &h, 1);
     let made = s
-        .insert_invocation_once(None, &first, &[task(&first, "i-1")], &token)
+        .create_invocation(NewInvocation {
+            command: None,
+            invocation: &first,
+            tasks: &[task(&first, "i-1")],
+            client_token: Some(&token),
+            tags: &[],
+        })
         .await
         .unwrap();
     assert_eq!(made, None, "a new token makes the invocation");
     let second = invocation("t-c2", &h, 2);
     let again = s
-        .insert_invocation_once(None, &second, &[task(&second, "i-1")], &token)
+        .create_invocation(NewInvocation {
+            command: None,
+            invocation: &second,
+            tasks: &[task(&second, "i-1")],
+            client_token: Some(&token),
+            tags: &[],
+        })
         .await
         .unwrap();
     let prior = again.expect("the token was used");
@@ -2177,7 +2189,13 @@ async fn client_tokens(s: &SqliteStore) {
     assert_eq!(s.find_client_token(&other, "tok-1").await.unwrap(), None);
     let theirs = invocation("t-c3", &other, 3);
     let made = s
-        .insert_invocation_once(None, &theirs, &[task(&theirs, "i-1")], &token)
+        .create_invocation(NewInvocation {
+            command: None,
+            invocation: &theirs,
+            tasks: &[task(&theirs, "i-1")],
+            client_token: Some(&token),
+            tags: &[],
+        })
         .await
         .unwrap();
     assert_eq!(made, None);
