@@ -71,6 +71,43 @@ impl Tally {
     }
 }
 
+/// A listing's total (the per-scope `tally` when one covers the filter, else a count
+/// of the matching rows) and the keys of the page's rows, in `order`. No page is read
+/// past the total.
+#[allow(clippy::too_many_arguments)]
+fn count_and_page<K: rusqlite::types::FromSql>(
+    tx: &Connection,
+    scope: &Scope,
+    tally: Option<&str>,
+    from: &str,
+    key: &str,
+    order: &str,
+    w: &Where,
+    page: Page,
+) -> Result<(i64, Vec<K>)> {
+    let total = match tally {
+        Some(name) => read_tally(tx, scope, name)?,
+        None => tx
+            .prepare_cached(&format!("SELECT COUNT(*) FROM {from} WHERE {}", w.sql()))?
+            .query_row(params_from_iter(&w.args), |r| r.get(0))?,
+    };
+    if page.limit == 0 || (page.offset as i128) >= total as i128 {
+        return Ok((total, Vec::new()));
+    }
+    let sql = format!(
+        "SELECT {key} FROM {from} WHERE {} ORDER BY {order} LIMIT ? OFFSET ?",
+        w.sql()
+    );
+    let keys = tx
+        .prepare_cached(&sql)?
+        .query_map(
+            params_from_iter(w.args.iter().chain(page_args(page).iter())),
+            |r| r.get(0),
+        )?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok((total, keys))
+}
+
 fn read_tally(c: &Connection, scope: &Scope, name: &str) -> Result<i64> {
     let n: Option<i64> = c
         .prepare_cached(
@@ -632,25 +669,11 @@ pub(super) fn list_invocations(
         invoke_status: f.invoke_status,
         ..Default::default()
     };
-    let total = if *f == status_only {
-        read_tally(&tx, scope, &invocations_tally(f.invoke_status))?
-    } else {
-        tx.prepare_cached(&format!("SELECT COUNT(*) FROM {from} WHERE {}", w.sql()))?
-            .query_row(params_from_iter(&w.args), |r| r.get(0))?
-    };
+    let tally = (*f == status_only).then(|| invocations_tally(f.invoke_status));
+    let (total, ids): (i64, Vec<String>) =
+        count_and_page(&tx, scope, tally.as_deref(), from, key, order, &w, page)?;
     let mut items = Vec::new();
-    if page.limit > 0 && (page.offset as i128) < total as i128 {
-        let sql = format!(
-            "SELECT {key} FROM {from} WHERE {} ORDER BY {order} LIMIT ? OFFSET ?",
-            w.sql()
-        );
-        let ids: Vec<String> = tx
-            .prepare_cached(&sql)?
-            .query_map(
-                params_from_iter(w.args.iter().chain(page_args(page).iter())),
-                |r| r.get(0),
-            )?
-            .collect::<rusqlite::Result<_>>()?;
+    if !ids.is_empty() {
         let mut inv_stmt = tx.prepare_cached(&format!(
             "SELECT {INVOCATION_COLS} FROM invocations i WHERE i.invoke_id = ?"
         ))?;
@@ -724,25 +747,19 @@ pub(super) fn list_results(
         record_status: f.record_status,
         ..Default::default()
     };
-    let total = if *f == status_only {
-        read_tally(&tx, scope, &tasks_tally(f.record_status))?
-    } else {
-        tx.prepare_cached(&format!("SELECT COUNT(*) FROM tasks t WHERE {}", w.sql()))?
-            .query_row(params_from_iter(&w.args), |r| r.get(0))?
-    };
+    let tally = (*f == status_only).then(|| tasks_tally(f.record_status));
+    let (total, ids): (i64, Vec<i64>) = count_and_page(
+        &tx,
+        scope,
+        tally.as_deref(),
+        "tasks t",
+        "t.rowid",
+        order,
+        &w,
+        page,
+    )?;
     let mut items = Vec::new();
-    if page.limit > 0 && (page.offset as i128) < total as i128 {
-        let sql = format!(
-            "SELECT t.rowid FROM tasks t WHERE {} ORDER BY {order} LIMIT ? OFFSET ?",
-            w.sql()
-        );
-        let ids: Vec<i64> = tx
-            .prepare_cached(&sql)?
-            .query_map(
-                params_from_iter(w.args.iter().chain(page_args(page).iter())),
-                |r| r.get(0),
-            )?
-            .collect::<rusqlite::Result<_>>()?;
+    if !ids.is_empty() {
         let mut stmt = tx.prepare_cached(&format!(
             "SELECT {TASK_COLS} FROM tasks t WHERE t.rowid = ?"
         ))?;
