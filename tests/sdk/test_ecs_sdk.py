@@ -132,3 +132,37 @@ def test_wrong_secret_is_refused(server):
         bad = Client(cfg)
         expect_error(lambda: bad.describe_commands(ecs.DescribeCommandsRequest(region_id=REGION)),
                      "SignatureDoesNotMatch", 400)
+
+
+def test_send_file(client, fleet, tmp_path):
+    target = tmp_path / "sdk-files"
+    sent = client.send_file(ecs.SendFileRequest(
+        region_id=REGION, name="motd", target_dir=str(target), content="hello from sdk\n",
+        file_mode="0640", overwrite=True, timeout=30, instance_id=fleet[:2],
+        tag=[ecs.SendFileRequestTag(key="team", value="ops")])).body
+    assert sent.invoke_id.startswith("f-") and sent.request_id
+    deadline = time.time() + 30
+    while True:
+        body = client.describe_send_file_results(ecs.DescribeSendFileResultsRequest(
+            region_id=REGION, invoke_id=sent.invoke_id)).body
+        inv = body.invocations.invocation[0]
+        if inv.invocation_status not in ("Pending", "Running"):
+            break
+        assert time.time() < deadline, "the file was not delivered"
+        time.sleep(0.2)
+    assert body.total_count == 1 and body.page_number == 1 and body.page_size == 10
+    assert (inv.invoke_id, inv.name, inv.invocation_status) == (sent.invoke_id, "motd", "Success")
+    assert (inv.content, inv.content_type, inv.target_dir) == ("hello from sdk\n", "PlainText", str(target))
+    assert (inv.file_owner, inv.file_group, inv.file_mode, inv.overwrite) == ("root", "root", "0640", "true")
+    assert inv.vm_count == 2 and inv.creation_time
+    assert [(t.tag_key, t.tag_value) for t in inv.tags.tag] == [("team", "ops")]
+    instances = inv.invoke_instances.invoke_instance
+    assert sorted(i.instance_id for i in instances) == sorted(fleet[:2])
+    for i in instances:
+        assert (i.invocation_status, i.error_code) == ("Success", "")
+        assert i.start_time and i.finish_time and i.creation_time and i.update_time
+    assert (target / "motd").read_bytes() == b"hello from sdk\n"
+    assert (target / "motd").stat().st_mode & 0o777 == 0o640
+    by_status = client.describe_send_file_results(ecs.DescribeSendFileResultsRequest(
+        region_id=REGION, name="motd", invocation_status="Success", max_results=5)).body
+    assert sent.invoke_id in [i.invoke_id for i in by_status.invocations.invocation]

@@ -75,6 +75,8 @@ pub enum Endpoint {
     TagResources,
     UntagResources,
     ListTagResources,
+    SendFile,
+    DescribeSendFileResults,
     /// A SWAS-OPEN `2020-06-01` action.
     Swas(SwasAction),
 }
@@ -99,6 +101,8 @@ impl Endpoint {
             TagResources => "TagResources",
             UntagResources => "UntagResources",
             ListTagResources => "ListTagResources",
+            SendFile => "SendFile",
+            DescribeSendFileResults => "DescribeSendFileResults",
             Swas(a) => a.action(),
         }
     }
@@ -120,6 +124,8 @@ impl Endpoint {
         Endpoint::TagResources,
         Endpoint::UntagResources,
         Endpoint::ListTagResources,
+        Endpoint::SendFile,
+        Endpoint::DescribeSendFileResults,
     ];
 
     /// The endpoint for a version and action, or the vendor's error for either.

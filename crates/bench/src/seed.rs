@@ -238,6 +238,7 @@ impl Plan {
             created,
             stopped_by_hand: false,
             counts: std::iter::once(task.state.status).collect(),
+            file: None,
         };
         (invocation, task)
     }

@@ -1,8 +1,9 @@
 //! Building the `Task` an agent runs from a stored invocation.
 
+use base64::prelude::*;
 use oca_domain::command::{CommandType, TerminationMode};
 use oca_domain::params::{substitute, Builtins};
-use oca_proto::Task;
+use oca_proto::{FileDelivery, Task};
 use oca_store::{InstanceRecord, InvocationRecord};
 use std::collections::BTreeMap;
 
@@ -25,7 +26,7 @@ pub fn parameter_values(json: &str) -> BTreeMap<String, String> {
 }
 
 /// The task for one instance: the script with its parameters and the `ACS::`
-/// built-ins of that instance filled in.
+/// built-ins of that instance filled in, or, for a file delivery, the file.
 pub fn build_task(inv: &InvocationRecord, instance: &InstanceRecord, output_cap: u64) -> Task {
     let builtins = Builtins {
         instance_id: instance.instance_id.clone(),
@@ -34,19 +35,35 @@ pub fn build_task(inv: &InvocationRecord, instance: &InstanceRecord, output_cap:
         invoke_id: inv.invoke_id.clone(),
         command_id: inv.command_id.clone(),
     };
-    let content = String::from_utf8_lossy(&inv.command_content);
-    let values = parameter_values(&inv.parameters);
+    let file = inv.file.as_ref().map(|spec| {
+        Box::new(FileDelivery {
+            name: inv.command_name.clone(),
+            target_dir: spec.target_dir.clone(),
+            content: BASE64_STANDARD.encode(&inv.command_content),
+            owner: spec.owner.clone(),
+            group: spec.group.clone(),
+            mode: spec.mode.clone(),
+            overwrite: spec.overwrite,
+        })
+    });
+    let script = if file.is_some() {
+        String::new()
+    } else {
+        let content = String::from_utf8_lossy(&inv.command_content);
+        let values = parameter_values(&inv.parameters);
+        substitute(&content, inv.enable_parameter, &values, &builtins)
+    };
     Task {
         invoke_id: inv.invoke_id.clone(),
         command_id: inv.command_id.clone(),
         command_type: CommandType::parse(&inv.command_type).unwrap_or(CommandType::RunShellScript),
-        script: substitute(&content, inv.enable_parameter, &values, &builtins),
+        script,
         working_dir: inv.working_dir.clone(),
         username: inv.username.clone(),
         timeout_secs: inv.timeout_secs.max(1) as u64,
         output_cap,
         termination_mode: TerminationMode::parse(&inv.termination_mode).unwrap_or_default(),
-        file: None,
+        file,
     }
 }
 

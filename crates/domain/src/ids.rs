@@ -17,6 +17,8 @@ fn random_body(len: usize) -> String {
 pub const COMMAND_PREFIX: &str = "c-";
 /// Prefix of invocation ids.
 pub const INVOKE_PREFIX: &str = "t-";
+/// Prefix of file deliveries' invocation ids (SendFile).
+pub const FILE_INVOKE_PREFIX: &str = "f-";
 /// Prefix of managed instance ids (hosts registered with an activation code).
 pub const MANAGED_INSTANCE_PREFIX: &str = "mi-";
 /// Prefix of activation ids.
@@ -28,6 +30,10 @@ pub fn new_command_id() -> String {
 
 pub fn new_invoke_id() -> String {
     format!("{INVOKE_PREFIX}{}", random_body(BODY_LEN))
+}
+
+pub fn new_file_invoke_id() -> String {
+    format!("{FILE_INVOKE_PREFIX}{}", random_body(BODY_LEN))
 }
 
 pub fn new_managed_instance_id() -> String {

@@ -212,6 +212,52 @@ fn another_account_cannot_reach_an_accounts_records() {
         assert_eq!(r.1["TotalCount"], 0, "{action}: {}", r.1);
     }
 
+    // Files: B cannot send to A's instance, nor see A's deliveries.
+    let file_dir = scratch_dir();
+    let file_dir = file_dir.to_str().unwrap();
+    let r = as_if_missing(
+        &b,
+        "SendFile",
+        &[
+            ("Name", "pwned.txt"),
+            ("TargetDir", file_dir),
+            ("Content", "pwned"),
+            ("InstanceId.1", inst_a),
+        ],
+        &i_swap,
+    );
+    assert_error(&r, "InvalidInstance.NotFound");
+    let file_a = a.ok(
+        "SendFile",
+        &[
+            ("Name", "a.txt"),
+            ("TargetDir", file_dir),
+            ("Content", "a's file"),
+            ("InstanceId.1", inst_a),
+        ],
+    )["InvokeId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let fake_file = ids::new_file_invoke_id();
+    for (name, value, swap) in [
+        (
+            "InvokeId",
+            file_a.as_str(),
+            (file_a.as_str(), fake_file.as_str()),
+        ),
+        ("InstanceId", inst_a, i_swap[0]),
+    ] {
+        let r = as_if_missing(&b, "DescribeSendFileResults", &[(name, value)], &[swap]);
+        assert_eq!(r.0, 200, "{name}: {}", r.1);
+        assert_eq!(r.1["TotalCount"], 0, "{name}: {}", r.1);
+    }
+    let text = b
+        .ok("DescribeSendFileResults", &[("PageSize", "50")])
+        .to_string();
+    assert!(!text.contains(&file_a), "{text}");
+    assert!(!std::path::Path::new(file_dir).join("pwned.txt").exists());
+
     // Invocations.
     let r = as_if_missing(&b, "StopInvocation", &[("InvokeId", &run_a)], &r_swap);
     assert_error(&r, "InvalidInvokeId.NotFound");

@@ -55,6 +55,45 @@ pub struct CommandFilter {
     pub command_type: Option<String>,
 }
 
+/// What an invocation does on its instances. Each kind is listed and counted on its
+/// own: a file delivery is never one of `DescribeInvocations`' records, nor a command
+/// run one of `DescribeSendFileResults`'.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum InvocationKind {
+    /// Runs a command (RunCommand, InvokeCommand).
+    #[default]
+    Command,
+    /// Writes a file (SendFile).
+    File,
+}
+
+impl InvocationKind {
+    /// The stored value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InvocationKind::Command => "command",
+            InvocationKind::File => "file",
+        }
+    }
+}
+
+/// How a file delivery writes its file. The file's name, description and content are
+/// the invocation's `command_name`, `command_description` and `command_content`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct FileSpec {
+    /// Absolute directory, created when missing.
+    pub target_dir: String,
+    /// `PlainText` or `Base64`: how the caller sent the content (it is stored decoded).
+    pub content_type: String,
+    /// Empty: root.
+    pub owner: String,
+    /// Empty: root.
+    pub group: String,
+    /// Octal, e.g. `0644`; empty: `0644`.
+    pub mode: String,
+    pub overwrite: bool,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InvocationRecord {
     pub invoke_id: String,
@@ -81,9 +120,18 @@ pub struct InvocationRecord {
     pub stopped_by_hand: bool,
     /// Instances per fine status; kept in step by the store.
     pub counts: StatusCounts,
+    /// Set for a file delivery (SendFile), `None` for a command run.
+    pub file: Option<FileSpec>,
 }
 
 impl InvocationRecord {
+    pub fn kind(&self) -> InvocationKind {
+        match self.file {
+            Some(_) => InvocationKind::File,
+            None => InvocationKind::Command,
+        }
+    }
+
     pub fn periodic(&self) -> bool {
         self.timed
     }
@@ -124,8 +172,11 @@ pub struct InvocationView {
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct InvocationFilter {
+    /// Command runs (the default) or file deliveries.
+    pub kind: InvocationKind,
     pub invoke_id: Option<String>,
     pub command_id: Option<String>,
+    /// Exact name (a file delivery's file name).
     pub command_name: Option<String>,
     pub command_type: Option<String>,
     pub timed: Option<bool>,
@@ -133,10 +184,16 @@ pub struct InvocationFilter {
     /// Invocations that include this instance.
     pub instance_id: Option<String>,
     pub repeat_mode: Option<String>,
+    /// The overall `InvocationStatus`.
+    pub overall_status: Option<OverallStatus>,
+    /// Invocations carrying every one of these tags (an empty value matches any value).
+    pub tags: Vec<Tag>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ResultFilter {
+    /// Command runs (the default) or file deliveries.
+    pub kind: InvocationKind,
     pub invoke_id: Option<String>,
     pub instance_id: Option<String>,
     pub command_id: Option<String>,

@@ -11,10 +11,10 @@ use axum::response::Response;
 use oca_domain::command::{self as cmd, ContentEncoding};
 use oca_domain::params::{check_values, ParamError};
 use oca_domain::status::{InstanceInvokeStatus, InvokeStatus};
-use oca_domain::time::{format_api, format_api_opt, now_millis};
+use oca_domain::time::{format_api, format_api_opt, now_millis, Millis};
 use oca_store::{
-    ClientToken, CommandRecord, InvocationFilter, InvocationRecord, NewInvocation, PriorInvocation,
-    ResultFilter, Tag, TagResource, TaskRecord,
+    ClientToken, CommandRecord, InstanceRecord, InvocationFilter, InvocationKind, InvocationRecord,
+    NewInvocation, PriorInvocation, ResultFilter, Tag, TagResource, TaskRecord,
 };
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -320,38 +320,18 @@ async fn start(
             return Err(ApiError::InstanceIdsExceedLimit(max));
         }
     }
-    // Instances: every one must exist in this account and region.
-    let instances = api
-        .store
-        .get_instances(&ctx.scope, &opts.instance_ids)
-        .await?;
-    let found: std::collections::HashSet<&str> =
-        instances.iter().map(|i| i.instance_id.as_str()).collect();
-    if let Some(missing) = opts
-        .instance_ids
-        .iter()
-        .find(|id| !found.contains(id.as_str()))
-    {
-        return Err(ApiError::InvalidInstanceNotFound(missing.clone()));
-    }
+    let instances = instances_in_scope(api, ctx, &opts.instance_ids).await?;
     let now = now_millis();
     let invoke_id = oca_domain::ids::new_invoke_id();
-    let tasks: Vec<TaskRecord> = instances
-        .iter()
-        .map(|i| TaskRecord {
-            invoke_id: invoke_id.clone(),
-            instance_id: i.instance_id.clone(),
-            account_id: ctx.scope.account_id.clone(),
-            region_id: ctx.scope.region_id.clone(),
-            command_id: command.command_id.clone(),
-            username: opts.username.clone(),
-            timed: false,
-            created: now,
-            updated: now,
-            state: api.dispatcher.initial_state(i, now),
-            output_len: 0,
-        })
-        .collect();
+    let tasks = new_tasks(
+        api,
+        ctx,
+        &invoke_id,
+        &command.command_id,
+        &opts.username,
+        &instances,
+        now,
+    );
     let counts = tasks.iter().map(|t| t.state.status).collect();
     let invocation = InvocationRecord {
         invoke_id: invoke_id.clone(),
@@ -376,6 +356,7 @@ async fn start(
         created: now,
         stopped_by_hand: false,
         counts,
+        file: None,
     };
     let prior = api
         .store
@@ -391,14 +372,64 @@ async fn start(
         // A concurrent request with the same token won the race: nothing was stored.
         return replay(prior, token);
     }
-    for t in tasks.iter().filter(|t| !t.state.status.is_terminal()) {
-        api.dispatcher.send_run(&invocation, &t.instance_id);
-    }
+    send(api, &invocation, &tasks);
     tracing::info!(invoke_id, command_id = %command.command_id, instances = tasks.len(), "invocation started");
     Ok(Started {
         invoke_id,
         command_id: command.command_id.clone(),
     })
+}
+
+/// The instances with these ids, each of which must exist in the caller's account and
+/// region.
+pub(crate) async fn instances_in_scope(
+    api: &Api,
+    ctx: &Ctx,
+    ids: &[String],
+) -> Result<Vec<InstanceRecord>, ApiError> {
+    let instances = api.store.get_instances(&ctx.scope, ids).await?;
+    let found: std::collections::HashSet<&str> =
+        instances.iter().map(|i| i.instance_id.as_str()).collect();
+    if let Some(missing) = ids.iter().find(|id| !found.contains(id.as_str())) {
+        return Err(ApiError::InvalidInstanceNotFound(missing.clone()));
+    }
+    Ok(instances)
+}
+
+/// A new invocation's tasks, one per instance, each in its first state (pending, or
+/// already failed when the instance's agent is away).
+pub(crate) fn new_tasks(
+    api: &Api,
+    ctx: &Ctx,
+    invoke_id: &str,
+    command_id: &str,
+    username: &str,
+    instances: &[InstanceRecord],
+    now: Millis,
+) -> Vec<TaskRecord> {
+    instances
+        .iter()
+        .map(|i| TaskRecord {
+            invoke_id: invoke_id.to_string(),
+            instance_id: i.instance_id.clone(),
+            account_id: ctx.scope.account_id.clone(),
+            region_id: ctx.scope.region_id.clone(),
+            command_id: command_id.to_string(),
+            username: username.to_string(),
+            timed: false,
+            created: now,
+            updated: now,
+            state: api.dispatcher.initial_state(i, now),
+            output_len: 0,
+        })
+        .collect()
+}
+
+/// Pushes a stored invocation's waiting tasks to their connected agents.
+pub(crate) fn send(api: &Api, invocation: &InvocationRecord, tasks: &[TaskRecord]) {
+    for t in tasks.iter().filter(|t| !t.state.status.is_terminal()) {
+        api.dispatcher.send_run(invocation, &t.instance_id);
+    }
 }
 
 #[derive(Serialize)]
@@ -493,7 +524,8 @@ async fn run_new(api: &Api, ctx: &Ctx) -> Result<Started, ApiError> {
     start(api, ctx, Source::New(&command), opts).await
 }
 
-/// The invocation must exist in the caller's scope; elsewhere it is simply not found.
+/// The command run must exist in the caller's scope; elsewhere it is simply not
+/// found, and so is a file delivery's id.
 async fn require_invocation(
     api: &Api,
     ctx: &Ctx,
@@ -502,6 +534,7 @@ async fn require_invocation(
     api.store
         .get_invocation(&ctx.scope, invoke_id)
         .await?
+        .filter(|inv| inv.kind() == InvocationKind::Command)
         .ok_or(ApiError::InvalidInvokeIdNotFound)
 }
 
@@ -625,6 +658,8 @@ pub async fn describe(api: &Api, ctx: &Ctx) -> Result<Response, ApiError> {
         invoke_status,
         instance_id: p.non_empty("InstanceId").map(str::to_string),
         repeat_mode: p.non_empty("RepeatMode").map(str::to_string),
+        tags: p.tags("Tag", 20, super::tags::TAG_ERRORS)?,
+        ..Default::default()
     };
     let listing = api
         .store
@@ -777,6 +812,7 @@ pub async fn results(api: &Api, ctx: &Ctx) -> Result<Response, ApiError> {
         instance_id: p.non_empty("InstanceId").map(str::to_string),
         command_id: p.non_empty("CommandId").map(str::to_string),
         record_status,
+        ..Default::default()
     };
     let listing = api
         .store

@@ -1,9 +1,10 @@
 //! The ECS `2014-05-26` Cloud Assistant actions, one file per family:
 //! [`commands`] (saved scripts), [`invocations`] (running them and reading results),
 //! [`instances`] (agents, activations, status), [`tags`] (tags, which `ResourceTag`
-//! targets).
+//! targets), [`files`] (SendFile).
 
 pub mod commands;
+pub mod files;
 pub mod instances;
 pub mod invocations;
 pub mod tags;
@@ -32,6 +33,8 @@ pub async fn handle(api: &Api, ctx: Ctx) -> Result<Response, ApiError> {
         TagResources => tags::tag(api, &ctx).await,
         UntagResources => tags::untag(api, &ctx).await,
         ListTagResources => tags::list(api, &ctx).await,
+        SendFile => files::send_file(api, &ctx).await,
+        DescribeSendFileResults => files::describe_results(api, &ctx).await,
         Swas(action) => crate::swas::handle(api, ctx, action).await,
     }
 }

@@ -12,10 +12,6 @@ use oca_domain::command::ContentEncoding;
 use oca_domain::status::{InvokeStatus, OverallStatus};
 use oca_domain::time::{format_api, format_api_opt};
 use oca_store::{InvocationFilter, Page, ResultFilter};
-
-/// The most invocations DescribeCommandInvocations scans to filter on the overall
-/// `InvocationStatus` (which the store does not index).
-const MAX_SCANNED: u64 = 10_000;
 use serde::Serialize;
 
 /// RunCommand: `InstanceId` (one), `WorkingUser` (ECS `Username`), `Name` required.
@@ -147,8 +143,7 @@ pub async fn result(api: &Api, ctx: &Ctx) -> Result<Response, ApiError> {
     let filter = ResultFilter {
         invoke_id: Some(invoke_id.to_string()),
         instance_id: Some(instance_id.to_string()),
-        command_id: None,
-        record_status: None,
+        ..Default::default()
     };
     let listing = api
         .store
@@ -248,69 +243,19 @@ pub async fn describe_command_invocations(api: &Api, ctx: &Ctx) -> Result<Respon
         "InvocationStatus",
         "Pending, Running, Success, Failed, PartialFailed, Stopping or Stopped",
     )?;
-    let mut filter = InvocationFilter {
+    let filter = InvocationFilter {
         invoke_id: p.non_empty("InvokeId").map(str::to_string),
         command_id: p.non_empty("CommandId").map(str::to_string),
         command_name: p.non_empty("CommandName").map(str::to_string),
         command_type: command_type.map(str::to_string),
         instance_id: p.non_empty("InstanceId").map(str::to_string),
+        overall_status: wanted_status,
         ..Default::default()
     };
-    let listing = match wanted_status {
-        None => {
-            api.store
-                .list_invocations(&ctx.scope, &filter, paging.page(), true)
-                .await?
-        }
-        Some(status) => {
-            // The store filters on the legacy InvokeStatus only: the overall status is
-            // matched here over the (bounded) listing without output, then the page's
-            // invocations are read again with their output.
-            let all = api
-                .store
-                .list_invocations(
-                    &ctx.scope,
-                    &filter,
-                    oca_store::Page {
-                        offset: 0,
-                        limit: MAX_SCANNED,
-                    },
-                    false,
-                )
-                .await?;
-            let matching: Vec<String> = all
-                .items
-                .into_iter()
-                .filter(|v| v.invocation.overall_status() == status)
-                .map(|v| v.invocation.invoke_id)
-                .collect();
-            let mut items = Vec::new();
-            for id in matching
-                .iter()
-                .skip(paging.offset() as usize)
-                .take(paging.page_size as usize)
-            {
-                filter.invoke_id = Some(id.clone());
-                let one = api
-                    .store
-                    .list_invocations(
-                        &ctx.scope,
-                        &filter,
-                        Page {
-                            offset: 0,
-                            limit: 1,
-                        },
-                        true,
-                    )
-                    .await?;
-                items.extend(one.items);
-            }
-            oca_store::Listing {
-                total: matching.len() as u64,
-                items,
-            }
-        }
-    };
+    let listing = api
+        .store
+        .list_invocations(&ctx.scope, &filter, paging.page(), true)
+        .await?;
     let items: Vec<CommandInvocation> = listing
         .items
         .into_iter()

@@ -153,24 +153,22 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("oca.db");
         {
-            let s = SqliteStore::open(&path).unwrap();
-            s.insert_access_key(&key("K1", "x")).await.unwrap();
-            s.insert_access_key(&key("K2", "x")).await.unwrap();
-            s.insert_access_key(&key("K3", "y")).await.unwrap();
-            // Back to the schema before this migration (dropping what it and the
-            // migrations after it create).
+            // A database at the schema before this migration, holding three keys.
             let schema = super::super::schema::MIGRATIONS;
             let before = schema
                 .iter()
                 .position(|m| *m == super::super::schema::ACCOUNTS)
                 .unwrap();
-            let c = super::super::lock(&s.inner.writer);
-            c.execute_batch(
-                "DROP TABLE accounts; DROP TABLE IF EXISTS tags; DROP INDEX IF EXISTS tasks_started;",
-            )
+            let mut c = rusqlite::Connection::open(&path).unwrap();
+            super::super::schema::migrate_to(&mut c, before).unwrap();
+            for (id, account) in [("K1", "x"), ("K2", "x"), ("K3", "y")] {
+                c.execute(
+                    "INSERT INTO access_keys (access_key_id, account_id, enabled, created, \
+                     secret_sealed) VALUES (?, ?, 1, 1, X'00')",
+                    [id, account],
+                )
                 .unwrap();
-            c.pragma_update(None, "user_version", before as i64)
-                .unwrap();
+            }
         }
         let s = SqliteStore::open(&path).unwrap();
         let ids: Vec<String> = s

@@ -5,9 +5,9 @@ use super::rows::{
     TASK_COLS_NO_OUTPUT, TASK_N,
 };
 use crate::{
-    ClientToken, CommandRecord, DispatchItem, InvocationFilter, InvocationRecord, InvocationView,
-    Listing, OutputAppend, Page, PriorInvocation, Result, ResultFilter, Scope, StoreError, Tag,
-    TagResource, TaskRecord, WriteOp, WriteOutcome,
+    ClientToken, CommandRecord, DispatchItem, InvocationFilter, InvocationKind, InvocationRecord,
+    InvocationView, Listing, OutputAppend, Page, PriorInvocation, Result, ResultFilter, Scope,
+    StoreError, Tag, TagResource, TaskRecord, WriteOp, WriteOutcome,
 };
 use oca_domain::status::{InstanceInvokeStatus, InvocationStatus, InvokeStatus, StatusCounts};
 use oca_domain::task::TaskEvent;
@@ -17,19 +17,28 @@ use std::collections::BTreeMap;
 
 // ---- scope counts -----------------------------------------------------------------------
 
-/// The `scope_counts` name of the invocations in a scope (with that legacy status).
-fn invocations_tally(status: Option<InvokeStatus>) -> String {
+/// The `scope_counts` name of the invocations of a kind in a scope (with that legacy
+/// status).
+fn invocations_tally(kind: InvocationKind, status: Option<InvokeStatus>) -> String {
+    let base = match kind {
+        InvocationKind::Command => "invocations",
+        InvocationKind::File => "files",
+    };
     match status {
-        None => "invocations".to_string(),
-        Some(s) => format!("invocations/{s}"),
+        None => base.to_string(),
+        Some(s) => format!("{base}/{s}"),
     }
 }
 
-/// The `scope_counts` name of the tasks in a scope (with that coarse status).
-fn tasks_tally(status: Option<InstanceInvokeStatus>) -> String {
+/// The `scope_counts` name of the tasks of a kind in a scope (with that coarse status).
+fn tasks_tally(kind: InvocationKind, status: Option<InstanceInvokeStatus>) -> String {
+    let base = match kind {
+        InvocationKind::Command => "tasks",
+        InvocationKind::File => "file-tasks",
+    };
     match status {
-        None => "tasks".to_string(),
-        Some(s) => format!("tasks/{s}"),
+        None => base.to_string(),
+        Some(s) => format!("{base}/{s}"),
     }
 }
 
@@ -43,18 +52,18 @@ impl Tally {
         *self.0.entry(name).or_default() += delta;
     }
 
-    fn task_moved(&mut self, from: InvocationStatus, to: InvocationStatus) {
+    fn task_moved(&mut self, kind: InvocationKind, from: InvocationStatus, to: InvocationStatus) {
         let (from, to) = (from.coarse(), to.coarse());
         if from != to {
-            self.add(tasks_tally(Some(from)), -1);
-            self.add(tasks_tally(Some(to)), 1);
+            self.add(tasks_tally(kind, Some(from)), -1);
+            self.add(tasks_tally(kind, Some(to)), 1);
         }
     }
 
-    fn invocation_moved(&mut self, from: InvokeStatus, to: InvokeStatus) {
+    fn invocation_moved(&mut self, kind: InvocationKind, from: InvokeStatus, to: InvokeStatus) {
         if from != to {
-            self.add(invocations_tally(Some(from)), -1);
-            self.add(invocations_tally(Some(to)), 1);
+            self.add(invocations_tally(kind, Some(from)), -1);
+            self.add(invocations_tally(kind, Some(to)), 1);
         }
     }
 
@@ -124,8 +133,8 @@ fn read_tally(c: &Connection, scope: &Scope, name: &str) -> Result<i64> {
 
 const INSERT_TASK: &str = "INSERT INTO tasks (invoke_id, instance_id, account_id, region_id, \
      command_id, username, timed, created, updated, inv_created, status, coarse, exit_code, \
-     error_code, start_time, finish_time, stop_time, repeats, dropped, output_len, output) \
-     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+     error_code, start_time, finish_time, stop_time, repeats, dropped, output_len, output, kind) \
+     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
 
 /// Stores the invocation and its tasks. The stored counts are those of the tasks'
 /// statuses (whatever `inv.counts` says).
@@ -200,8 +209,8 @@ pub(super) fn insert_invocation_once(
         "INSERT INTO invocations (invoke_id, account_id, region_id, command_id, command_name, \
          command_description, command_type, command_content, enable_parameter, parameters, \
          working_dir, username, timeout_secs, repeat_mode, timed, frequency, termination_mode, \
-         created, stopped_by_hand, counts, invoke_status, overall_status) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+         created, stopped_by_hand, counts, invoke_status, overall_status, kind, file_spec) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     )?
     .execute(params![
         inv.invoke_id,
@@ -226,6 +235,8 @@ pub(super) fn insert_invocation_once(
         counts_to_text(&inv.counts),
         inv.invoke_status().as_str(),
         inv.overall_status().as_str(),
+        inv.kind().as_str(),
+        rows::file_spec_to_text(&inv.file),
     ])?;
     {
         let mut insert = tx.prepare_cached(INSERT_TASK)?;
@@ -253,24 +264,29 @@ pub(super) fn insert_invocation_once(
                 to_i64(s.dropped),
                 to_i64(t.output_len),
                 s.output,
+                inv.kind().as_str(),
             ])?;
         }
     }
+    let kind = inv.kind();
     let mut tally = Tally::default();
-    tally.add(invocations_tally(None), 1);
-    tally.add(invocations_tally(Some(inv.invoke_status())), 1);
-    tally.add(tasks_tally(None), tasks.len() as i64);
+    tally.add(invocations_tally(kind, None), 1);
+    tally.add(invocations_tally(kind, Some(inv.invoke_status())), 1);
+    tally.add(tasks_tally(kind, None), tasks.len() as i64);
     for t in tasks {
-        tally.add(tasks_tally(Some(t.state.status.coarse())), 1);
+        tally.add(tasks_tally(kind, Some(t.state.status.coarse())), 1);
     }
     tally.write(&tx, &inv.account_id, &inv.region_id)?;
-    tx.prepare_cached(
-        "UPDATE commands SET invoke_times = invoke_times + 1 \
-         WHERE command_id = ? AND account_id = ? AND region_id = ?",
-    )?
-    .execute(params![inv.command_id, inv.account_id, inv.region_id])?;
-    let instance_ids: Vec<String> = tasks.iter().map(|t| t.instance_id.clone()).collect();
-    super::instances::note_invoked(&tx, &instance_ids, inv.created)?;
+    // A command's InvokeTimes and an instance's InvocationCount count command runs.
+    if kind == InvocationKind::Command {
+        tx.prepare_cached(
+            "UPDATE commands SET invoke_times = invoke_times + 1 \
+             WHERE command_id = ? AND account_id = ? AND region_id = ?",
+        )?
+        .execute(params![inv.command_id, inv.account_id, inv.region_id])?;
+        let instance_ids: Vec<String> = tasks.iter().map(|t| t.instance_id.clone()).collect();
+        super::instances::note_invoked(&tx, &instance_ids, inv.created)?;
+    }
     if !tags.is_empty() {
         let scope = Scope {
             account_id: inv.account_id.clone(),
@@ -352,7 +368,7 @@ fn write_counts(
     was: InvokeStatus,
     tally: &mut Tally,
 ) -> Result<()> {
-    tally.invocation_moved(was, inv.invoke_status());
+    tally.invocation_moved(inv.kind(), was, inv.invoke_status());
     c.prepare_cached(
         "UPDATE invocations SET counts = ?, stopped_by_hand = ?, invoke_status = ?, \
          overall_status = ? WHERE invoke_id = ?",
@@ -447,7 +463,7 @@ fn apply_event_in(
         let was = inv.invoke_status();
         inv.counts.moved(before.status, task.state.status);
         let mut tally = Tally::default();
-        tally.task_moved(before.status, task.state.status);
+        tally.task_moved(inv.kind(), before.status, task.state.status);
         write_counts(tx, &inv, was, &mut tally)?;
         tally.write(tx, &inv.account_id, &inv.region_id)?;
     }
@@ -507,7 +523,7 @@ pub(super) fn stop_invocation(
             task.updated = at;
             write_task(&tx, &task, task.state.output != before.output)?;
             inv.counts.moved(before.status, task.state.status);
-            tally.task_moved(before.status, task.state.status);
+            tally.task_moved(inv.kind(), before.status, task.state.status);
             changed.push(task);
         }
     }
@@ -632,11 +648,14 @@ pub(super) fn list_invocations(
     // in order, with their scope (a task's scope is its invocation's). The invocations
     // are joined only when a filter needs them; CROSS JOIN keeps SQLite from
     // reordering the join.
+    let kind = f.kind.as_str().to_string();
     let (mut w, from, key, order) = match &f.instance_id {
         Some(instance_id) => {
             let mut w = Where::scope("t", scope);
+            w.and("t.kind = ?", kind);
             w.and("t.instance_id = ?", instance_id.clone());
             let instance_only = InvocationFilter {
+                kind: f.kind,
                 instance_id: f.instance_id.clone(),
                 ..Default::default()
             };
@@ -647,12 +666,16 @@ pub(super) fn list_invocations(
             };
             (w, from, "t.invoke_id", "t.inv_created DESC, t.invoke_id")
         }
-        None => (
-            Where::scope("i", scope),
-            "invocations i",
-            "i.invoke_id",
-            "i.created DESC, i.invoke_id",
-        ),
+        None => {
+            let mut w = Where::scope("i", scope);
+            w.and("i.kind = ?", kind);
+            (
+                w,
+                "invocations i",
+                "i.invoke_id",
+                "i.created DESC, i.invoke_id",
+            )
+        }
     };
     w.eq_opt("i.invoke_id", &f.invoke_id);
     w.eq_opt("i.command_id", &f.command_id);
@@ -664,12 +687,19 @@ pub(super) fn list_invocations(
     if let Some(s) = f.invoke_status {
         w.and("i.invoke_status = ?", s.as_str().to_string());
     }
+    if let Some(s) = f.overall_status {
+        w.and("i.overall_status = ?", s.as_str().to_string());
+    }
     w.eq_opt("i.repeat_mode", &f.repeat_mode);
+    for tag in &f.tags {
+        super::tags::carries(&mut w, "i.invoke_id", scope, TagResource::Invocation, tag);
+    }
     let status_only = InvocationFilter {
+        kind: f.kind,
         invoke_status: f.invoke_status,
         ..Default::default()
     };
-    let tally = (*f == status_only).then(|| invocations_tally(f.invoke_status));
+    let tally = (*f == status_only).then(|| invocations_tally(f.kind, f.invoke_status));
     let (total, ids): (i64, Vec<String>) =
         count_and_page(&tx, scope, tally.as_deref(), from, key, order, &w, page)?;
     let mut items = Vec::new();
@@ -715,28 +745,28 @@ pub(super) fn list_results(
     // statistics, does not prefer a command's or a status's tasks), else the scope's.
     // The order is the same in every case (newest invocation, then invoke id, then
     // instance id), spelled so that the chosen index already has it.
+    let kind = f.kind.as_str().to_string();
     let (mut w, order, secondary) = if let Some(invoke_id) = &f.invoke_id {
-        if get_invocation(&tx, scope, invoke_id)?.is_none() {
-            return Ok(Listing {
-                total: 0,
-                items: Vec::new(),
-            });
+        match get_invocation(&tx, scope, invoke_id)? {
+            Some(inv) if inv.kind() == f.kind => {}
+            _ => {
+                return Ok(Listing {
+                    total: 0,
+                    items: Vec::new(),
+                })
+            }
         }
         let mut w = Where::new();
         w.and("t.invoke_id = ?", invoke_id.clone());
         (w, "t.instance_id", "")
     } else if f.instance_id.is_some() {
-        (
-            Where::scope("t", scope),
-            "t.inv_created DESC, t.invoke_id",
-            "+",
-        )
+        let mut w = Where::scope("t", scope);
+        w.and("t.kind = ?", kind);
+        (w, "t.inv_created DESC, t.invoke_id", "+")
     } else {
-        (
-            Where::scope("t", scope),
-            "t.inv_created DESC, t.invoke_id, t.instance_id",
-            "",
-        )
+        let mut w = Where::scope("t", scope);
+        w.and("t.kind = ?", kind);
+        (w, "t.inv_created DESC, t.invoke_id, t.instance_id", "")
     };
     w.eq_opt("t.instance_id", &f.instance_id);
     w.eq_opt(&format!("{secondary}t.command_id"), &f.command_id);
@@ -744,10 +774,11 @@ pub(super) fn list_results(
         w.and(&format!("{secondary}t.coarse = ?"), s.as_str().to_string());
     }
     let status_only = ResultFilter {
+        kind: f.kind,
         record_status: f.record_status,
         ..Default::default()
     };
-    let tally = (*f == status_only).then(|| tasks_tally(f.record_status));
+    let tally = (*f == status_only).then(|| tasks_tally(f.kind, f.record_status));
     let (total, ids): (i64, Vec<i64>) = count_and_page(
         &tx,
         scope,

@@ -1,7 +1,7 @@
 //! Rows to records and back, and the small SQL builder the listings share.
 
 use crate::{AccessKeyRecord, ActivationRecord, CommandRecord, InstanceRecord, InvocationRecord};
-use crate::{Page, Scope, TaskRecord};
+use crate::{FileSpec, Page, Scope, TaskRecord};
 use oca_domain::status::{InvocationStatus, StatusCounts};
 use oca_domain::task::TaskState;
 use oca_domain::task_error::TaskError;
@@ -146,7 +146,7 @@ pub(super) const INVOCATION_COLS: &str = "i.invoke_id, i.account_id, i.region_id
      i.command_name, i.command_description, i.command_type, i.command_content, \
      i.enable_parameter, i.parameters, i.working_dir, i.username, i.timeout_secs, \
      i.repeat_mode, i.timed, i.frequency, i.termination_mode, i.created, i.stopped_by_hand, \
-     i.counts";
+     i.counts, i.file_spec";
 
 pub(super) fn invocation_at(r: &Row, o: usize) -> rusqlite::Result<InvocationRecord> {
     Ok(InvocationRecord {
@@ -170,7 +170,23 @@ pub(super) fn invocation_at(r: &Row, o: usize) -> rusqlite::Result<InvocationRec
         created: r.get(o + 17)?,
         stopped_by_hand: r.get(o + 18)?,
         counts: counts_at(r, o + 19)?,
+        file: file_spec_at(r, o + 20)?,
     })
+}
+
+/// A file delivery's spec as stored (JSON), `None` for a command run.
+pub(super) fn file_spec_to_text(spec: &Option<FileSpec>) -> Option<String> {
+    spec.as_ref()
+        .map(|s| serde_json::to_string(s).expect("a file spec serializes"))
+}
+
+fn file_spec_at(r: &Row, idx: usize) -> rusqlite::Result<Option<FileSpec>> {
+    match r.get::<_, Option<String>>(idx)? {
+        None => Ok(None),
+        Some(text) => serde_json::from_str(&text)
+            .map(Some)
+            .map_err(|e| bad(idx, format!("file spec {text:?}: {e}"))),
+    }
 }
 
 pub(super) fn invocation(r: &Row) -> rusqlite::Result<InvocationRecord> {
@@ -301,6 +317,12 @@ impl Where {
     pub(super) fn and(&mut self, cond: &str, arg: impl Into<Value>) {
         self.conds.push(cond.to_string());
         self.args.push(arg.into());
+    }
+
+    /// Adds `cond` (with as many `?` as `args`) and its arguments.
+    pub(super) fn and_all(&mut self, cond: &str, args: Vec<Value>) {
+        self.conds.push(cond.to_string());
+        self.args.extend(args);
     }
 
     /// Adds `col = ?` when the filter has a value.

@@ -214,14 +214,56 @@ const TASKS_STARTED: &str = r#"
 CREATE INDEX tasks_started ON tasks (start_time) WHERE status IN ('Running', 'Stopping');
 "#;
 
+/// File deliveries (SendFile) share the invocation and task tables with command runs:
+/// dispatch, results, reconciliation and the spool work the same for both. `kind`
+/// keeps them apart, so every listing index now starts with the scope and the kind;
+/// `file_spec` (JSON, NULL for command runs) says how to write the file. The overall
+/// status gets an index of its own for `InvocationStatus` filters.
+const FILE_SENDS: &str = r#"
+ALTER TABLE invocations ADD COLUMN kind TEXT NOT NULL DEFAULT 'command';
+ALTER TABLE invocations ADD COLUMN file_spec TEXT;
+ALTER TABLE tasks ADD COLUMN kind TEXT NOT NULL DEFAULT 'command';
+
+DROP INDEX invocations_scope;
+DROP INDEX invocations_command;
+DROP INDEX invocations_name;
+DROP INDEX invocations_type;
+DROP INDEX invocations_status;
+DROP INDEX invocations_timed;
+DROP INDEX invocations_repeat;
+CREATE INDEX invocations_scope ON invocations (account_id, region_id, kind, created DESC, invoke_id);
+CREATE INDEX invocations_command ON invocations (account_id, region_id, kind, command_id, created DESC, invoke_id);
+CREATE INDEX invocations_name ON invocations (account_id, region_id, kind, command_name, created DESC, invoke_id);
+CREATE INDEX invocations_type ON invocations (account_id, region_id, kind, command_type, created DESC, invoke_id);
+CREATE INDEX invocations_status ON invocations (account_id, region_id, kind, invoke_status, created DESC, invoke_id);
+CREATE INDEX invocations_overall ON invocations (account_id, region_id, kind, overall_status, created DESC, invoke_id);
+CREATE INDEX invocations_timed ON invocations (account_id, region_id, kind, timed, created DESC, invoke_id);
+CREATE INDEX invocations_repeat ON invocations (account_id, region_id, kind, repeat_mode, created DESC, invoke_id);
+
+DROP INDEX tasks_scope;
+DROP INDEX tasks_command;
+DROP INDEX tasks_coarse;
+DROP INDEX tasks_instance;
+CREATE INDEX tasks_scope ON tasks (account_id, region_id, kind, inv_created DESC, invoke_id, instance_id);
+CREATE INDEX tasks_command ON tasks (account_id, region_id, kind, command_id, inv_created DESC, invoke_id, instance_id);
+CREATE INDEX tasks_coarse ON tasks (account_id, region_id, kind, coarse, inv_created DESC, invoke_id, instance_id);
+CREATE INDEX tasks_instance ON tasks (instance_id, account_id, region_id, kind, inv_created DESC, invoke_id);
+"#;
+
 /// Every migration, in order. Index `i` brings the schema to version `i + 1`.
-pub(super) const MIGRATIONS: &[&str] = &[V1, CLIENT_TOKENS, ACCOUNTS, TAGS, TASKS_STARTED];
+pub(super) const MIGRATIONS: &[&str] =
+    &[V1, CLIENT_TOKENS, ACCOUNTS, TAGS, TASKS_STARTED, FILE_SENDS];
 
 /// The schema version this build writes.
 pub(super) const VERSION: usize = MIGRATIONS.len();
 
 /// Applies the migrations the database has not seen yet.
 pub(super) fn migrate(conn: &mut Connection) -> Result<()> {
+    migrate_to(conn, VERSION)
+}
+
+/// Brings the database to schema version `target` (tests start older databases so).
+pub(super) fn migrate_to(conn: &mut Connection, target: usize) -> Result<()> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
     let version = usize::try_from(version).unwrap_or(usize::MAX);
@@ -231,7 +273,7 @@ pub(super) fn migrate(conn: &mut Connection) -> Result<()> {
              upgrade the server"
         )));
     }
-    for (i, sql) in MIGRATIONS.iter().enumerate().skip(version) {
+    for (i, sql) in MIGRATIONS.iter().enumerate().take(target).skip(version) {
         tx.execute_batch(sql)?;
         tx.pragma_update(None, "user_version", (i + 1) as i64)?;
         tracing::info!("database schema migrated to version {}", i + 1);

@@ -1,6 +1,7 @@
 //! Tags on instances, commands and invocations: `(scope, resource type, id, key) →
 //! value`, indexed by key and value for finding the resources that carry a tag.
 
+use super::rows::Where;
 use crate::{Result, Scope, Tag, TagResource};
 use rusqlite::{params, Connection, TransactionBehavior};
 use std::collections::HashMap;
@@ -47,6 +48,30 @@ pub(super) fn tag_in(
         }
     }
     Ok(())
+}
+
+/// Adds to `w` that the resource whose id is column `id_col` carries `tag` (an empty
+/// value matches any value of its key), as the `tags_by_key` index answers it.
+pub(super) fn carries(w: &mut Where, id_col: &str, scope: &Scope, kind: TagResource, tag: &Tag) {
+    let mut args = vec![
+        scope.account_id.clone().into(),
+        scope.region_id.clone().into(),
+        kind.as_str().to_string().into(),
+        tag.key.clone().into(),
+    ];
+    let value = if tag.value.is_empty() {
+        ""
+    } else {
+        args.push(tag.value.clone().into());
+        " AND value = ?"
+    };
+    w.and_all(
+        &format!(
+            "{id_col} IN (SELECT resource_id FROM tags WHERE account_id = ? AND region_id = ? \
+             AND resource_type = ? AND key = ?{value})"
+        ),
+        args,
+    );
 }
 
 pub(super) fn untag(

@@ -73,6 +73,7 @@ on_both_stores!(
     client_tokens,
     tags,
     overdue,
+    file_deliveries,
 );
 
 fn command(id: &str, scope: &Scope, created: Millis) -> CommandRecord {
@@ -116,6 +117,7 @@ fn invocation(id: &str, scope: &Scope, created: Millis) -> InvocationRecord {
         created,
         stopped_by_hand: false,
         counts: StatusCounts::default(),
+        file: None,
     }
 }
 
@@ -229,6 +231,7 @@ fn derived_columns(s: &SqliteStore, invoke_id: &str) -> (String, String, String)
 async fn assert_counts_consistent(s: &SqliteStore, scope: &Scope, invoke_id: &str) {
     let inv = s.get_invocation(scope, invoke_id).await.unwrap().unwrap();
     let f = ResultFilter {
+        kind: inv.kind(),
         invoke_id: Some(invoke_id.into()),
         ..Default::default()
     };
@@ -249,6 +252,7 @@ async fn assert_counts_consistent(s: &SqliteStore, scope: &Scope, invoke_id: &st
         "overall_status of {invoke_id}"
     );
     let filter = InvocationFilter {
+        kind: inv.kind(),
         invoke_id: Some(invoke_id.into()),
         invoke_status: Some(fresh.invoke_status()),
         ..Default::default()
@@ -270,11 +274,17 @@ fn assert_tallies_consistent(s: &SqliteStore) {
     };
     let stored = tallies("SELECT account_id, region_id, name, n FROM scope_counts WHERE n != 0");
     let counted = tallies(
-        "SELECT account_id, region_id, 'invocations', COUNT(*) FROM invocations GROUP BY 1, 2 \
-         UNION ALL SELECT account_id, region_id, 'invocations/' || invoke_status, COUNT(*) \
+        "SELECT account_id, region_id, \
+           CASE kind WHEN 'file' THEN 'files' ELSE 'invocations' END, COUNT(*) \
            FROM invocations GROUP BY 1, 2, 3 \
-         UNION ALL SELECT account_id, region_id, 'tasks', COUNT(*) FROM tasks GROUP BY 1, 2 \
-         UNION ALL SELECT account_id, region_id, 'tasks/' || coarse, COUNT(*) \
+         UNION ALL SELECT account_id, region_id, \
+           CASE kind WHEN 'file' THEN 'files/' ELSE 'invocations/' END || invoke_status, \
+           COUNT(*) FROM invocations GROUP BY 1, 2, 3 \
+         UNION ALL SELECT account_id, region_id, \
+           CASE kind WHEN 'file' THEN 'file-tasks' ELSE 'tasks' END, COUNT(*) \
+           FROM tasks GROUP BY 1, 2, 3 \
+         UNION ALL SELECT account_id, region_id, \
+           CASE kind WHEN 'file' THEN 'file-tasks/' ELSE 'tasks/' END || coarse, COUNT(*) \
            FROM tasks GROUP BY 1, 2, 3",
     );
     assert_eq!(stored, counted, "scope_counts");
@@ -918,6 +928,7 @@ async fn result_listing(s: &SqliteStore) {
         ),
         (
             ResultFilter {
+                kind: InvocationKind::Command,
                 invoke_id: Some("t-a".into()),
                 instance_id: Some("i-2".into()),
                 command_id: Some("c-1".into()),
@@ -2317,4 +2328,172 @@ async fn overdue(s: &SqliteStore) {
     let mut late = ids(s.overdue_tasks(66_001, 5_000, 10).await.unwrap());
     late.sort();
     assert_eq!(late, vec!["i-run", "i-stop"], "started and live only");
+}
+
+async fn result_total(s: &SqliteStore, scope: &Scope, f: ResultFilter) -> u64 {
+    s.list_results(scope, &f, all()).await.unwrap().total
+}
+
+/// A file delivery is an invocation of its own kind: stored with its spec, listed,
+/// filtered and counted apart from command runs, and not counted as a run of its
+/// instances.
+async fn file_deliveries(s: &SqliteStore) {
+    let h = home();
+    s.insert_activation(&activation("a-1", 5)).await.unwrap();
+    s.register_instance(&instance("i-1", "a-1", 1))
+        .await
+        .unwrap();
+    let run = invocation("t-run", &h, 10);
+    put(s, &run, &["i-1", "i-2"]).await;
+    let spec = FileSpec {
+        target_dir: "/etc/app".into(),
+        content_type: "PlainText".into(),
+        owner: "nobody".into(),
+        group: "nogroup".into(),
+        mode: "0600".into(),
+        overwrite: true,
+    };
+    let file = InvocationRecord {
+        command_id: String::new(),
+        command_name: "app.conf".into(),
+        command_content: b"key=value".to_vec(),
+        file: Some(spec.clone()),
+        ..invocation("f-send", &h, 20)
+    };
+    put(s, &file, &["i-1"]).await;
+    let got = s.get_invocation(&h, "f-send").await.unwrap().unwrap();
+    assert_eq!(got.file, Some(spec));
+    assert_eq!(got.kind(), InvocationKind::File);
+    assert_eq!(got.command_content, b"key=value");
+
+    // Each kind lists only its own, with and without an instance.
+    let files = |f: InvocationFilter| InvocationFilter {
+        kind: InvocationKind::File,
+        ..f
+    };
+    let none = InvocationFilter::default;
+    assert_eq!(inv_ids(s, &h, none(), all()).await, (1, strs(&["t-run"])));
+    assert_eq!(
+        inv_ids(s, &h, files(none()), all()).await,
+        (1, strs(&["f-send"]))
+    );
+    let on_i1 = || InvocationFilter {
+        instance_id: Some("i-1".into()),
+        ..Default::default()
+    };
+    assert_eq!(inv_ids(s, &h, on_i1(), all()).await, (1, strs(&["t-run"])));
+    assert_eq!(
+        inv_ids(s, &h, files(on_i1()), all()).await,
+        (1, strs(&["f-send"]))
+    );
+    let named = || InvocationFilter {
+        command_name: Some("app.conf".into()),
+        ..Default::default()
+    };
+    assert_eq!(inv_ids(s, &h, named(), all()).await.0, 0);
+    assert_eq!(inv_ids(s, &h, files(named()), all()).await.0, 1);
+    // An invoke id of the other kind is not found by either listing.
+    let by_id = |id: &str| InvocationFilter {
+        invoke_id: Some(id.into()),
+        ..Default::default()
+    };
+    assert_eq!(inv_ids(s, &h, by_id("f-send"), all()).await.0, 0);
+    assert_eq!(inv_ids(s, &h, files(by_id("t-run")), all()).await.0, 0);
+    let results = |kind, invoke_id: Option<&str>| ResultFilter {
+        kind,
+        invoke_id: invoke_id.map(str::to_string),
+        ..Default::default()
+    };
+    assert_eq!(
+        result_total(s, &h, results(InvocationKind::Command, None)).await,
+        2
+    );
+    assert_eq!(
+        result_total(s, &h, results(InvocationKind::File, None)).await,
+        1
+    );
+    assert_eq!(
+        result_total(s, &h, results(InvocationKind::Command, Some("f-send"))).await,
+        0
+    );
+    assert_eq!(
+        result_total(s, &h, results(InvocationKind::File, Some("f-send"))).await,
+        1
+    );
+
+    // The overall status filters, and follows the task.
+    let overall = |st| {
+        files(InvocationFilter {
+            overall_status: Some(st),
+            ..Default::default()
+        })
+    };
+    assert_eq!(
+        inv_ids(s, &h, overall(OverallStatus::Pending), all())
+            .await
+            .0,
+        1
+    );
+    event(s, "f-send", "i-1", started(21)).await;
+    event(s, "f-send", "i-1", finished(S::Success, b"")).await;
+    assert_eq!(
+        inv_ids(s, &h, overall(OverallStatus::Pending), all())
+            .await
+            .0,
+        0
+    );
+    assert_eq!(
+        inv_ids(s, &h, overall(OverallStatus::Success), all()).await,
+        (1, strs(&["f-send"]))
+    );
+    assert_counts_consistent(s, &h, "f-send").await;
+    assert_counts_consistent(s, &h, "t-run").await;
+    assert_tallies_consistent(s);
+
+    // Tag filters: every tag must be carried; an empty value matches any value.
+    let tag = |k: &str, v: &str| Tag {
+        key: k.into(),
+        value: v.into(),
+    };
+    let ids = strs(&["f-send"]);
+    s.tag(
+        &h,
+        TagResource::Invocation,
+        &ids,
+        &[tag("env", "prod"), tag("team", "ops")],
+    )
+    .await
+    .unwrap();
+    let tagged = |tags: Vec<Tag>| {
+        files(InvocationFilter {
+            tags,
+            ..Default::default()
+        })
+    };
+    for (tags, n) in [
+        (vec![tag("env", "prod")], 1),
+        (vec![tag("env", "")], 1),
+        (vec![tag("env", "prod"), tag("team", "ops")], 1),
+        (vec![tag("env", "dev")], 0),
+        (vec![tag("env", "prod"), tag("team", "dev")], 0),
+        (vec![tag("owner", "")], 0),
+    ] {
+        assert_eq!(
+            inv_ids(s, &h, tagged(tags.clone()), all()).await.0,
+            n,
+            "{tags:?}"
+        );
+    }
+    for other in outsiders() {
+        assert_eq!(
+            inv_ids(s, &other, tagged(vec![tag("env", "prod")]), all())
+                .await
+                .0,
+            0
+        );
+    }
+
+    // Sending a file is not a run of the instance's: only t-run counts.
+    let i = s.get_instance("i-1").await.unwrap().unwrap();
+    assert_eq!((i.invocation_count, i.last_invoked), (1, Some(10)));
 }
