@@ -9,8 +9,10 @@
 //! - [`params`]: `{{name}}` parameters and the `ACS::` built-ins.
 //! - [`command`]: command types, content encoding and the limits of a command.
 //! - [`time`]: the wire's time format.
+//! - [`frequency`]: `Frequency` of periodic invocations: rate, at and cron, zones, next run.
 
 pub mod command;
+pub mod frequency;
 pub mod ids;
 pub mod output;
 pub mod params;
