@@ -31,7 +31,8 @@ class Server:
         self.key_id, self.secret = fields["AccessKeyId"], fields["AccessKeySecret"]
         self.proc = subprocess.Popen(
             [_bin("OCA_BIN", "oca"), "serve", "--data-dir", self.dir, "--listen", "127.0.0.1:0",
-             "--heartbeat-secs", "1", "--delivery-timeout-ms", "3000"],
+             "--heartbeat-secs", "1", "--delivery-timeout-ms", "3000",
+             "--min-cron-interval-secs", "1"],
             stdout=subprocess.PIPE, text=True, env={**os.environ, "RUST_LOG": "warn"})
         line = self.proc.stdout.readline()
         assert line.startswith("OCA listening on http://"), line

@@ -166,3 +166,38 @@ def test_send_file(client, fleet, tmp_path):
     by_status = client.describe_send_file_results(ecs.DescribeSendFileResultsRequest(
         region_id=REGION, name="motd", invocation_status="Success", max_results=5)).body
     assert sent.invoke_id in [i.invoke_id for i in by_status.invocations.invocation]
+
+
+def test_periodic_invocation(client, fleet, tmp_path):
+    log = tmp_path / "runs"
+    body = client.run_command(ecs.RunCommandRequest(
+        region_id=REGION, type="RunShellScript", content_encoding="PlainText",
+        command_content=f"echo run >> {log}", instance_id=fleet[:1],
+        repeat_mode="Period", frequency="*/1 * * * * ?", timeout=10)).body
+    invoke_id = body.invoke_id
+    deadline = time.time() + 30
+    while True:
+        hist = client.describe_invocation_results(ecs.DescribeInvocationResultsRequest(
+            region_id=REGION, invoke_id=invoke_id, include_history=True, page_size=50)).body
+        runs = hist.invocation.invocation_results.invocation_result
+        if len(runs) >= 2:
+            break
+        assert time.time() < deadline, "no runs"
+        time.sleep(0.2)
+    assert sorted(r.repeats for r in runs)[:2] == [1, 2]
+    assert all(r.invocation_status == "Success" for r in runs)
+    inv = client.describe_invocations(ecs.DescribeInvocationsRequest(
+        region_id=REGION, invoke_id=invoke_id)).body.invocations.invocation[0]
+    assert (inv.repeat_mode, inv.timed, inv.frequency, inv.invoke_status) == (
+        "Period", True, "*/1 * * * * ?", "Running")
+    client.modify_invocation_attribute(ecs.ModifyInvocationAttributeRequest(
+        region_id=REGION, invoke_id=invoke_id, frequency="*/2 * * * * ?"))
+    inv = client.describe_invocations(ecs.DescribeInvocationsRequest(
+        region_id=REGION, invoke_id=invoke_id)).body.invocations.invocation[0]
+    assert inv.frequency == "*/2 * * * * ?"
+    client.stop_invocation(ecs.StopInvocationRequest(region_id=REGION, invoke_id=invoke_id))
+    deadline = time.time() + 30
+    while client.describe_invocations(ecs.DescribeInvocationsRequest(
+            region_id=REGION, invoke_id=invoke_id)).body.invocations.invocation[0].invoke_status != "Stopped":
+        assert time.time() < deadline, "not stopped"
+        time.sleep(0.2)

@@ -24,6 +24,13 @@ pub struct Args {
     /// The host name to report (default: the kernel's).
     #[arg(long, env = "OCA_HOSTNAME")]
     pub hostname: Option<String>,
+    /// The file holding this boot's id (reboot tasks run when it changes).
+    #[arg(
+        long,
+        env = "OCA_BOOT_ID_FILE",
+        default_value = crate::schedule::BOOT_ID_PATH
+    )]
+    pub boot_id_file: PathBuf,
 }
 
 impl From<Args> for Config {
@@ -34,6 +41,7 @@ impl From<Args> for Config {
             activation_id: a.activation_id,
             activation_code: a.activation_code,
             hostname: a.hostname,
+            boot_id_file: Some(a.boot_id_file),
         }
     }
 }

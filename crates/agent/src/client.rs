@@ -8,16 +8,28 @@
 //! `Hello` lists every task the agent knows, running tasks are announced `Started` again
 //! (idempotent), unsent output is sent, and every unacknowledged result is sent again.
 //!
+//! Repeating tasks (`Task.repeat`) are kept on the schedule ([`crate::schedule`]) and
+//! run by the agent when they are due, connected or not: a `Run` with a repeat is
+//! answered `Scheduled`, each run is spooled under its own number and reported
+//! `Started`/`Finished` with it (no `Output` chunks), and acknowledged run by run. Timers
+//! sleep until the next due slot; while disconnected (connecting, or pausing between
+//! attempts) the agent keeps recording run events and firing due tasks
+//! (`Agent::offline`).
+//!
 //! Output goes out batched: when 32 KiB are waiting, or 200 ms after the first unsent
 //! byte, in `Output` messages of at most 64 KiB read back from the spool file (so a
 //! `Resend` is the same code path).
 
 use crate::exec::{self, Observer};
 use crate::proc;
+use crate::schedule::{self, host_zone, read_boot_id, Kept, Next, ScheduleStore, BOOT_ID_PATH};
 use crate::spool::{self, Spool, TaskDir, TaskFile};
 use crate::url::ServerUrl;
 use anyhow::{bail, Context};
+use chrono::{DateTime, Utc};
 use futures_util::{SinkExt, StreamExt};
+use oca_domain::frequency::Zone;
+use oca_domain::status::InvocationStatus;
 use oca_domain::task_error::TaskError;
 use oca_domain::time::{now_millis, Millis};
 use oca_proto::{
@@ -26,6 +38,7 @@ use oca_proto::{
 };
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -62,6 +75,9 @@ pub struct Config {
     pub activation_code: Option<String>,
     /// The host name reported to the server; default: the kernel's.
     pub hostname: Option<String>,
+    /// Where this boot's id is read (reboot tasks fire on a new one); default
+    /// [`BOOT_ID_PATH`]. Tests point it at a file of their own.
+    pub boot_id_file: Option<PathBuf>,
 }
 
 /// What registration gave the agent, kept in `<state_dir>/identity.json`.
@@ -109,9 +125,17 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         Some(i) => i,
         None => register(&config, &url, &hostname).await?,
     };
-    tracing::info!(instance_id = %identity.instance_id, server = %url, "agent starting");
-    let mut agent = Agent::new(spool, hostname);
-    agent.load_spool().await;
+    let store = ScheduleStore::open(&config.state_dir)
+        .with_context(|| format!("opening the state dir {}", config.state_dir.display()))?;
+    let boot_id = read_boot_id(
+        config
+            .boot_id_file
+            .as_deref()
+            .unwrap_or(Path::new(BOOT_ID_PATH)),
+    );
+    tracing::info!(instance_id = %identity.instance_id, server = %url, %boot_id, "agent starting");
+    let mut agent = Agent::new(spool, store, hostname, boot_id, host_zone());
+    agent.load().await;
     let mut backoff = Backoff::new();
     loop {
         let began = Instant::now();
@@ -124,7 +148,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         }
         let pause = backoff.next();
         tracing::debug!(?pause, "reconnecting");
-        tokio::time::sleep(pause).await;
+        agent.offline(tokio::time::sleep(pause)).await;
     }
 }
 
@@ -214,16 +238,19 @@ impl Backoff {
     }
 }
 
+/// A run: the task's invoke id and the run's number (0 for a one-time task).
+type RunKey = (String, u64);
+
 /// What a running task tells the connection.
 enum Event {
-    Started { invoke_id: String, at: Millis },
-    Output { invoke_id: String },
+    Started { key: RunKey, at: Millis },
+    Output { key: RunKey },
     Finished(TaskResult),
 }
 
 /// Shared between a running task and the agent: how much output is spooled.
 struct Progress {
-    invoke_id: String,
+    key: RunKey,
     spooled: AtomicU64,
     /// An `Output` event is waiting to be handled (at most one per task).
     notified: AtomicBool,
@@ -233,7 +260,7 @@ struct Progress {
 impl Observer for Progress {
     fn started(&self, at: Millis) {
         let _ = self.events.send(Event::Started {
-            invoke_id: self.invoke_id.clone(),
+            key: self.key.clone(),
             at,
         });
     }
@@ -242,12 +269,13 @@ impl Observer for Progress {
         self.spooled.store(spooled, Ordering::Release);
         if !self.notified.swap(true, Ordering::AcqRel) {
             let _ = self.events.send(Event::Output {
-                invoke_id: self.invoke_id.clone(),
+                key: self.key.clone(),
             });
         }
     }
 }
 
+/// A run the agent knows: going, or ended with its result waiting for an ack.
 struct Entry {
     dir: TaskDir,
     progress: Arc<Progress>,
@@ -266,6 +294,14 @@ impl Entry {
     }
 }
 
+/// A repeating task on the schedule, with its timer.
+struct Armed {
+    kept: Kept,
+    /// When it fires next (Period); `None`: not on a clock, or waiting for its current
+    /// run to end.
+    next: Option<DateTime<Utc>>,
+}
+
 type Sink = futures_util::stream::SplitSink<
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
     Message,
@@ -273,8 +309,14 @@ type Sink = futures_util::stream::SplitSink<
 
 struct Agent {
     spool: Spool,
+    store: ScheduleStore,
     hostname: String,
-    tasks: BTreeMap<String, Entry>,
+    /// This boot (reboot tasks fire on another one).
+    boot_id: String,
+    /// The host's zone, for cron expressions without one.
+    zone: Zone,
+    tasks: BTreeMap<RunKey, Entry>,
+    schedules: BTreeMap<String, Armed>,
     events_tx: mpsc::UnboundedSender<Event>,
     events_rx: mpsc::UnboundedReceiver<Event>,
     running: JoinSet<()>,
@@ -283,12 +325,22 @@ struct Agent {
 }
 
 impl Agent {
-    fn new(spool: Spool, hostname: String) -> Agent {
+    fn new(
+        spool: Spool,
+        store: ScheduleStore,
+        hostname: String,
+        boot_id: String,
+        zone: Zone,
+    ) -> Agent {
         let (events_tx, events_rx) = mpsc::unbounded_channel();
         Agent {
             spool,
+            store,
             hostname,
+            boot_id,
+            zone,
             tasks: BTreeMap::new(),
+            schedules: BTreeMap::new(),
             events_tx,
             events_rx,
             running: JoinSet::new(),
@@ -296,13 +348,49 @@ impl Agent {
         }
     }
 
-    fn progress(&self, invoke_id: &str, spooled: u64) -> Arc<Progress> {
+    fn progress(&self, key: &RunKey, spooled: u64) -> Arc<Progress> {
         Arc::new(Progress {
-            invoke_id: invoke_id.to_string(),
+            key: key.clone(),
             spooled: AtomicU64::new(spooled),
             notified: AtomicBool::new(false),
             events: self.events_tx.clone(),
         })
+    }
+
+    /// Takes up the state dir: the schedule, then the spool; forgets repeating tasks
+    /// whose last run has ended; fires reboot tasks if this is another boot; arms the
+    /// timers.
+    async fn load(&mut self) {
+        for kept in self.store.load() {
+            let id = kept.invoke_id().to_string();
+            self.schedules.insert(id, Armed { kept, next: None });
+        }
+        self.load_spool().await;
+        let done: Vec<String> = self
+            .schedules
+            .iter()
+            .filter(|(_, a)| a.kept.done)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in done {
+            self.forget_schedule(&id);
+        }
+        let ids: Vec<String> = self.schedules.keys().cloned().collect();
+        for id in ids {
+            if self.schedules[&id].kept.fires_on_boot(&self.boot_id) {
+                tracing::info!(invoke_id = %id, boot_id = %self.boot_id, "a new boot: running the reboot task");
+                self.fire(&id, Firing::Boot);
+            } else {
+                self.arm(&id);
+            }
+        }
+        if !self.schedules.is_empty() {
+            tracing::info!(
+                tasks = self.schedules.len(),
+                zone = %self.zone,
+                "repeating tasks on the schedule"
+            );
+        }
     }
 
     /// Takes up the spool: results waiting for an ack, and runs the agent did not see
@@ -310,22 +398,36 @@ impl Agent {
     /// processes killed.
     async fn load_spool(&mut self) {
         for s in self.spool.load() {
-            let invoke_id = s.file.task.invoke_id.clone();
+            let key = (s.file.task.invoke_id.clone(), s.file.run);
             let result = match s.result {
-                Some(r) => r,
+                Some(mut r) => {
+                    if self.settle(&mut r) {
+                        if let Err(e) = s.dir.write_result(&r) {
+                            tracing::error!(invoke_id = %key.0, run = key.1, "cannot spool the result: {e}");
+                        }
+                    }
+                    r
+                }
                 None => {
-                    tracing::warn!(%invoke_id, "the agent stopped during this run: interrupted");
+                    tracing::warn!(invoke_id = %key.0, run = key.1, "the agent stopped during this run: interrupted");
                     proc::kill_tree(None, &s.file.marker, Duration::from_secs(5)).await;
-                    let r = s.dir.interrupted_result(&s.file.task);
+                    let mut r = s.dir.interrupted_result(&s.file.task);
+                    r.run = s.file.run;
+                    // The schedule goes on unless this was its last run.
+                    r.more = s.file.run > 0
+                        && self
+                            .schedules
+                            .get(&key.0)
+                            .is_some_and(|a| !(a.kept.done && a.kept.last_run == s.file.run));
                     if let Err(e) = s.dir.write_result(&r) {
-                        tracing::error!(%invoke_id, "cannot spool the result: {e}");
+                        tracing::error!(invoke_id = %key.0, run = key.1, "cannot spool the result: {e}");
                     }
                     r
                 }
             };
-            let progress = self.progress(&invoke_id, result.output_len);
+            let progress = self.progress(&key, result.output_len);
             self.tasks.insert(
-                invoke_id,
+                key,
                 Entry {
                     dir: s.dir,
                     progress,
@@ -336,6 +438,25 @@ impl Agent {
                     due: None,
                 },
             );
+        }
+    }
+
+    /// Waits for `fut` while keeping up the agent's own work, as when disconnected: run
+    /// events are recorded (they go out on the next connection) and due tasks run.
+    async fn offline<F: Future>(&mut self, fut: F) -> F::Output {
+        tokio::pin!(fut);
+        loop {
+            let wake = self.next_wake();
+            tokio::select! {
+                out = &mut fut => return out,
+                Some(ev) = self.events_rx.recv() => {
+                    self.apply(ev);
+                }
+                _ = sleep_until(wake), if wake.is_some() => self.fire_due(),
+                Some(joined) = self.running.join_next(), if !self.running.is_empty() => {
+                    log_join(joined);
+                }
+            }
         }
     }
 
@@ -351,12 +472,13 @@ impl Agent {
                 identity.instance_id, identity.token
             ))?,
         );
-        let (ws, _) = tokio::time::timeout(
-            CONNECT_TIMEOUT,
-            tokio_tungstenite::connect_async_with_config(request, None, true),
-        )
-        .await
-        .context("connect timed out")??;
+        let (ws, _) = self
+            .offline(tokio::time::timeout(
+                CONNECT_TIMEOUT,
+                tokio_tungstenite::connect_async_with_config(request, None, true),
+            ))
+            .await
+            .context("connect timed out")??;
         tracing::info!("connected to {url}");
         let (mut sink, mut stream) = ws.split();
 
@@ -364,14 +486,6 @@ impl Agent {
         while let Ok(ev) = self.events_rx.try_recv() {
             self.apply(ev);
         }
-        let known = self
-            .tasks
-            .iter()
-            .map(|(id, e)| KnownTask {
-                invoke_id: id.clone(),
-                finished: e.result.is_some(),
-            })
-            .collect();
         send(
             &mut sink,
             &AgentMsg::Hello {
@@ -379,7 +493,7 @@ impl Agent {
                 agent_version: AGENT_VERSION.to_string(),
                 hostname: self.hostname.clone(),
                 os_type: OS_TYPE.to_string(),
-                known,
+                known: self.known(),
             },
         )
         .await?;
@@ -391,6 +505,7 @@ impl Agent {
         let mut last_heard = Instant::now();
         loop {
             let due = self.tasks.values().filter_map(|e| e.due).min();
+            let wake = self.next_wake();
             tokio::select! {
                 frame = stream.next() => {
                     last_heard = Instant::now();
@@ -418,7 +533,7 @@ impl Agent {
                         self.welcomed = true;
                         self.catch_up(&mut sink).await?;
                     } else {
-                        self.on_server_msg(msg, &mut sink, welcomed).await?;
+                        self.on_server_msg(msg, &mut sink).await?;
                     }
                 }
                 Some(ev) = self.events_rx.recv() => {
@@ -441,77 +556,135 @@ impl Agent {
                 }
                 _ = sleep_until(due), if welcomed && due.is_some() => {
                     let now = Instant::now();
-                    let ids: Vec<String> = self
+                    let keys: Vec<RunKey> = self
                         .tasks
                         .iter()
                         .filter(|(_, e)| e.due.is_some_and(|d| d <= now))
-                        .map(|(id, _)| id.clone())
+                        .map(|(key, _)| key.clone())
                         .collect();
-                    for id in ids {
-                        self.flush(&id, &mut sink).await?;
+                    for key in keys {
+                        self.flush(&key, &mut sink).await?;
                     }
                 }
+                _ = sleep_until(wake), if wake.is_some() => self.fire_due(),
                 Some(joined) = self.running.join_next(), if !self.running.is_empty() => {
-                    if let Err(e) = joined {
-                        if e.is_panic() {
-                            tracing::error!("a task runner panicked: {e}");
-                        }
-                    }
+                    log_join(joined);
                 }
             }
         }
+    }
+
+    /// What `Hello` lists: per invoke id, its runs (`finished` once all of them have
+    /// ended) and, for a task on the schedule, its revision (`finished` is then false:
+    /// the task goes on).
+    fn known(&self) -> Vec<KnownTask> {
+        let mut known: BTreeMap<&str, KnownTask> = BTreeMap::new();
+        for ((id, _), e) in &self.tasks {
+            let k = known.entry(id).or_insert_with(|| KnownTask {
+                invoke_id: id.clone(),
+                finished: true,
+                repeating: None,
+            });
+            k.finished &= e.result.is_some();
+        }
+        for (id, a) in &self.schedules {
+            let k = known.entry(id).or_insert_with(|| KnownTask {
+                invoke_id: id.clone(),
+                finished: false,
+                repeating: None,
+            });
+            k.finished = false;
+            k.repeating = Some(a.kept.revision());
+        }
+        known.into_values().collect()
     }
 
     /// Records an event; returns what it asks to send.
     fn apply(&mut self, ev: Event) -> Option<Event> {
         match ev {
-            Event::Started { invoke_id, at } => {
-                let e = self.tasks.get_mut(&invoke_id)?;
+            Event::Started { key, at } => {
+                let e = self.tasks.get_mut(&key)?;
                 e.start_time = Some(at);
-                Some(Event::Started { invoke_id, at })
+                Some(Event::Started { key, at })
             }
-            Event::Output { invoke_id } => {
-                let e = self.tasks.get_mut(&invoke_id)?;
+            Event::Output { key } => {
+                let e = self.tasks.get_mut(&key)?;
                 e.progress.notified.store(false, Ordering::Release);
                 if e.spooled() > e.sent && e.due.is_none() {
                     e.due = Some(Instant::now() + FLUSH_DELAY);
                 }
-                Some(Event::Output { invoke_id })
+                Some(Event::Output { key })
             }
-            Event::Finished(result) => {
-                let e = self.tasks.get_mut(&result.invoke_id)?;
+            Event::Finished(mut result) => {
+                let key = (result.invoke_id.clone(), result.run);
+                let settled = self.settle(&mut result);
+                let e = self.tasks.get_mut(&key)?;
+                if settled {
+                    if let Err(err) = e.dir.write_result(&result) {
+                        tracing::error!(invoke_id = %key.0, run = key.1, "cannot spool the result: {err}");
+                    }
+                }
                 e.stop = None;
                 e.result = Some(result.clone());
+                if key.1 > 0 {
+                    self.after_run(&key.0, key.1);
+                }
                 Some(Event::Finished(result))
             }
         }
     }
 
+    /// A run of a repeating task ended: a task whose last run it was is forgotten; one
+    /// whose due time waited for the run to end is armed again.
+    fn after_run(&mut self, invoke_id: &str, run: u64) {
+        match self.schedules.get(invoke_id) {
+            Some(a) if a.kept.done && a.kept.last_run == run => {
+                tracing::info!(%invoke_id, run, "the last run ended: schedule forgotten");
+                self.forget_schedule(invoke_id);
+            }
+            Some(a) if a.next.is_none() => self.arm(invoke_id),
+            _ => {}
+        }
+    }
+
+    /// A repeating run's result says the schedule goes on only if the agent still has
+    /// it (a `Stop` may have ended it while the run was finishing). Returns whether the
+    /// result changed.
+    fn settle(&self, result: &mut TaskResult) -> bool {
+        if result.run > 0 && result.more && !self.schedules.contains_key(&result.invoke_id) {
+            result.more = false;
+            return true;
+        }
+        false
+    }
+
     /// Sends what an event asks for, on a live connection.
     async fn send_event(&mut self, ev: Event, sink: &mut Sink) -> anyhow::Result<()> {
         match ev {
-            Event::Started { invoke_id, at } => {
+            Event::Started { key, at } => {
                 send(
                     sink,
                     &AgentMsg::Started {
-                        invoke_id,
+                        invoke_id: key.0,
                         start_time: at,
+                        run: key.1,
                     },
                 )
                 .await
             }
-            Event::Output { invoke_id } => {
-                match self.tasks.get(&invoke_id) {
+            Event::Output { key } => {
+                match self.tasks.get(&key) {
                     Some(e) if e.spooled() >= e.sent + FLUSH_BYTES => {
-                        self.flush(&invoke_id, sink).await?
+                        self.flush(&key, sink).await?
                     }
                     _ => {}
                 }
                 Ok(())
             }
             Event::Finished(result) => {
-                self.flush(&result.invoke_id, sink).await?;
-                tracing::info!(invoke_id = %result.invoke_id, status = %result.status, "finished");
+                self.flush(&(result.invoke_id.clone(), result.run), sink)
+                    .await?;
+                tracing::info!(invoke_id = %result.invoke_id, run = result.run, status = %result.status, "finished");
                 send(sink, &AgentMsg::Finished(result)).await
             }
         }
@@ -520,83 +693,90 @@ impl Agent {
     /// After `Welcome`: announce running tasks again, send unsent output and every
     /// result not yet acknowledged.
     async fn catch_up(&mut self, sink: &mut Sink) -> anyhow::Result<()> {
-        let ids: Vec<String> = self.tasks.keys().cloned().collect();
-        for id in ids {
-            let e = &self.tasks[&id];
+        let keys: Vec<RunKey> = self.tasks.keys().cloned().collect();
+        for key in keys {
+            let e = &self.tasks[&key];
             if e.result.is_none() {
                 if let Some(at) = e.start_time {
                     send(
                         sink,
                         &AgentMsg::Started {
-                            invoke_id: id.clone(),
+                            invoke_id: key.0.clone(),
                             start_time: at,
+                            run: key.1,
                         },
                     )
                     .await?;
                 }
             }
-            self.flush(&id, sink).await?;
-            if let Some(result) = self.tasks[&id].result.clone() {
+            self.flush(&key, sink).await?;
+            if let Some(result) = self.tasks[&key].result.clone() {
                 send(sink, &AgentMsg::Finished(result)).await?;
             }
         }
         Ok(())
     }
 
-    async fn on_server_msg(
-        &mut self,
-        msg: ServerMsg,
-        sink: &mut Sink,
-        welcomed: bool,
-    ) -> anyhow::Result<()> {
+    async fn on_server_msg(&mut self, msg: ServerMsg, sink: &mut Sink) -> anyhow::Result<()> {
         match msg {
             ServerMsg::Welcome { .. } => {}
-            ServerMsg::Run(task) => {
-                if self.tasks.contains_key(&task.invoke_id) {
-                    tracing::debug!(invoke_id = %task.invoke_id, "already known: Run ignored");
-                } else {
-                    let invoke_id = task.invoke_id.clone();
-                    self.start(task);
-                    // A task that could not even be spooled ends at once.
-                    let failed = self.tasks.get(&invoke_id).and_then(|e| e.result.clone());
-                    if let (true, Some(result)) = (welcomed, failed) {
-                        send(sink, &AgentMsg::Finished(result)).await?;
+            ServerMsg::Run(task) => match &task.repeat {
+                Some(r) if r.mode.repeats() => self.on_repeating_run(task, sink).await?,
+                _ => {
+                    let id = &task.invoke_id;
+                    if self.tasks.contains_key(&(id.clone(), 0)) || self.schedules.contains_key(id)
+                    {
+                        tracing::debug!(invoke_id = %id, "already known: Run ignored");
+                    } else {
+                        self.start(task, 0, false);
                     }
                 }
-            }
-            ServerMsg::Stop { invoke_id } => match self.tasks.get_mut(&invoke_id) {
-                Some(e) => {
+            },
+            ServerMsg::Stop { invoke_id } => {
+                if self.schedules.contains_key(&invoke_id) {
+                    tracing::info!(%invoke_id, "schedule ended by Stop");
+                    self.forget_schedule(&invoke_id);
+                }
+                let mut known = false;
+                for (_, e) in self.runs_mut(&invoke_id) {
+                    known = true;
                     if let Some(stop) = e.stop.take() {
                         tracing::info!(%invoke_id, "stopping");
                         let _ = stop.send(());
                     }
                 }
-                None => tracing::debug!(%invoke_id, "Stop for an unknown task"),
-            },
-            ServerMsg::Ack { invoke_id } => {
-                if self
-                    .tasks
-                    .get(&invoke_id)
-                    .is_some_and(|e| e.result.is_some())
-                {
-                    self.tasks.remove(&invoke_id);
-                    if let Err(e) = self.spool.remove(&invoke_id) {
-                        tracing::error!(%invoke_id, "cannot remove the spooled task: {e}");
+                if !known {
+                    tracing::debug!(%invoke_id, "Stop for a task without a run");
+                }
+            }
+            ServerMsg::Ack { invoke_id, run } => {
+                let key = (invoke_id, run);
+                if self.tasks.get(&key).is_some_and(|e| e.result.is_some()) {
+                    self.tasks.remove(&key);
+                    if let Err(e) = self.spool.remove(&key.0, key.1) {
+                        tracing::error!(invoke_id = %key.0, run, "cannot remove the spooled task: {e}");
                     }
-                    tracing::debug!(%invoke_id, "acknowledged");
+                    tracing::debug!(invoke_id = %key.0, run, "acknowledged");
                 } else {
-                    tracing::debug!(%invoke_id, "Ack for a task without a result: ignored");
+                    tracing::debug!(invoke_id = %key.0, run, "Ack for a run without a result: ignored");
                 }
             }
             ServerMsg::Resend { invoke_id, offset } => {
-                let Some(e) = self.tasks.get_mut(&invoke_id) else {
+                let key = (invoke_id.clone(), 0);
+                if let Some(e) = self.tasks.get_mut(&key) {
+                    tracing::debug!(%invoke_id, offset, "resending output");
+                    e.sent = offset.min(e.spooled());
+                    self.flush(&key, sink).await?;
+                }
+                // Runs of a repeating task have no output chunks: their results again.
+                let results: Vec<TaskResult> = self
+                    .runs_mut(&invoke_id)
+                    .filter_map(|(_, e)| e.result.clone())
+                    .collect();
+                if results.is_empty() && !self.tasks.contains_key(&key) {
                     tracing::debug!(%invoke_id, "Resend for an unknown task");
-                    return Ok(());
-                };
-                tracing::debug!(%invoke_id, offset, "resending output");
-                e.sent = offset.min(e.spooled());
-                self.flush(&invoke_id, sink).await?;
-                if let Some(result) = self.tasks[&invoke_id].result.clone() {
+                }
+                for result in results {
                     send(sink, &AgentMsg::Finished(result)).await?;
                 }
             }
@@ -604,51 +784,274 @@ impl Agent {
         Ok(())
     }
 
-    /// Spools a new task and starts it.
-    fn start(&mut self, task: Task) {
-        let invoke_id = task.invoke_id.clone();
-        let marker = format!("{:032x}", rand::random::<u128>());
+    /// The runs of a task (one for a one-time task).
+    fn runs_mut<'a>(
+        &'a mut self,
+        invoke_id: &str,
+    ) -> impl Iterator<Item = (&'a RunKey, &'a mut Entry)> + 'a {
+        let range = (invoke_id.to_string(), 0)..=(invoke_id.to_string(), u64::MAX);
+        self.tasks.range_mut(range)
+    }
+
+    /// A `Run` with a repeat: keep (or replace) the schedule and say so with `Scheduled`.
+    async fn on_repeating_run(&mut self, task: Task, sink: &mut Sink) -> anyhow::Result<()> {
+        let id = task.invoke_id.clone();
+        let existing = self.schedules.get(&id).map(|a| a.kept.clone());
+        if let Some(kept) = &existing {
+            if task.revision <= kept.revision() {
+                tracing::debug!(invoke_id = %id, revision = task.revision, "already scheduled");
+                return send(
+                    sink,
+                    &AgentMsg::Scheduled {
+                        invoke_id: id,
+                        revision: kept.revision(),
+                    },
+                )
+                .await;
+            }
+        } else if self.ended_here(&id) {
+            tracing::debug!(invoke_id = %id, "ended here, its last result not yet acknowledged: Run ignored");
+            return Ok(());
+        }
+        let next_run = existing.as_ref().map_or(0, |k| k.last_run) + 1;
+        let changed = existing
+            .as_ref()
+            .is_none_or(|k| k.task.repeat != task.repeat);
+        if changed {
+            if let Err(e) = schedule::check(&task, Utc::now(), self.zone) {
+                tracing::warn!(invoke_id = %id, "the task cannot run here: {e}");
+                self.forget_schedule(&id);
+                let error = e.task_error().unwrap_or(TaskError::BadCronExpression);
+                self.refuse(task, next_run, error);
+                return Ok(());
+            }
+        }
+        let kept = match existing {
+            Some(mut kept) => {
+                kept.replace(task);
+                kept
+            }
+            None => Kept::new(task, &self.boot_id),
+        };
+        if let Err(e) = self.store.save(&kept) {
+            tracing::error!(invoke_id = %id, "cannot keep the schedule: {e}");
+            if !self.schedules.contains_key(&id) {
+                self.refuse(kept.task, next_run, TaskError::ExecutionException);
+            }
+            return Ok(());
+        }
+        let revision = kept.revision();
+        tracing::info!(invoke_id = %id, revision, "scheduled");
+        self.schedules
+            .insert(id.clone(), Armed { kept, next: None });
+        self.arm(&id);
+        send(
+            sink,
+            &AgentMsg::Scheduled {
+                invoke_id: id,
+                revision,
+            },
+        )
+        .await
+    }
+
+    /// Whether a repeating task ended on this agent and its last result still waits for
+    /// its ack (a `Run` for it then is a stale one).
+    fn ended_here(&self, invoke_id: &str) -> bool {
+        let range = (invoke_id.to_string(), 1)..=(invoke_id.to_string(), u64::MAX);
+        self.tasks
+            .range(range)
+            .any(|(_, e)| e.result.as_ref().is_some_and(|r| !r.more))
+    }
+
+    /// Sets a task's timer from its schedule; a task with no run left ends now.
+    fn arm(&mut self, invoke_id: &str) {
+        let Some(a) = self.schedules.get_mut(invoke_id) else {
+            return;
+        };
+        match a.kept.next(Utc::now(), self.zone) {
+            Next::At(t) => a.next = Some(t),
+            Next::Never => a.next = None,
+            Next::Over(why) => {
+                tracing::warn!(%invoke_id, "the schedule is over: {why}");
+                let kept = a.kept.clone();
+                self.forget_schedule(invoke_id);
+                self.refuse(kept.task, kept.last_run + 1, TaskError::BadCronExpression);
+            }
+        }
+    }
+
+    /// The earliest timer, as a monotonic instant.
+    fn next_wake(&self) -> Option<Instant> {
+        let next = self.schedules.values().filter_map(|a| a.next).min()?;
+        let wait = (next - Utc::now()).to_std().unwrap_or_default();
+        // A millisecond over, so that the wall clock has passed the slot on waking.
+        Some(Instant::now() + wait + Duration::from_millis(1))
+    }
+
+    /// Runs every task whose slot has come, unless its previous run is still going
+    /// (then the slot is skipped: not stacked, not counted).
+    fn fire_due(&mut self) {
+        let now = Utc::now();
+        let due: Vec<(String, DateTime<Utc>)> = self
+            .schedules
+            .iter()
+            .filter_map(|(id, a)| Some((id.clone(), a.next.filter(|t| *t <= now)?)))
+            .collect();
+        for (id, slot) in due {
+            if let Some(a) = self.schedules.get_mut(&id) {
+                a.next = None;
+            }
+            let busy = self.runs_mut(&id).any(|(_, e)| e.result.is_none());
+            if busy {
+                tracing::info!(invoke_id = %id, %slot, "the previous run is still going: slot skipped");
+            } else {
+                self.fire(&id, Firing::Slot(slot));
+            }
+            self.arm(&id);
+            // A time already past (an at() whose slot was skipped) waits for the run to
+            // end.
+            if let Some(a) = self.schedules.get_mut(&id) {
+                if a.next.is_some_and(|t| t <= now) {
+                    a.next = None;
+                }
+            }
+        }
+    }
+
+    /// Starts a run of a repeating task: its number and slot (or boot) are on disk
+    /// before it starts.
+    fn fire(&mut self, invoke_id: &str, how: Firing) {
+        let Some(a) = self.schedules.get_mut(invoke_id) else {
+            return;
+        };
+        let mut kept = a.kept.clone();
+        let more = match how {
+            Firing::Slot(slot) => kept.fire_slot(slot, self.zone),
+            Firing::Boot => kept.fire_on_boot(&self.boot_id),
+        };
+        if let Err(e) = self.store.save(&kept) {
+            tracing::error!(%invoke_id, "cannot record the run: {e}; not run");
+            return;
+        }
+        a.kept = kept;
+        let mut task = a.kept.task.clone();
+        let run = a.kept.last_run;
+        // A repeating run's result is its 24 KB view: no output chunks.
+        task.output_cap = 0;
+        self.start(task, run, more);
+    }
+
+    /// Forgets a repeating task's schedule (its runs stay until acknowledged).
+    fn forget_schedule(&mut self, invoke_id: &str) {
+        self.schedules.remove(invoke_id);
+        if let Err(e) = self.store.remove(invoke_id) {
+            tracing::error!(%invoke_id, "cannot remove the schedule: {e}");
+        }
+    }
+
+    /// Ends a run before it starts: spools `error`'s result (`more: false`) for the run
+    /// and reports it like any other.
+    fn refuse(&mut self, task: Task, run: u64, error: TaskError) {
+        let key = (task.invoke_id.clone(), run);
+        let result = TaskResult {
+            invoke_id: task.invoke_id.clone(),
+            status: error.status(),
+            exit_code: None,
+            error: Some(error),
+            start_time: None,
+            finish_time: now_millis(),
+            output: String::new(),
+            dropped: 0,
+            output_len: 0,
+            run,
+            more: false,
+        };
         let file = TaskFile {
             task,
-            marker,
+            run,
+            marker: String::new(),
             received_at: now_millis(),
         };
-        let progress = self.progress(&invoke_id, 0);
+        let dir = match self.spool.create(&file) {
+            Ok(dir) => {
+                if let Err(e) = dir.write_result(&result) {
+                    tracing::error!(invoke_id = %key.0, run, "cannot spool the result: {e}");
+                }
+                dir
+            }
+            Err(e) => {
+                tracing::error!(invoke_id = %key.0, run, "cannot spool the task: {e}");
+                self.spool.dir(&key.0, run)
+            }
+        };
+        let progress = self.progress(&key, 0);
+        self.tasks.insert(
+            key,
+            Entry {
+                dir,
+                progress,
+                stop: None,
+                start_time: None,
+                result: Some(result.clone()),
+                sent: 0,
+                due: None,
+            },
+        );
+        let _ = self.events_tx.send(Event::Finished(result));
+    }
+
+    /// Spools a run and starts it. `more`: the schedule goes on after this run (unless
+    /// a `Stop` ends it).
+    fn start(&mut self, task: Task, run: u64, more: bool) {
+        let key = (task.invoke_id.clone(), run);
+        let file = TaskFile {
+            task,
+            run,
+            marker: format!("{:032x}", rand::random::<u128>()),
+            received_at: now_millis(),
+        };
         let dir = match self.spool.create(&file) {
             Ok(d) => d,
             Err(e) => {
                 // Without a spool the run cannot keep its promises: do not start it.
-                tracing::error!(%invoke_id, "cannot spool the task: {e}");
-                let now = now_millis();
+                tracing::error!(invoke_id = %key.0, run, "cannot spool the task: {e}");
+                let error = TaskError::ExecutionException;
+                let result = TaskResult {
+                    invoke_id: key.0.clone(),
+                    status: error.status(),
+                    exit_code: None,
+                    error: Some(error),
+                    start_time: None,
+                    finish_time: now_millis(),
+                    output: String::new(),
+                    dropped: 0,
+                    output_len: 0,
+                    run,
+                    more: false,
+                };
+                let progress = self.progress(&key, 0);
                 self.tasks.insert(
-                    invoke_id.clone(),
+                    key.clone(),
                     Entry {
-                        dir: self.spool.dir(&invoke_id),
+                        dir: self.spool.dir(&key.0, run),
                         progress,
                         stop: None,
                         start_time: None,
-                        result: Some(TaskResult {
-                            invoke_id,
-                            status: TaskError::ExecutionException.status(),
-                            exit_code: None,
-                            error: Some(TaskError::ExecutionException),
-                            start_time: None,
-                            finish_time: now,
-                            output: String::new(),
-                            dropped: 0,
-                            output_len: 0,
-                        }),
+                        result: Some(result.clone()),
                         sent: 0,
                         due: None,
                     },
                 );
+                let _ = self.events_tx.send(Event::Finished(result));
                 return;
             }
         };
-        tracing::info!(%invoke_id, "running");
+        tracing::info!(invoke_id = %key.0, run, "running");
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        let progress = self.progress(&key, 0);
         self.tasks.insert(
-            invoke_id.clone(),
+            key,
             Entry {
                 dir: dir.clone(),
                 progress: progress.clone(),
@@ -666,20 +1069,26 @@ impl Agent {
                     std::future::pending::<()>().await;
                 }
             };
-            let result = exec::execute(&file.task, &dir, &file.marker, stop, &*progress).await;
+            let mut result = exec::execute(&file.task, &dir, &file.marker, stop, &*progress).await;
+            result.run = run;
+            result.more = more && result.status != InvocationStatus::Terminated;
             if let Err(e) = dir.write_result(&result) {
-                tracing::error!(invoke_id = %file.task.invoke_id, "cannot spool the result: {e}");
+                tracing::error!(invoke_id = %file.task.invoke_id, run, "cannot spool the result: {e}");
             }
             let _ = events.send(Event::Finished(result));
         });
     }
 
-    /// Sends a task's unsent spooled output.
-    async fn flush(&mut self, invoke_id: &str, sink: &mut Sink) -> anyhow::Result<()> {
-        let Some(e) = self.tasks.get_mut(invoke_id) else {
+    /// Sends a run's unsent spooled output (runs of repeating tasks have none).
+    async fn flush(&mut self, key: &RunKey, sink: &mut Sink) -> anyhow::Result<()> {
+        let Some(e) = self.tasks.get_mut(key) else {
             return Ok(());
         };
         e.due = None;
+        if key.1 > 0 {
+            return Ok(());
+        }
+        let invoke_id = &key.0;
         let end = e.spooled();
         while e.sent < end {
             let want = (end - e.sent).min(CHUNK_BYTES) as usize;
@@ -704,6 +1113,22 @@ impl Agent {
             .await?;
         }
         Ok(())
+    }
+}
+
+/// Why a repeating task runs.
+enum Firing {
+    /// Its slot came (Period).
+    Slot(DateTime<Utc>),
+    /// The agent started on another boot (reboot modes).
+    Boot,
+}
+
+fn log_join(joined: Result<(), tokio::task::JoinError>) {
+    if let Err(e) = joined {
+        if e.is_panic() {
+            tracing::error!("a task runner panicked: {e}");
+        }
     }
 }
 

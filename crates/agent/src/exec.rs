@@ -256,6 +256,8 @@ fn invalid(task: &Task, error: TaskError) -> TaskResult {
         output: String::new(),
         dropped: 0,
         output_len: 0,
+        run: 0,
+        more: false,
     }
 }
 
@@ -373,6 +375,8 @@ impl<'a> OutputSink<'a> {
             output: encode_base64(&view),
             dropped,
             output_len: self.spooled,
+            run: 0,
+            more: false,
         }
     }
 

@@ -38,6 +38,8 @@ pub fn deliver(task: &Task, file: &FileDelivery) -> TaskResult {
         output: String::new(),
         dropped: 0,
         output_len: 0,
+        run: 0,
+        more: false,
     }
 }
 

@@ -6,7 +6,12 @@
 //!   documentation has the status / exit code / error table.
 //! - [`file`]: file delivery (SendFile), written atomically with owner, group, mode.
 //! - [`proc`]: spawning, reaping (the agent is a child subreaper) and tree kills.
-//! - [`spool`]: the on-disk state, one directory per task, kept until the server acks.
+//! - [`spool`]: the on-disk state, one directory per task (per run of a repeating task),
+//!   kept until the server acks.
+//! - [`schedule`]: the repeating tasks (Period, NextRebootOnly, EveryReboot), kept in
+//!   `<state_dir>/schedule/` next to the spool: the agent runs them itself, connected or
+//!   not, so their state (run numbers, last slot, boot id) must survive restarts; it is
+//!   written before each run starts, so no run happens twice.
 //! - [`client`]: registration and the WebSocket conversation of `oca_proto`.
 //! - [`url`]: the server URL (`http` → `ws`).
 //! - [`cli`]: the `oca-agent` binary's flags; `crates/oca/src/bin/oca-agent.rs` calls
@@ -14,16 +19,20 @@
 //!
 //! ```text
 //! oca-agent --server http://127.0.0.1:8080 --state-dir /var/lib/oca-agent \
-//!           [--activation-id ID --activation-code CODE] [--hostname NAME]
+//!           [--activation-id ID --activation-code CODE] [--hostname NAME] \
+//!           [--boot-id-file /proc/sys/kernel/random/boot_id]
 //! ```
 //! Each flag has an environment variable: `OCA_SERVER`, `OCA_STATE_DIR`,
-//! `OCA_ACTIVATION_ID`, `OCA_ACTIVATION_CODE`, `OCA_HOSTNAME`; logs follow `RUST_LOG`.
+//! `OCA_ACTIVATION_ID`, `OCA_ACTIVATION_CODE`, `OCA_HOSTNAME`, `OCA_BOOT_ID_FILE`; logs
+//! follow `RUST_LOG`. Cron expressions without a zone are read in the host's zone (`TZ`,
+//! else `/etc/localtime`).
 
 pub mod cli;
 pub mod client;
 pub mod exec;
 pub mod file;
 pub mod proc;
+pub mod schedule;
 pub mod spool;
 pub mod url;
 

@@ -2,8 +2,10 @@
 //!
 //! ```text
 //! <state_dir>/identity.json             instance id + token (0600)
-//! <state_dir>/tasks/<invoke_id>/
-//!     task.json      the task and its process marker, written when the Run arrives
+//! <state_dir>/tasks/<invoke_id>/           a one-time task
+//! <state_dir>/tasks/<invoke_id>@<run>/     run number <run> of a repeating task
+//!     task.json      the task, its run number and its process marker, written when the
+//!                    Run arrives (when the run is due, for a repeating task)
 //!     started        the start time (ms since the epoch), once the process started
 //!     output         the first `output_cap` bytes of output, as the script printed them
 //!     script.sh      the script (`script.ps1` for PowerShell) when run as the agent's user
@@ -15,6 +17,10 @@
 //! acknowledges its result. A directory with a task but no result belongs to a run the
 //! agent did not see end (it died meanwhile): on start, the agent finishes it as
 //! `Error` / `ExecutionInterrupted` with whatever output it has.
+//!
+//! Repeating tasks keep their schedule elsewhere ([`crate::schedule`]); each of their
+//! runs is spooled here like a one-time task, under its own directory, so that several
+//! results can wait for their acks at once.
 
 use oca_domain::output::HeadTail;
 use oca_domain::task_error::TaskError;
@@ -35,6 +41,9 @@ const RESULT_FILE: &str = "result.json";
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TaskFile {
     pub task: Task,
+    /// The run's number for a repeating task (1, 2, …); 0 for a one-time task.
+    #[serde(default)]
+    pub run: u64,
     /// The value of `OCA_TASK_MARKER` in the task's processes.
     pub marker: String,
     pub received_at: Millis,
@@ -66,16 +75,22 @@ impl Spool {
         &self.root
     }
 
-    /// The directory of a task (it may not exist).
-    pub fn dir(&self, invoke_id: &str) -> TaskDir {
+    /// The directory of a run (it may not exist): `<invoke_id>` for a one-time task (run
+    /// 0), `<invoke_id>@<run>` for a run of a repeating task (`@` never appears in the
+    /// name of an invoke id, which is the id itself or `x` and its hex).
+    pub fn dir(&self, invoke_id: &str, run: u64) -> TaskDir {
+        let name = match run {
+            0 => dir_name(invoke_id),
+            n => format!("{}@{n}", dir_name(invoke_id)),
+        };
         TaskDir {
-            path: self.root.join(dir_name(invoke_id)),
+            path: self.root.join(name),
         }
     }
 
-    /// Records a task that just arrived.
+    /// Records a task (a run) that just arrived.
     pub fn create(&self, file: &TaskFile) -> io::Result<TaskDir> {
-        let dir = self.dir(&file.task.invoke_id);
+        let dir = self.dir(&file.task.invoke_id, file.run);
         fs::create_dir_all(&dir.path)?;
         write_atomic(
             &dir.path.join(TASK_FILE),
@@ -85,9 +100,9 @@ impl Spool {
         Ok(dir)
     }
 
-    /// Forgets a task.
-    pub fn remove(&self, invoke_id: &str) -> io::Result<()> {
-        match fs::remove_dir_all(self.dir(invoke_id).path) {
+    /// Forgets a task (a run).
+    pub fn remove(&self, invoke_id: &str, run: u64) -> io::Result<()> {
+        match fs::remove_dir_all(self.dir(invoke_id, run).path) {
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
             r => r,
         }
@@ -235,13 +250,15 @@ impl TaskDir {
             output: oca_domain::command::encode_base64(&output),
             dropped,
             output_len: len,
+            run: 0,
+            more: false,
         }
     }
 }
 
-/// A directory name for an invoke id: the id itself when it is a plain name, else
-/// `x` and its hex.
-fn dir_name(invoke_id: &str) -> String {
+/// A file or directory name for an invoke id: the id itself when it is a plain name,
+/// else `x` and its hex.
+pub(crate) fn dir_name(invoke_id: &str) -> String {
     let plain = !invoke_id.is_empty()
         && invoke_id.len() <= 128
         && !invoke_id.starts_with('.')
@@ -308,6 +325,8 @@ mod tests {
             output_cap: 1 << 20,
             termination_mode: Default::default(),
             file: None,
+            repeat: None,
+            revision: 0,
         }
     }
 
@@ -329,6 +348,7 @@ mod tests {
         let spool = Spool::open(tmp.path()).unwrap();
         let file = TaskFile {
             task: task("t-1"),
+            run: 0,
             marker: "m".into(),
             received_at: 1,
         };
@@ -358,8 +378,21 @@ mod tests {
         assert_eq!(dir.read_output(2, 3).unwrap(), b"rti");
         assert_eq!(dir.read_output(7, 10).unwrap(), b"");
 
-        spool.remove("t-1").unwrap();
-        spool.remove("t-1").unwrap();
+        // A run of a repeating task has a directory of its own.
+        let run = TaskFile {
+            run: 3,
+            ..file.clone()
+        };
+        let run_dir = spool.create(&run).unwrap();
+        assert_eq!(run_dir.path(), spool.root().join("t-1@3"));
+        assert_eq!(spool.load().len(), 2);
+
+        spool.remove("t-1", 0).unwrap();
+        spool.remove("t-1", 0).unwrap();
+        let left = spool.load();
+        assert_eq!(left.len(), 1);
+        assert_eq!(left[0].file.run, 3);
+        spool.remove("t-1", 3).unwrap();
         assert!(spool.load().is_empty());
     }
 }

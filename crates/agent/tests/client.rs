@@ -1,305 +1,15 @@
 //! The agent against a small in-test server on 127.0.0.1 playing the server's part.
 
-use futures_util::{SinkExt, StreamExt};
+mod common;
+
+use common::*;
 use oca_agent::{Config, Identity};
-use oca_domain::command::{decode_base64, CommandType};
+use oca_domain::command::decode_base64;
 use oca_domain::status::InvocationStatus as S;
 use oca_domain::task_error::TaskError;
-use oca_proto::{
-    AgentMsg, KnownTask, RegisterRequest, RegisterResponse, ServerMsg, Task, TaskResult,
-};
-use std::collections::BTreeMap;
-use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use oca_proto::{AgentMsg, KnownTask, ServerMsg};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
-use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
-use tokio_tungstenite::tungstenite::http::StatusCode;
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::WebSocketStream;
-
-const INSTANCE: &str = "mi-test";
-const TOKEN: &str = "secret-token";
-const WAIT: Duration = Duration::from_secs(10);
-
-/// The server's part: registers with `act-1`/`code-1`, accepts WebSockets that bear the
-/// right token and hands them to the test.
-struct FakeServer {
-    url: String,
-    /// While set, WebSocket handshakes are refused (503).
-    refuse: Arc<AtomicBool>,
-    conns: mpsc::UnboundedReceiver<Conn>,
-    registrations: mpsc::UnboundedReceiver<RegisterRequest>,
-}
-
-struct Conn {
-    ws: WebSocketStream<TcpStream>,
-}
-
-impl FakeServer {
-    // The handshake callback's signature is tungstenite's.
-    #[allow(clippy::result_large_err)]
-    async fn start() -> FakeServer {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        let (tx, conns) = mpsc::unbounded_channel();
-        let (reg_tx, registrations) = mpsc::unbounded_channel();
-        let refuse = Arc::new(AtomicBool::new(false));
-        let refusing = refuse.clone();
-        tokio::spawn(async move {
-            loop {
-                let (stream, _) = listener.accept().await.unwrap();
-                let refusing = refusing.load(Ordering::SeqCst);
-                let tx = tx.clone();
-                let reg_tx = reg_tx.clone();
-                tokio::spawn(async move {
-                    let mut head = [0u8; 5];
-                    let n = stream.peek(&mut head).await.unwrap_or(0);
-                    if &head[..n] == b"POST " {
-                        register(stream, reg_tx).await;
-                        return;
-                    }
-                    let check =
-                        move |req: &Request, resp: Response| -> Result<Response, ErrorResponse> {
-                            if refusing {
-                                let mut r = ErrorResponse::new(Some("busy".into()));
-                                *r.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
-                                return Err(r);
-                            }
-                            let auth = req
-                                .headers()
-                                .get("authorization")
-                                .and_then(|v| v.to_str().ok());
-                            if req.uri().path() == "/agent/v1/connect"
-                                && auth == Some(&format!("Bearer {INSTANCE}:{TOKEN}"))
-                            {
-                                Ok(resp)
-                            } else {
-                                let mut r =
-                                    ErrorResponse::new(Some("invalid agent credentials".into()));
-                                *r.status_mut() = StatusCode::UNAUTHORIZED;
-                                Err(r)
-                            }
-                        };
-                    if let Ok(ws) = tokio_tungstenite::accept_hdr_async(stream, check).await {
-                        let _ = tx.send(Conn { ws });
-                    }
-                });
-            }
-        });
-        FakeServer {
-            url,
-            refuse,
-            conns,
-            registrations,
-        }
-    }
-
-    async fn next_conn(&mut self) -> Conn {
-        tokio::time::timeout(WAIT, self.conns.recv())
-            .await
-            .expect("the agent connects")
-            .unwrap()
-    }
-
-    /// The next connection, after its Hello; answers Welcome.
-    async fn welcome(&mut self, heartbeat_secs: u64) -> (Conn, Vec<KnownTask>) {
-        let mut c = self.next_conn().await;
-        let known = match c.recv().await {
-            AgentMsg::Hello {
-                protocol,
-                known,
-                os_type,
-                hostname,
-                ..
-            } => {
-                assert_eq!(protocol, oca_proto::PROTOCOL_VERSION);
-                assert_eq!(os_type, "linux");
-                assert_eq!(hostname, "testhost");
-                known
-            }
-            other => panic!("expected Hello, got {other:?}"),
-        };
-        c.send(ServerMsg::Welcome {
-            instance_id: INSTANCE.into(),
-            heartbeat_secs,
-            server_time: 0,
-        })
-        .await;
-        (c, known)
-    }
-}
-
-/// A minimal HTTP answer to `POST /agent/v1/register`.
-async fn register(mut stream: TcpStream, seen: mpsc::UnboundedSender<RegisterRequest>) {
-    let mut buf = Vec::new();
-    let mut tmp = [0u8; 4096];
-    let body_start = loop {
-        let n = stream.read(&mut tmp).await.unwrap();
-        assert!(n > 0, "request cut short");
-        buf.extend_from_slice(&tmp[..n]);
-        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break i + 4;
-        }
-    };
-    let head = String::from_utf8_lossy(&buf[..body_start]).to_lowercase();
-    assert!(head.starts_with("post /agent/v1/register "), "{head}");
-    let len: usize = head
-        .lines()
-        .find_map(|l| l.strip_prefix("content-length:"))
-        .map(|v| v.trim().parse().unwrap())
-        .unwrap_or(0);
-    while buf.len() < body_start + len {
-        let n = stream.read(&mut tmp).await.unwrap();
-        buf.extend_from_slice(&tmp[..n]);
-    }
-    let req: RegisterRequest = serde_json::from_slice(&buf[body_start..body_start + len]).unwrap();
-    let ok = req.activation_id == "act-1" && req.activation_code == "code-1";
-    let _ = seen.send(req);
-    let (status, body) = if ok {
-        (
-            "200 OK",
-            serde_json::to_string(&RegisterResponse {
-                instance_id: INSTANCE.into(),
-                token: TOKEN.into(),
-            })
-            .unwrap(),
-        )
-    } else {
-        (
-            "403 Forbidden",
-            r#"{"code":"InvalidActivation","message":"wrong code"}"#.to_string(),
-        )
-    };
-    let resp = format!(
-        "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    stream.write_all(resp.as_bytes()).await.unwrap();
-    let _ = stream.shutdown().await;
-}
-
-impl Conn {
-    async fn send(&mut self, msg: ServerMsg) {
-        self.ws
-            .send(Message::Text(msg.to_json().into()))
-            .await
-            .unwrap();
-    }
-
-    /// The next protocol message (heartbeats included), or `None` if none came within
-    /// `limit`.
-    async fn try_recv(&mut self, limit: Duration) -> Option<AgentMsg> {
-        let deadline = tokio::time::Instant::now() + limit;
-        loop {
-            let frame = tokio::time::timeout_at(deadline, self.ws.next())
-                .await
-                .ok()?;
-            match frame {
-                Some(Ok(Message::Text(t))) => return Some(serde_json::from_str(&t).unwrap()),
-                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return None,
-                Some(Ok(_)) => continue,
-            }
-        }
-    }
-
-    async fn recv(&mut self) -> AgentMsg {
-        self.try_recv(WAIT).await.expect("a message from the agent")
-    }
-
-    /// Messages up to and including the `Finished` of `invoke_id`, heartbeats aside.
-    async fn until_finished(&mut self, invoke_id: &str) -> (Vec<AgentMsg>, TaskResult) {
-        let mut seen = Vec::new();
-        loop {
-            match self.recv().await {
-                AgentMsg::Finished(r) if r.invoke_id == invoke_id => return (seen, r),
-                AgentMsg::Heartbeat { .. } => {}
-                m => seen.push(m),
-            }
-        }
-    }
-}
-
-fn task(invoke_id: &str, script: &str) -> Task {
-    Task {
-        invoke_id: invoke_id.into(),
-        command_id: "c-1".into(),
-        command_type: CommandType::RunShellScript,
-        script: script.into(),
-        working_dir: String::new(),
-        username: String::new(),
-        timeout_secs: 60,
-        output_cap: 16 << 20,
-        termination_mode: Default::default(),
-        file: None,
-    }
-}
-
-fn start_agent(url: &str, state: &Path, activation: bool) -> JoinHandle<anyhow::Result<()>> {
-    let cfg = Config {
-        server: url.to_string(),
-        state_dir: state.to_path_buf(),
-        activation_id: activation.then(|| "act-1".to_string()),
-        activation_code: activation.then(|| "code-1".to_string()),
-        hostname: Some("testhost".into()),
-    };
-    tokio::spawn(oca_agent::run(cfg))
-}
-
-fn registered(state: &Path) {
-    Identity {
-        instance_id: INSTANCE.into(),
-        token: TOKEN.into(),
-    }
-    .save(state)
-    .unwrap();
-}
-
-/// Output chunks for `invoke_id`, by offset.
-fn chunks(msgs: &[AgentMsg], invoke_id: &str) -> BTreeMap<u64, Vec<u8>> {
-    msgs.iter()
-        .filter_map(|m| match m {
-            AgentMsg::Output {
-                invoke_id: id,
-                offset,
-                data,
-            } if id == invoke_id => Some((*offset, decode_base64(data).unwrap())),
-            _ => None,
-        })
-        .collect()
-}
-
-/// Chunks laid end to end; panics on a gap.
-fn joined(chunks: &BTreeMap<u64, Vec<u8>>) -> Vec<u8> {
-    let mut out = Vec::new();
-    for (off, data) in chunks {
-        assert!(*off as usize <= out.len(), "gap before offset {off}");
-        let skip = out.len() - *off as usize;
-        if skip < data.len() {
-            out.extend_from_slice(&data[skip..]);
-        }
-    }
-    out
-}
-
-fn spool_dir(state: &Path, invoke_id: &str) -> std::path::PathBuf {
-    state.join("tasks").join(invoke_id)
-}
-
-async fn gone_within(path: &Path, limit: Duration) -> bool {
-    let deadline = tokio::time::Instant::now() + limit;
-    while tokio::time::Instant::now() < deadline {
-        if !path.exists() {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    false
-}
 
 #[tokio::test]
 async fn registers_runs_streams_and_forgets_on_ack() {
@@ -334,6 +44,7 @@ async fn registers_runs_streams_and_forgets_on_ack() {
     let AgentMsg::Started {
         invoke_id,
         start_time,
+        run: 0,
     } = started
     else {
         panic!("expected Started, got {started:?}");
@@ -353,6 +64,7 @@ async fn registers_runs_streams_and_forgets_on_ack() {
     assert!(dir.join("task.json").exists());
     c.send(ServerMsg::Ack {
         invoke_id: "t-1".into(),
+        run: 0,
     })
     .await;
     assert!(
@@ -382,6 +94,7 @@ async fn a_refused_registration_stops_the_agent() {
         activation_id: Some("act-1".into()),
         activation_code: Some("wrong".into()),
         hostname: Some("testhost".into()),
+        boot_id_file: None,
     };
     let err = tokio::time::timeout(WAIT, oca_agent::run(cfg))
         .await
@@ -462,7 +175,8 @@ async fn a_dropped_connection_mid_run_reconnects_and_delivers() {
         known,
         vec![KnownTask {
             invoke_id: "t-drop".into(),
-            finished: false
+            finished: false,
+            repeating: None,
         }]
     );
     let (msgs, r) = c.until_finished("t-drop").await;
@@ -499,7 +213,8 @@ async fn a_finished_result_waits_for_the_next_connection() {
         known,
         vec![KnownTask {
             invoke_id: "t-away".into(),
-            finished: true
+            finished: true,
+            repeating: None,
         }]
     );
     let (msgs, r) = c.until_finished("t-away").await;
@@ -591,6 +306,7 @@ async fn stop_and_heartbeats() {
     assert_eq!(decode_base64(&r.output).unwrap(), b"going\n");
     c.send(ServerMsg::Ack {
         invoke_id: "t-stop".into(),
+        run: 0,
     })
     .await;
     loop {
@@ -622,7 +338,8 @@ async fn a_restarted_agent_resends_its_unacknowledged_result() {
         known,
         vec![KnownTask {
             invoke_id: "t-keep".into(),
-            finished: true
+            finished: true,
+            repeating: None,
         }]
     );
     let (msgs, again) = c.until_finished("t-keep").await;
@@ -633,6 +350,7 @@ async fn a_restarted_agent_resends_its_unacknowledged_result() {
     );
     c.send(ServerMsg::Ack {
         invoke_id: "t-keep".into(),
+        run: 0,
     })
     .await;
     assert!(gone_within(&spool_dir(state.path(), "t-keep"), Duration::from_secs(3)).await);
@@ -670,7 +388,8 @@ async fn a_run_the_agent_did_not_see_end_is_interrupted() {
         known,
         vec![KnownTask {
             invoke_id: "t-lost".into(),
-            finished: true
+            finished: true,
+            repeating: None,
         }]
     );
     let (_, r) = c.until_finished("t-lost").await;

@@ -24,6 +24,8 @@ fn task(script: &str) -> Task {
         output_cap: 1 << 20,
         termination_mode: Default::default(),
         file: None,
+        repeat: None,
+        revision: 0,
     }
 }
 

@@ -30,6 +30,8 @@ pub enum ApiError {
     CmdDescExceedLimit,
     InvalidTimeout,
     InvalidRepeatMode,
+    /// `InvalidParam.Frequency`, with what is wrong.
+    InvalidFrequency(String),
     InvalidTerminationMode,
     InstanceIdsExceedLimit(usize),
     UsernameExceedLimit,
@@ -92,6 +94,7 @@ impl ApiError {
             CmdDescExceedLimit => "CmdDesc.ExceedLimit".into(),
             InvalidTimeout => "InvalidParameter.Timeout".into(),
             InvalidRepeatMode => "InvalidRepeatMode.NotFound".into(),
+            InvalidFrequency(_) => "InvalidParam.Frequency".into(),
             InvalidTerminationMode => "InvalidTerminationMode.NotFound".into(),
             InstanceIdsExceedLimit(_) => "InstanceIds.ExceedLimit".into(),
             UsernameExceedLimit => "Username.ExceedLimit".into(),
@@ -139,6 +142,7 @@ impl ApiError {
             CmdDescExceedLimit => "The maximum length of a command description is exceeded.".into(),
             InvalidTimeout => "The specified parameter Timeout is not valid; it must be between 10 and 86400 seconds.".into(),
             InvalidRepeatMode => "The specified repeat mode does not exist.".into(),
+            InvalidFrequency(why) => why.clone(),
             InvalidTerminationMode => "The specified parameter TerminationMode does not exist.".into(),
             InstanceIdsExceedLimit(max) => format!("The number of instance IDs exceeds the upper limit ({max})."),
             UsernameExceedLimit => "The length of the username exceeds the upper limit.".into(),
@@ -179,6 +183,7 @@ impl ApiError {
             | ParameterDisabled
             | ParameterMissingValue(_)
             | InvalidParameters(_)
+            | InvalidFrequency(_)
             | CmdNameExceedLimit
             | CmdDescExceedLimit
             | InvalidClientToken

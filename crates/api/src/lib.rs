@@ -41,6 +41,9 @@ pub struct ApiConfig {
     pub max_skew_ms: i64,
     /// The most instances one invocation may name.
     pub max_instances_per_invocation: usize,
+    /// For tests only: cron frequencies whose runs are at least this many seconds apart
+    /// are accepted whatever the vendor's minimum (10 s, and the timeout) says.
+    pub min_cron_interval_secs: Option<u64>,
 }
 
 impl Default for ApiConfig {
@@ -50,6 +53,7 @@ impl Default for ApiConfig {
             host_id: "oca".to_string(),
             max_skew_ms: 15 * 60 * 1000,
             max_instances_per_invocation: 500,
+            min_cron_interval_secs: None,
         }
     }
 }

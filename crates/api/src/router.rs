@@ -77,6 +77,7 @@ pub enum Endpoint {
     ListTagResources,
     SendFile,
     DescribeSendFileResults,
+    ModifyInvocationAttribute,
     /// A SWAS-OPEN `2020-06-01` action.
     Swas(SwasAction),
 }
@@ -103,6 +104,7 @@ impl Endpoint {
             ListTagResources => "ListTagResources",
             SendFile => "SendFile",
             DescribeSendFileResults => "DescribeSendFileResults",
+            ModifyInvocationAttribute => "ModifyInvocationAttribute",
             Swas(a) => a.action(),
         }
     }
@@ -126,6 +128,7 @@ impl Endpoint {
         Endpoint::ListTagResources,
         Endpoint::SendFile,
         Endpoint::DescribeSendFileResults,
+        Endpoint::ModifyInvocationAttribute,
     ];
 
     /// The endpoint for a version and action, or the vendor's error for either.

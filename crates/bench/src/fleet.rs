@@ -381,6 +381,7 @@ async fn session(
                 .map(|k| KnownTask {
                     invoke_id: k.clone(),
                     finished: true,
+                    repeating: None,
                 })
                 .collect(),
         };
@@ -483,10 +484,13 @@ where
                 output: oca_domain::command::encode_base64(OUTPUT),
                 dropped: 0,
                 output_len: sent.len() as u64,
+                run: 0,
+                more: false,
             };
             sink.feed(text(&AgentMsg::Started {
                 invoke_id: task.invoke_id.clone(),
                 start_time: start,
+                run: 0,
             }))
             .await?;
             if !sent.is_empty() {
@@ -501,7 +505,7 @@ where
             sink.flush().await?;
             tasks.insert(task.invoke_id, SimTask { result });
         }
-        ServerMsg::Ack { invoke_id } => {
+        ServerMsg::Ack { invoke_id, .. } => {
             if tasks.remove(&invoke_id).is_some() {
                 tracker.record(&invoke_id, true, at);
             } else {

@@ -239,6 +239,7 @@ impl Plan {
             stopped_by_hand: false,
             counts: std::iter::once(task.state.status).collect(),
             file: None,
+            revision: 0,
         };
         (invocation, task)
     }

@@ -168,13 +168,22 @@ async fn serve(d: Arc<Dispatcher>, instance: InstanceRecord, socket: WebSocket) 
 /// Brings the agent and the store into agreement after a (re)connect.
 async fn reconcile(d: &Dispatcher, conn: &Conn, known: &[KnownTask]) {
     let instance_id = &conn.instance.instance_id;
-    let known: HashMap<&str, bool> = known
-        .iter()
-        .map(|k| (k.invoke_id.as_str(), k.finished))
-        .collect();
+    // What the agent has of each task: a result waiting for its ack, a run going on,
+    // and, for a repeating task it keeps, the revision of its schedule.
+    let mut running: HashMap<&str, bool> = HashMap::new();
+    let mut schedules: HashMap<&str, u64> = HashMap::new();
+    for k in known {
+        *running.entry(k.invoke_id.as_str()).or_default() |= !k.finished;
+        if let Some(revision) = k.repeating {
+            schedules.insert(k.invoke_id.as_str(), revision);
+        }
+    }
     let live = match d
         .store
-        .tasks_for_instance(instance_id, &[S::Pending, S::Running, S::Stopping])
+        .tasks_for_instance(
+            instance_id,
+            &[S::Pending, S::Running, S::Stopping, S::Scheduled],
+        )
         .await
     {
         Ok(v) => v,
@@ -185,15 +194,33 @@ async fn reconcile(d: &Dispatcher, conn: &Conn, known: &[KnownTask]) {
     };
     let now = now_millis();
     let mut live_ids = std::collections::HashSet::new();
+    let send_run = |item: &oca_store::DispatchItem| {
+        let task = crate::build_task(&item.invocation, &conn.instance, d.config.output_cap);
+        let _ = conn.tx.send(ServerMsg::Run(task));
+    };
+    let stop = |invoke_id: &str| {
+        let _ = conn.tx.send(ServerMsg::Stop {
+            invoke_id: invoke_id.to_string(),
+        });
+    };
     for item in live {
         let invoke_id = item.task.invoke_id.as_str();
         live_ids.insert(invoke_id.to_string());
-        let agent_has_it = known.contains_key(invoke_id);
-        match item.task.state.status {
-            S::Pending if !agent_has_it => {
-                let task = crate::build_task(&item.invocation, &conn.instance, d.config.output_cap);
-                let _ = conn.tx.send(ServerMsg::Run(task));
+        let status = item.task.state.status;
+        if item.invocation.repeat().repeats() {
+            match schedules.get(invoke_id) {
+                _ if status == S::Stopping => stop(invoke_id),
+                // A stale schedule (modified while the agent was away) is replaced.
+                Some(&revision) if revision < item.invocation.revision => send_run(&item),
+                Some(_) => {}
+                // The agent lost it (its state was wiped): give it the schedule again.
+                None => send_run(&item),
             }
+            continue;
+        }
+        let agent_has_it = running.contains_key(invoke_id);
+        match status {
+            S::Pending if !agent_has_it => send_run(&item),
             S::Running | S::Stopping if !agent_has_it => {
                 // The agent lost the run (its state was wiped, or it died before
                 // spooling): the run is interrupted.
@@ -203,21 +230,15 @@ async fn reconcile(d: &Dispatcher, conn: &Conn, known: &[KnownTask]) {
                 };
                 let _ = d.writer.event(invoke_id, instance_id, event).await;
             }
-            S::Stopping => {
-                let _ = conn.tx.send(ServerMsg::Stop {
-                    invoke_id: invoke_id.to_string(),
-                });
-            }
+            S::Stopping => stop(invoke_id),
             _ => {}
         }
     }
-    // Tasks the agent runs that the store has already ended (stopped while the agent
-    // was away): stop them.
-    for (invoke_id, finished) in known {
-        if !finished && !live_ids.contains(invoke_id) {
-            let _ = conn.tx.send(ServerMsg::Stop {
-                invoke_id: invoke_id.to_string(),
-            });
+    // Tasks the agent runs or keeps on its schedule that the store has already ended
+    // (stopped while the agent was away): stop them.
+    for (invoke_id, busy) in running {
+        if (busy || schedules.contains_key(invoke_id)) && !live_ids.contains(invoke_id) {
+            stop(invoke_id);
         }
     }
 }
@@ -247,8 +268,16 @@ async fn handle(d: &Dispatcher, conn: &Conn, msg: AgentMsg) {
         AgentMsg::Started {
             invoke_id,
             start_time,
+            run,
         } => {
-            let event = TaskEvent::Started { at: start_time };
+            let event = if run == 0 {
+                TaskEvent::Started { at: start_time }
+            } else {
+                TaskEvent::RunStarted {
+                    run,
+                    at: start_time,
+                }
+            };
             match d.writer.event(&invoke_id, instance_id, event).await {
                 Ok(Some(task)) if task.state.status.is_stopped() => {
                     // Stopped before it started here: end it.
@@ -286,6 +315,24 @@ async fn handle(d: &Dispatcher, conn: &Conn, msg: AgentMsg) {
             }
         }
         AgentMsg::Finished(result) => finish(d, conn, result).await,
+        AgentMsg::Scheduled { invoke_id, .. } => {
+            match d
+                .writer
+                .event(&invoke_id, instance_id, TaskEvent::Scheduled)
+                .await
+            {
+                // Ended while the agent was taking it on (stopped, or not known here):
+                // the agent drops the schedule.
+                Ok(Some(task)) if task.state.status.is_terminal() => {
+                    let _ = conn.tx.send(ServerMsg::Stop { invoke_id });
+                }
+                Ok(None) => {
+                    let _ = conn.tx.send(ServerMsg::Stop { invoke_id });
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(instance = %instance_id, "schedule not stored: {e}"),
+            }
+        }
     }
 }
 
@@ -295,7 +342,7 @@ async fn finish(d: &Dispatcher, conn: &Conn, result: TaskResult) {
     // All of the output must be stored before the result is: ask again for what is
     // missing (chunks lost with a dropped connection).
     let expected = result.output_len.min(d.config.output_cap);
-    if expected > 0 {
+    if expected > 0 && result.run == 0 {
         match d.store.get_task(&invoke_id, instance_id).await {
             Ok(Some(task)) if task.output_len < expected && !task.state.status.is_terminal() => {
                 let _ = conn.tx.send(ServerMsg::Resend {
@@ -312,18 +359,33 @@ async fn finish(d: &Dispatcher, conn: &Conn, result: TaskResult) {
         }
     }
     let output = oca_domain::command::decode_base64(&result.output).unwrap_or_default();
-    let event = TaskEvent::Finished {
-        status: result.status,
-        exit_code: result.exit_code,
-        error: result.error,
-        start_time: result.start_time,
-        finish_time: result.finish_time,
-        output,
-        dropped: result.dropped,
+    let run = result.run;
+    let event = if run == 0 {
+        TaskEvent::Finished {
+            status: result.status,
+            exit_code: result.exit_code,
+            error: result.error,
+            start_time: result.start_time,
+            finish_time: result.finish_time,
+            output,
+            dropped: result.dropped,
+        }
+    } else {
+        TaskEvent::RunFinished {
+            run,
+            more: result.more,
+            status: result.status,
+            exit_code: result.exit_code,
+            error: result.error,
+            start_time: result.start_time,
+            finish_time: result.finish_time,
+            output,
+            dropped: result.dropped,
+        }
     };
     match d.writer.event(&invoke_id, instance_id, event).await {
         Ok(_) => {
-            let _ = conn.tx.send(ServerMsg::Ack { invoke_id });
+            let _ = conn.tx.send(ServerMsg::Ack { invoke_id, run });
         }
         Err(e) => tracing::warn!(instance = %instance_id, "result not stored: {e}"),
     }

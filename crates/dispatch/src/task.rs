@@ -3,7 +3,7 @@
 use base64::prelude::*;
 use oca_domain::command::{CommandType, TerminationMode};
 use oca_domain::params::{substitute, Builtins};
-use oca_proto::{FileDelivery, Task};
+use oca_proto::{FileDelivery, Repeat, Task};
 use oca_store::{InstanceRecord, InvocationRecord};
 use std::collections::BTreeMap;
 
@@ -46,6 +46,14 @@ pub fn build_task(inv: &InvocationRecord, instance: &InstanceRecord, output_cap:
             overwrite: spec.overwrite,
         })
     });
+    // A repeating task's runs report their 24 KB view only (see oca_proto).
+    let mode = inv.repeat();
+    let repeat = mode.repeats().then(|| Repeat {
+        mode,
+        frequency: inv.frequency.clone(),
+        anchor: inv.created,
+    });
+    let output_cap = if repeat.is_some() { 0 } else { output_cap };
     let script = if file.is_some() {
         String::new()
     } else {
@@ -64,6 +72,8 @@ pub fn build_task(inv: &InvocationRecord, instance: &InstanceRecord, output_cap:
         output_cap,
         termination_mode: TerminationMode::parse(&inv.termination_mode).unwrap_or_default(),
         file,
+        repeat,
+        revision: inv.revision,
     }
 }
 

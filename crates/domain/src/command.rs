@@ -75,6 +75,56 @@ impl TerminationMode {
     }
 }
 
+/// When an invocation runs (`RepeatMode`). `DryRun` is the API's alone: it checks the
+/// request and runs nothing, so it never reaches a store or an agent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+pub enum RepeatMode {
+    /// Now, once.
+    #[default]
+    Once,
+    /// On the schedule of its `Frequency`, until stopped (`at(…)`: once, then).
+    Period,
+    /// Once, when the instance next starts after a reboot.
+    NextRebootOnly,
+    /// Every time the instance starts after a reboot, until stopped.
+    EveryReboot,
+    /// Checks the request, runs nothing.
+    DryRun,
+}
+
+impl RepeatMode {
+    pub const ALL: [RepeatMode; 5] = [
+        RepeatMode::Once,
+        RepeatMode::Period,
+        RepeatMode::NextRebootOnly,
+        RepeatMode::EveryReboot,
+        RepeatMode::DryRun,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RepeatMode::Once => "Once",
+            RepeatMode::Period => "Period",
+            RepeatMode::NextRebootOnly => "NextRebootOnly",
+            RepeatMode::EveryReboot => "EveryReboot",
+            RepeatMode::DryRun => "DryRun",
+        }
+    }
+
+    /// Parses a wire value exactly (`InvalidRepeatMode.NotFound` else).
+    pub fn parse(s: &str) -> Option<RepeatMode> {
+        Self::ALL.into_iter().find(|m| m.as_str() == s)
+    }
+
+    /// True when the invocation stays on its instances after a run (legacy `Timed`).
+    pub fn repeats(self) -> bool {
+        matches!(
+            self,
+            RepeatMode::Period | RepeatMode::NextRebootOnly | RepeatMode::EveryReboot
+        )
+    }
+}
+
 /// How `CommandContent` arrives in a request and how `Output` and `CommandContent` are
 /// returned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -68,6 +68,22 @@ pub enum TaskEvent {
     StopRequested { at: Millis },
     /// The run could not be delivered or was lost with its agent.
     Aborted { error: TaskError, at: Millis },
+    /// A repeating task is on its agent's schedule, waiting for its next run.
+    Scheduled,
+    /// The agent started run `run` (1, 2, …) of a repeating task.
+    RunStarted { run: u64, at: Millis },
+    /// Run `run` of a repeating task ended; `more`: its schedule goes on.
+    RunFinished {
+        run: u64,
+        more: bool,
+        status: InvocationStatus,
+        exit_code: Option<i64>,
+        error: Option<TaskError>,
+        start_time: Option<Millis>,
+        finish_time: Millis,
+        output: Vec<u8>,
+        dropped: u64,
+    },
 }
 
 impl TaskState {
@@ -131,6 +147,50 @@ impl TaskState {
                 self.status = error.status();
                 self.error = Some(error);
                 self.finish_time = Some(at);
+            }
+            TaskEvent::Scheduled => {
+                if self.status == S::Pending {
+                    self.status = S::Scheduled;
+                }
+            }
+            TaskEvent::RunStarted { run, at } => {
+                // Runs are numbered by the agent; a report of a run already ended (a
+                // replay after a reconnect) changes nothing.
+                if run > self.repeats && matches!(self.status, S::Pending | S::Scheduled) {
+                    self.status = S::Running;
+                    self.start_time = Some(at);
+                }
+            }
+            TaskEvent::RunFinished {
+                run,
+                more,
+                status,
+                exit_code,
+                error,
+                start_time,
+                finish_time,
+                output,
+                dropped,
+            } => {
+                if run <= self.repeats {
+                    return false;
+                }
+                let stopping = self.status == S::Stopping;
+                self.apply(TaskEvent::Finished {
+                    status,
+                    exit_code,
+                    error,
+                    start_time,
+                    finish_time,
+                    output,
+                    dropped,
+                });
+                self.repeats = run;
+                if more {
+                    // The run's outcome stays readable; the task waits for the next.
+                    self.status = if stopping { S::Stopping } else { S::Scheduled };
+                    self.finish_time = Some(finish_time);
+                }
             }
         }
         *self != before
@@ -225,6 +285,81 @@ mod tests {
             (t.status, t.error),
             (S::Error, Some(TaskError::ExecutionException))
         );
+    }
+
+    fn run_finished(run: u64, more: bool, status: S) -> TaskEvent {
+        TaskEvent::RunFinished {
+            run,
+            more,
+            status,
+            exit_code: Some(0),
+            error: None,
+            start_time: Some(run as i64 * 10),
+            finish_time: run as i64 * 10 + 1,
+            output: format!("run {run}").into_bytes(),
+            dropped: 0,
+        }
+    }
+
+    #[test]
+    fn a_repeating_task_is_scheduled_between_runs_and_counts_them() {
+        let mut t = TaskState::pending();
+        assert!(t.apply(TaskEvent::Scheduled));
+        assert_eq!(t.status, S::Scheduled);
+        assert!(t.apply(TaskEvent::RunStarted { run: 1, at: 10 }));
+        assert_eq!((t.status, t.start_time), (S::Running, Some(10)));
+        assert!(t.apply(run_finished(1, true, S::Success)));
+        assert_eq!((t.status, t.repeats), (S::Scheduled, 1));
+        assert_eq!(t.output, b"run 1");
+        // Replays of run 1 change nothing.
+        assert!(!t.apply(TaskEvent::RunStarted { run: 1, at: 10 }));
+        assert!(!t.apply(run_finished(1, true, S::Failed)));
+        assert_eq!(t.status, S::Scheduled);
+        // Run 3 after 2 was skipped on the agent (runs are numbered when they start).
+        t.apply(TaskEvent::RunStarted { run: 2, at: 20 });
+        t.apply(run_finished(2, true, S::Failed));
+        assert_eq!(
+            (t.status, t.repeats, t.exit_code),
+            (S::Scheduled, 2, Some(0))
+        );
+        assert_eq!(t.start_time, Some(20));
+        // A last run (at(…), NextRebootOnly) ends the task with its own outcome.
+        t.apply(run_finished(3, false, S::Success));
+        assert_eq!((t.status, t.repeats), (S::Success, 3));
+        assert!(!t.apply(TaskEvent::Scheduled));
+    }
+
+    #[test]
+    fn stopping_a_repeating_task() {
+        // Between runs: cancelled at once.
+        let mut t = TaskState::pending();
+        t.apply(TaskEvent::Scheduled);
+        t.apply(TaskEvent::StopRequested { at: 5 });
+        assert_eq!(t.status, S::Cancelled);
+        // During a run: stopping, then the run's end (more=false) ends it.
+        let mut t = TaskState::pending();
+        t.apply(TaskEvent::Scheduled);
+        t.apply(TaskEvent::RunStarted { run: 1, at: 10 });
+        t.apply(TaskEvent::StopRequested { at: 12 });
+        assert_eq!(t.status, S::Stopping);
+        t.apply(run_finished(1, true, S::Success));
+        assert_eq!(
+            t.status,
+            S::Stopping,
+            "a stop is not undone by a late result"
+        );
+        t.apply(TaskEvent::RunFinished {
+            run: 2,
+            more: false,
+            status: S::Terminated,
+            exit_code: None,
+            error: None,
+            start_time: Some(13),
+            finish_time: 14,
+            output: vec![],
+            dropped: 0,
+        });
+        assert_eq!((t.status, t.stop_time), (S::Terminated, Some(12)));
     }
 
     fn any_event() -> impl Strategy<Value = TaskEvent> {

@@ -38,6 +38,14 @@ pub struct RunArgs {
     /// Return at once with the invocation id instead of waiting.
     #[arg(long)]
     no_wait: bool,
+    /// Run on a schedule instead of now: `rate(5m)`, `at(2030-01-01 08:00:00 UTC)` or
+    /// a cron expression with seconds, e.g. `0 */20 * * * ?` (stop it with the API's
+    /// StopInvocation). Prints the invocation id and returns.
+    #[arg(long, value_name = "FREQUENCY", conflicts_with = "on_boot")]
+    every: Option<String>,
+    /// Run every time the instances start after a reboot (`EveryReboot`).
+    #[arg(long)]
+    on_boot: bool,
     /// The shell script.
     script: String,
 }
@@ -171,6 +179,12 @@ pub async fn run(a: RunArgs) -> Result<ExitCode> {
     if let Some(d) = &a.dir {
         owned.push(("WorkingDir".into(), d.clone()));
     }
+    if let Some(f) = &a.every {
+        owned.push(("RepeatMode".into(), "Period".into()));
+        owned.push(("Frequency".into(), f.clone()));
+    } else if a.on_boot {
+        owned.push(("RepeatMode".into(), "EveryReboot".into()));
+    }
     if !a.tags.is_empty() {
         if !a.instances.is_empty() {
             bail!("name instances with --instance or with --tag, not both");
@@ -193,7 +207,7 @@ pub async fn run(a: RunArgs) -> Result<ExitCode> {
     let params: Vec<(&str, String)> = owned.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
     let body = c.call("RunCommand", &params).await?;
     let invoke_id = s(&body, "InvokeId").to_string();
-    if a.no_wait {
+    if a.no_wait || a.every.is_some() || a.on_boot {
         println!("{invoke_id}");
         return Ok(ExitCode::SUCCESS);
     }
@@ -260,6 +274,14 @@ pub async fn results(a: ResultsArgs) -> Result<ExitCode> {
     for r in &results {
         print_result(r);
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn stop(a: ResultsArgs) -> Result<ExitCode> {
+    let c = client(&a.common)?;
+    c.call("StopInvocation", &[("InvokeId", a.invoke_id.clone())])
+        .await?;
+    eprintln!("{}: stopping", a.invoke_id);
     Ok(ExitCode::SUCCESS)
 }
 

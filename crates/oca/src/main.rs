@@ -11,6 +11,7 @@ mod admin;
 mod cli;
 mod client;
 mod config;
+mod retention;
 mod server;
 
 use clap::{Parser, Subcommand};
@@ -39,6 +40,8 @@ enum Command {
     Invocations(cli::ListArgs),
     /// Show the per-instance results of an invocation.
     Results(cli::ResultsArgs),
+    /// Stop an invocation: its runs in progress, and a schedule's future runs.
+    Stop(cli::ResultsArgs),
     /// List instances and whether their agent is online.
     Instances(cli::ListArgs),
     /// Set tags on an instance (`oca tag mi-… env=prod`); `oca run --tag env=prod` targets them.
@@ -74,6 +77,7 @@ fn main() -> ExitCode {
             Command::Run(a) => cli::run(a).await,
             Command::Invocations(a) => cli::invocations(a).await,
             Command::Results(a) => cli::results(a).await,
+            Command::Stop(a) => cli::stop(a).await,
             Command::Instances(a) => cli::instances(a).await,
             Command::Tag(a) => cli::tag(a).await,
             Command::Untag(a) => cli::untag(a).await,

@@ -46,6 +46,25 @@ pub struct ServeArgs {
     /// The most instances one invocation may name.
     #[arg(long, default_value_t = 500)]
     pub max_instances: usize,
+    /// Days an invocation record is kept: older ones are purged in the background once
+    /// they have ended (a periodic invocation lives until it is stopped).
+    #[arg(long, default_value_t = 14, value_parser = clap::value_parser!(u64).range(1..))]
+    pub retention_days: u64,
+    /// The most invocation records kept per account and region (command runs and file
+    /// deliveries counted apart); ended ones beyond it are purged, however recent.
+    #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub retention_max_records: u64,
+    /// Milliseconds between retention sweeps (a sweep goes on at once while its batches
+    /// come back full).
+    #[arg(long, default_value_t = 60_000, hide = true)]
+    pub retention_interval_ms: u64,
+    /// Invocations purged per write transaction at most.
+    #[arg(long, default_value_t = 500, hide = true, value_parser = clap::value_parser!(u64).range(1..))]
+    pub retention_batch: u64,
+    /// Tests only: accept cron frequencies whose runs are this many seconds apart (the
+    /// vendor's minimum is 10 s and no less than the timeout).
+    #[arg(long, hide = true)]
+    pub min_cron_interval_secs: Option<u64>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -109,9 +128,19 @@ async fn start(args: &ServeArgs, data: DataDir) -> Result<Running> {
         },
     );
     dispatcher.spawn_sweeper();
+    crate::retention::spawn(
+        data.store.clone(),
+        crate::retention::RetentionConfig {
+            days: args.retention_days,
+            max_records: args.retention_max_records,
+            interval: Duration::from_millis(args.retention_interval_ms),
+            batch: args.retention_batch,
+        },
+    );
     let api_config = ApiConfig {
         regions: args.regions.clone(),
         max_instances_per_invocation: args.max_instances,
+        min_cron_interval_secs: args.min_cron_interval_secs,
         ..ApiConfig::default()
     };
     let api = Arc::new(Api {

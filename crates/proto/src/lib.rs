@@ -26,8 +26,28 @@
 //! Every step is idempotent: a `Run` for a task the agent already knows is ignored, a
 //! second `Finished` for a stored result is acknowledged again, output already stored is
 //! not appended twice.
+//!
+//! ## Repeating tasks (RepeatMode Period, NextRebootOnly, EveryReboot)
+//! A [`Task`] with a [`Repeat`] is kept by the agent, on disk, and run on its schedule
+//! by the agent itself, so the schedule holds while the server is unreachable.
+//! - On `Run` the agent stores the schedule and answers [`AgentMsg::Scheduled`]. A `Run`
+//!   with a higher `revision` (ModifyInvocationAttribute) replaces the schedule; one with
+//!   the same or a lower revision is answered `Scheduled` again and changes nothing.
+//! - Each run is numbered (`run` = 1, 2, …, counted by the agent, stored before the run
+//!   starts so that no run happens twice across restarts). `Started` and `Finished`
+//!   carry the number; `more` in the result says whether the schedule continues (false
+//!   after an `at(…)` run, a NextRebootOnly run, or a run ended by `Stop`). The server
+//!   acknowledges each run with `Ack { run }`; results of several runs may wait for
+//!   their acks at once. Repeating runs send no `Output` chunks: a run's result is its
+//!   24 KB view.
+//! - A run that comes due while the previous one is still going is skipped, not
+//!   stacked. Reboot modes fire when the agent starts on a boot (boot id) other than
+//!   the one the task was registered or last fired on.
+//! - `Stop` ends the schedule (and the current run, if any). In `Hello`, the agent
+//!   lists its repeating tasks with their revision: the server sends `Run` for a stale
+//!   revision and `Stop` for a task it has ended.
 
-use oca_domain::command::{CommandType, TerminationMode};
+use oca_domain::command::{CommandType, RepeatMode, TerminationMode};
 use oca_domain::status::InvocationStatus;
 use oca_domain::task_error::TaskError;
 use oca_domain::time::Millis;
@@ -89,6 +109,25 @@ pub struct Task {
     /// file's error code).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub file: Option<Box<FileDelivery>>,
+    /// Set for a repeating task: when to run. Absent: run once, now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repeat: Option<Repeat>,
+    /// Bumped each time the invocation is modified (ModifyInvocationAttribute).
+    #[serde(default)]
+    pub revision: u64,
+}
+
+/// When a repeating task runs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Repeat {
+    /// Period, NextRebootOnly or EveryReboot.
+    pub mode: RepeatMode,
+    /// For Period: `rate(…)`, `at(…)` or a cron expression (see
+    /// `oca_domain::frequency`); without a zone, the host's own zone applies.
+    #[serde(default)]
+    pub frequency: String,
+    /// The invocation's creation: a `rate(…)` fires at anchor + k × interval.
+    pub anchor: Millis,
 }
 
 /// A file to write on the host.
@@ -121,9 +160,11 @@ pub enum ServerMsg {
     Stop {
         invoke_id: String,
     },
-    /// The result of this task is stored: forget it.
+    /// The result of this task (of run `run` of a repeating task) is stored: forget it.
     Ack {
         invoke_id: String,
+        #[serde(default)]
+        run: u64,
     },
     /// Output from `offset` on is missing: send it again, then `Finished` again.
     Resend {
@@ -138,6 +179,9 @@ pub struct KnownTask {
     pub invoke_id: String,
     /// True when the task has ended and its result waits for an `Ack`.
     pub finished: bool,
+    /// Set for a repeating task the agent keeps: the revision it has.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repeating: Option<u64>,
 }
 
 /// The outcome of a run, as the agent reports it.
@@ -155,6 +199,12 @@ pub struct TaskResult {
     pub dropped: u64,
     /// Bytes of output sent (or to be sent) as `Output` chunks: min(total, output_cap).
     pub output_len: u64,
+    /// The run's number for a repeating task (1, 2, …); 0 for a one-time task.
+    #[serde(default)]
+    pub run: u64,
+    /// For a repeating task: the schedule goes on after this run.
+    #[serde(default)]
+    pub more: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -173,6 +223,14 @@ pub enum AgentMsg {
     Started {
         invoke_id: String,
         start_time: Millis,
+        /// The run's number for a repeating task; 0 for a one-time task.
+        #[serde(default)]
+        run: u64,
+    },
+    /// A repeating task is (still) on the agent's schedule, at this revision.
+    Scheduled {
+        invoke_id: String,
+        revision: u64,
     },
     /// Output bytes `[offset, offset + len)` of the task, Base64.
     Output {
@@ -212,6 +270,12 @@ mod tests {
             output_cap: 16 << 20,
             termination_mode: TerminationMode::Process,
             file: None,
+            repeat: Some(Repeat {
+                mode: RepeatMode::Period,
+                frequency: "rate(5m)".into(),
+                anchor: 7,
+            }),
+            revision: 2,
         });
         let json = run.to_json();
         assert!(json.contains(r#""type":"run""#), "{json}");
@@ -227,6 +291,8 @@ mod tests {
             output: "aGk=".into(),
             dropped: 0,
             output_len: 2,
+            run: 3,
+            more: true,
         });
         let json = fin.to_json();
         assert!(json.contains(r#""type":"finished""#), "{json}");
@@ -241,6 +307,27 @@ mod tests {
             ServerMsg::Run(t) => assert_eq!(t.termination_mode, TerminationMode::ProcessTree),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn messages_of_one_time_tasks_read_without_the_repeat_fields() {
+        let json = r#"{"type":"ack","invoke_id":"t-1"}"#;
+        assert_eq!(
+            serde_json::from_str::<ServerMsg>(json).unwrap(),
+            ServerMsg::Ack {
+                invoke_id: "t-1".into(),
+                run: 0
+            }
+        );
+        let json = r#"{"type":"started","invoke_id":"t-1","start_time":5}"#;
+        assert_eq!(
+            serde_json::from_str::<AgentMsg>(json).unwrap(),
+            AgentMsg::Started {
+                invoke_id: "t-1".into(),
+                start_time: 5,
+                run: 0
+            }
+        );
     }
 
     #[test]

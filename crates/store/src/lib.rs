@@ -186,6 +186,23 @@ pub trait Store: Send + Sync + 'static {
         page: Page,
     ) -> Result<Listing<TaskRecord>>;
     async fn get_task(&self, invoke_id: &str, instance_id: &str) -> Result<Option<TaskRecord>>;
+    /// The runs of a repeating invocation in scope (of one instance when given), newest
+    /// first; empty when the invocation is not in scope.
+    async fn list_runs(
+        &self,
+        scope: &Scope,
+        invoke_id: &str,
+        instance_id: Option<&str>,
+        page: Page,
+    ) -> Result<Listing<RunRecord>>;
+    /// ModifyInvocationAttribute: applies the changes, bumps the revision; the
+    /// invocation after the change, `None` when it is not in scope.
+    async fn modify_invocation(
+        &self,
+        scope: &Scope,
+        invoke_id: &str,
+        change: &InvocationChange,
+    ) -> Result<Option<InvocationRecord>>;
     /// Applies an event to one task (see `oca_domain::task`) and keeps the invocation's
     /// status counts and derived statuses in step, in one transaction. Returns the task
     /// after the event, or `None` if there is no such task.
@@ -218,8 +235,9 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Vec<DispatchItem>>;
     /// Pending tasks created before `before` (undelivered for too long).
     async fn pending_tasks_before(&self, before: Millis, limit: u64) -> Result<Vec<TaskRecord>>;
-    /// Started tasks (Running or Stopping) that should have ended more than
-    /// `grace_ms` ago: start + the invocation's timeout + grace < `now`.
+    /// Started one-time tasks (Running or Stopping) that should have ended more than
+    /// `grace_ms` ago: start + the invocation's timeout + grace < `now`. (Repeating
+    /// tasks are left to their agents, which report their runs when they return.)
     async fn overdue_tasks(
         &self,
         now: Millis,
@@ -300,4 +318,33 @@ pub trait Store: Send + Sync + 'static {
         hostname: &str,
         os_type: &str,
     ) -> Result<()>;
+
+    // ---- retention --------------------------------------------------------------
+    /// Deletes, in one short write transaction, at most `batch` invocations that have
+    /// ended (none whose `InvokeStatus` is Running, none with a task Pending, Running,
+    /// Stopping or Scheduled) and that were created before `older_than` or are, in
+    /// their scope (account + region) and kind (command runs and file deliveries
+    /// apart), beyond the newest `max_records`. Each goes with its tasks, their output
+    /// and runs, its tags, its ClientToken and the hidden command a RunCommand made
+    /// without KeepCommand (once nothing else refers to it), and leaves the tallies.
+    /// `more` in the answer: the call stopped at its batch (or its task budget) and
+    /// should be made again.
+    async fn purge_invocations(
+        &self,
+        older_than: Millis,
+        max_records: u64,
+        batch: u64,
+    ) -> Result<Purged>;
+}
+
+/// What one [`Store::purge_invocations`] call deleted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Purged {
+    pub invocations: u64,
+    /// Their tasks (one per instance).
+    pub tasks: u64,
+    /// Hidden commands (RunCommand without KeepCommand) that went with them.
+    pub commands: u64,
+    /// The call stopped before every candidate was examined: call again.
+    pub more: bool,
 }

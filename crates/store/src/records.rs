@@ -1,5 +1,6 @@
 //! The records the store keeps.
 
+use oca_domain::command::RepeatMode;
 use oca_domain::status::{InvokeStatus, OverallStatus, StatusCounts};
 use oca_domain::task::TaskState;
 use oca_domain::time::Millis;
@@ -122,9 +123,16 @@ pub struct InvocationRecord {
     pub counts: StatusCounts,
     /// Set for a file delivery (SendFile), `None` for a command run.
     pub file: Option<FileSpec>,
+    /// Bumped by each ModifyInvocationAttribute; agents keep the revision they run.
+    pub revision: u64,
 }
 
 impl InvocationRecord {
+    /// The `RepeatMode` (Once for a value this build does not know).
+    pub fn repeat(&self) -> RepeatMode {
+        RepeatMode::parse(&self.repeat_mode).unwrap_or_default()
+    }
+
     pub fn kind(&self) -> InvocationKind {
         match self.file {
             Some(_) => InvocationKind::File,
@@ -188,6 +196,32 @@ pub struct InvocationFilter {
     pub overall_status: Option<OverallStatus>,
     /// Invocations carrying every one of these tags (an empty value matches any value).
     pub tags: Vec<Tag>,
+}
+
+/// One run of a repeating task (`IncludeHistory`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunRecord {
+    pub invoke_id: String,
+    pub instance_id: String,
+    /// 1, 2, … as the agent numbered them.
+    pub run: u64,
+    pub status: oca_domain::status::InvocationStatus,
+    pub exit_code: Option<i64>,
+    pub error: Option<oca_domain::task_error::TaskError>,
+    pub start_time: Option<Millis>,
+    pub finish_time: Option<Millis>,
+    pub output: Vec<u8>,
+    pub dropped: u64,
+}
+
+/// What ModifyInvocationAttribute changes (`None`: unchanged).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct InvocationChange {
+    pub command_content: Option<Vec<u8>>,
+    pub enable_parameter: Option<bool>,
+    /// The `Parameters` JSON object.
+    pub parameters: Option<String>,
+    pub frequency: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

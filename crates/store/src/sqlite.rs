@@ -55,6 +55,7 @@ mod accounts;
 mod catalog;
 mod instances;
 mod invocations;
+mod retention;
 mod rows;
 mod schema;
 mod tags;
@@ -63,9 +64,10 @@ mod tests;
 
 use crate::{
     AccessKeyRecord, AccountRecord, ActivationRecord, CommandFilter, CommandRecord, DispatchItem,
-    InstanceFilter, InstanceRecord, InvocationFilter, InvocationRecord, InvocationView, Listing,
-    NewInvocation, OutputAppend, Page, PriorInvocation, Result, ResultFilter, Scope, Store,
-    StoreError, Tag, TagResource, TaskRecord, WriteOp, WriteOutcome,
+    InstanceFilter, InstanceRecord, InvocationChange, InvocationFilter, InvocationRecord,
+    InvocationView, Listing, NewInvocation, OutputAppend, Page, PriorInvocation, Result,
+    ResultFilter, RunRecord, Scope, Store, StoreError, Tag, TagResource, TaskRecord, WriteOp,
+    WriteOutcome,
 };
 use async_trait::async_trait;
 use oca_domain::status::InvocationStatus;
@@ -447,6 +449,30 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn list_runs(
+        &self,
+        scope: &Scope,
+        invoke_id: &str,
+        instance_id: Option<&str>,
+        page: Page,
+    ) -> Result<Listing<RunRecord>> {
+        let (scope, inv) = (scope.clone(), invoke_id.to_string());
+        let inst = instance_id.map(str::to_string);
+        self.read(move |c| invocations::list_runs(c, &scope, &inv, inst.as_deref(), page))
+            .await
+    }
+
+    async fn modify_invocation(
+        &self,
+        scope: &Scope,
+        invoke_id: &str,
+        change: &InvocationChange,
+    ) -> Result<Option<InvocationRecord>> {
+        let (scope, inv, change) = (scope.clone(), invoke_id.to_string(), change.clone());
+        self.write(move |c| invocations::modify_invocation(c, &scope, &inv, &change))
+            .await
+    }
+
     async fn apply_task_event(
         &self,
         invoke_id: &str,
@@ -626,6 +652,18 @@ impl Store for SqliteStore {
             os_type.to_string(),
         );
         self.write(move |c| instances::touch_instance(c, &id, at, &v, &h, &o))
+            .await
+    }
+
+    // ---- retention --------------------------------------------------------------
+
+    async fn purge_invocations(
+        &self,
+        older_than: Millis,
+        max_records: u64,
+        batch: u64,
+    ) -> Result<crate::Purged> {
+        self.write(move |c| retention::purge_invocations(c, older_than, max_records, batch))
             .await
     }
 }

@@ -153,6 +153,7 @@ pub async fn send_file(api: &Api, ctx: &Ctx) -> Result<Response, ApiError> {
             mode: mode.to_string(),
             overwrite: p.bool("Overwrite")?.unwrap_or(false),
         }),
+        revision: 0,
     };
     api.store
         .create_invocation(NewInvocation {

@@ -8,13 +8,14 @@ use crate::params::TagErrors;
 use crate::render;
 use crate::{Api, Ctx};
 use axum::response::Response;
-use oca_domain::command::{self as cmd, ContentEncoding};
+use oca_domain::command::{self as cmd, ContentEncoding, RepeatMode};
+use oca_domain::frequency::{Frequency, FrequencyError};
 use oca_domain::params::{check_values, ParamError};
 use oca_domain::status::{InstanceInvokeStatus, InvokeStatus};
 use oca_domain::time::{format_api, format_api_opt, now_millis, Millis};
 use oca_store::{
-    ClientToken, CommandRecord, InstanceRecord, InvocationFilter, InvocationKind, InvocationRecord,
-    NewInvocation, PriorInvocation, ResultFilter, Tag, TagResource, TaskRecord,
+    ClientToken, CommandRecord, InstanceRecord, InvocationChange, InvocationFilter, InvocationKind,
+    InvocationRecord, NewInvocation, PriorInvocation, ResultFilter, Tag, TagResource, TaskRecord,
 };
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -35,6 +36,9 @@ struct InvokeOptions {
     resource_tags: Vec<Tag>,
     /// Tags for the invocation (and for the command a RunCommand makes).
     tags: Vec<Tag>,
+    repeat: RepeatMode,
+    /// For `Period`.
+    frequency: Option<Frequency>,
 }
 
 /// The vendor's errors for `ResourceTag.N`.
@@ -172,23 +176,16 @@ fn invoke_options(api: &Api, ctx: &Ctx, username_param: &str) -> Result<InvokeOp
     if instance_ids.len() > max {
         return Err(ApiError::InstanceIdsExceedLimit(max));
     }
-    // Periodic and boot-time runs are not served yet: refuse them rather than run once.
-    match p.non_empty("RepeatMode") {
-        None | Some("Once") => {}
-        Some("Period" | "NextRebootOnly" | "EveryReboot") => {
-            return Err(ApiError::InvalidParameter(
-                "RepeatMode".into(),
-                "periodic and reboot-time invocations are not supported by this server yet".into(),
-            ))
-        }
-        Some(_) => return Err(ApiError::InvalidRepeatMode),
-    }
-    if p.bool("Timed")? == Some(true) {
-        return Err(ApiError::InvalidParameter(
-            "Timed".into(),
-            "periodic invocations are not supported by this server yet".into(),
-        ));
-    }
+    // The legacy `Timed=true` without a RepeatMode asks for a periodic run.
+    let repeat = match p.non_empty("RepeatMode") {
+        None if p.bool("Timed")? == Some(true) => RepeatMode::Period,
+        None => RepeatMode::Once,
+        Some(m) => RepeatMode::parse(m).ok_or(ApiError::InvalidRepeatMode)?,
+    };
+    let frequency = match repeat {
+        RepeatMode::Period => Some(frequency(p)?),
+        _ => None,
+    };
     let parameters = match p.non_empty("Parameters") {
         None => BTreeMap::new(),
         Some(json) => parameter_values(json)?,
@@ -213,7 +210,38 @@ fn invoke_options(api: &Api, ctx: &Ctx, username_param: &str) -> Result<InvokeOp
         client_token: client_token(ctx)?,
         resource_tags,
         tags: p.tags("Tag", 20, super::tags::TAG_ERRORS)?,
+        repeat,
+        frequency,
     })
+}
+
+/// `Frequency`, required (`MissingParam.Frequency`) and well-formed.
+fn frequency(p: &crate::params::Params) -> Result<Frequency, ApiError> {
+    let text = p
+        .non_empty("Frequency")
+        .ok_or(ApiError::MissingParam("Frequency"))?;
+    Frequency::parse(text).map_err(|e| ApiError::InvalidFrequency(e.to_string()))
+}
+
+/// The vendor's API-side checks of a frequency against the run's timeout.
+pub(crate) fn check_frequency(
+    api: &Api,
+    frequency: &Frequency,
+    timeout_secs: i64,
+) -> Result<(), ApiError> {
+    let now = chrono::DateTime::from_timestamp_millis(now_millis()).unwrap_or_default();
+    match frequency.validate(timeout_secs.max(0) as u64, now) {
+        Ok(()) => Ok(()),
+        Err(FrequencyError::CronTooFrequent { gap_secs, .. })
+            if api
+                .config
+                .min_cron_interval_secs
+                .is_some_and(|min| gap_secs >= min) =>
+        {
+            Ok(())
+        }
+        Err(e) => Err(ApiError::InvalidFrequency(e.to_string())),
+    }
 }
 
 /// A JSON object read as its key/value pairs in order, duplicates kept (a map would
@@ -321,9 +349,23 @@ async fn start(
         }
     }
     let instances = instances_in_scope(api, ctx, &opts.instance_ids).await?;
+    let timeout_secs = opts.timeout_secs.unwrap_or(command.timeout_secs);
+    if let Some(f) = &opts.frequency {
+        check_frequency(api, f, timeout_secs)?;
+    }
+    if opts.repeat == RepeatMode::DryRun {
+        // Everything is checked; nothing is stored or run.
+        return Ok(Started {
+            invoke_id: String::new(),
+            command_id: String::new(),
+        });
+    }
+    // `Timed` (periodic, in the legacy status: Running until stopped by hand) is a
+    // schedule with no last run; a NextRebootOnly task ends with its one run.
+    let repeats = matches!(opts.repeat, RepeatMode::Period | RepeatMode::EveryReboot);
     let now = now_millis();
     let invoke_id = oca_domain::ids::new_invoke_id();
-    let tasks = new_tasks(
+    let mut tasks = new_tasks(
         api,
         ctx,
         &invoke_id,
@@ -332,6 +374,9 @@ async fn start(
         &instances,
         now,
     );
+    for t in &mut tasks {
+        t.timed = repeats;
+    }
     let counts = tasks.iter().map(|t| t.state.status).collect();
     let invocation = InvocationRecord {
         invoke_id: invoke_id.clone(),
@@ -348,15 +393,16 @@ async fn start(
             .working_dir
             .unwrap_or_else(|| command.working_dir.clone()),
         username: opts.username,
-        timeout_secs: opts.timeout_secs.unwrap_or(command.timeout_secs),
-        repeat_mode: "Once".into(),
-        timed: false,
-        frequency: String::new(),
+        timeout_secs,
+        repeat_mode: opts.repeat.as_str().to_string(),
+        timed: repeats,
+        frequency: opts.frequency.map(|f| f.to_string()).unwrap_or_default(),
         termination_mode: opts.termination_mode,
         created: now,
         stopped_by_hand: false,
         counts,
         file: None,
+        revision: 0,
     };
     let prior = api
         .store
@@ -801,11 +847,19 @@ pub async fn results(api: &Api, ctx: &Ctx) -> Result<Response, ApiError> {
         "Running, Finished, Failed or Stopped",
     )?;
     let invoke_id = p.non_empty("InvokeId").map(str::to_string);
-    if p.bool("IncludeHistory")? == Some(true) && invoke_id.is_none() {
-        return Err(ApiError::InvalidParameter(
-            "IncludeHistory".into(),
-            "IncludeHistory=true needs the InvokeId of a periodic invocation".into(),
-        ));
+    if p.bool("IncludeHistory")? == Some(true) {
+        let history_needs = || {
+            ApiError::InvalidParameter(
+                "IncludeHistory".into(),
+                "IncludeHistory=true needs the InvokeId of a periodic invocation".into(),
+            )
+        };
+        let invoke_id = invoke_id.as_deref().ok_or_else(history_needs)?;
+        let inv = require_invocation(api, ctx, invoke_id).await?;
+        if !inv.repeat().repeats() {
+            return Err(history_needs());
+        }
+        return history(api, ctx, &inv, paging, encoding).await;
     }
     let filter = ResultFilter {
         invoke_id,
@@ -859,6 +913,168 @@ pub async fn results(api: &Api, ctx: &Ctx) -> Result<Response, ApiError> {
         },
     };
     Ok(render::ok("DescribeInvocationResults", &body, ctx.format))
+}
+
+/// DescribeInvocationResults with `IncludeHistory=true`: one record per run of a
+/// repeating invocation, newest first.
+async fn history(
+    api: &Api,
+    ctx: &Ctx,
+    inv: &InvocationRecord,
+    paging: crate::params::Paging,
+    encoding: ContentEncoding,
+) -> Result<Response, ApiError> {
+    let instance_id = ctx.params.non_empty("InstanceId");
+    let listing = api
+        .store
+        .list_runs(&ctx.scope, &inv.invoke_id, instance_id, paging.page())
+        .await?;
+    let username = if inv.username.is_empty() {
+        "root".to_string()
+    } else {
+        inv.username.clone()
+    };
+    let body = DescribeInvocationResultsResponse {
+        request_id: ctx.request_id.clone(),
+        invocation: ResultsPage {
+            total_count: listing.total,
+            page_number: paging.page_number,
+            page_size: paging.page_size,
+            next_token: paging.next_token(listing.total),
+            invocation_results: InvocationResults {
+                invocation_result: listing
+                    .items
+                    .into_iter()
+                    .map(|r| {
+                        let (error_code, error_info) = match r.error {
+                            Some(e) => (e.code().to_string(), e.info().to_string()),
+                            None => (String::new(), String::new()),
+                        };
+                        InvocationResult {
+                            invocation_status: r.status.as_str().to_string(),
+                            invoke_record_status: r.status.coarse().as_str().to_string(),
+                            exit_code: r.exit_code,
+                            error_code,
+                            error_info,
+                            output: encoding.render(&r.output),
+                            dropped: r.dropped,
+                            repeats: r.run,
+                            start_time: format_api_opt(r.start_time),
+                            finished_time: format_api_opt(r.finish_time),
+                            stop_time: String::new(),
+                            invoke_id: r.invoke_id,
+                            instance_id: r.instance_id,
+                            command_id: inv.command_id.clone(),
+                            username: username.clone(),
+                        }
+                    })
+                    .collect(),
+            },
+        },
+    };
+    Ok(render::ok("DescribeInvocationResults", &body, ctx.format))
+}
+
+/// ModifyInvocationAttribute: changes the content, parameters or frequency of a live
+/// repeating invocation; its agents get the new revision at once (or when they
+/// reconnect).
+pub async fn modify(api: &Api, ctx: &Ctx) -> Result<Response, ApiError> {
+    let p = &ctx.params;
+    let invoke_id = p.required("InvokeId")?;
+    let inv = require_invocation(api, ctx, invoke_id).await?;
+    if !inv.repeat().repeats() {
+        return Err(ApiError::InvalidParameter(
+            "InvokeId".into(),
+            "only a periodic or reboot-time invocation (RepeatMode Period, NextRebootOnly or \
+             EveryReboot) can be modified"
+                .into(),
+        ));
+    }
+    use oca_domain::status::OverallStatus as O;
+    if !matches!(
+        inv.overall_status(),
+        O::Pending | O::Running | O::Scheduled | O::Stopping
+    ) {
+        return Err(ApiError::InvalidInvokeIdNotRunning);
+    }
+    if !p.list("InstanceId")?.is_empty() {
+        return Err(ApiError::InvalidParameter(
+            "InstanceId".into(),
+            "adding instances to an invocation is not supported by this server".into(),
+        ));
+    }
+    let encoding = content_encoding(p, ContentEncoding::PlainText)?;
+    let command_content = p
+        .non_empty("CommandContent")
+        .map(|c| commands::command_content(c, encoding))
+        .transpose()?;
+    let enable_parameter = p.bool("EnableParameter")?;
+    let parameters = p
+        .non_empty("Parameters")
+        .map(parameter_values)
+        .transpose()?;
+    let frequency = match p.non_empty("Frequency") {
+        None => None,
+        Some(_) if inv.repeat() != RepeatMode::Period => {
+            return Err(ApiError::InvalidFrequency(
+                "The specified frequency is invalid: only a Period invocation has one.".into(),
+            ))
+        }
+        Some(_) => {
+            let f = frequency(p)?;
+            check_frequency(api, &f, inv.timeout_secs)?;
+            Some(f.to_string())
+        }
+    };
+    // The parameters must still fit the (possibly new) content.
+    let content = command_content.as_ref().unwrap_or(&inv.command_content);
+    let enabled = enable_parameter.unwrap_or(inv.enable_parameter);
+    let values: BTreeMap<String, String> = match &parameters {
+        Some(v) => v.clone(),
+        None => serde_json::from_str(&inv.parameters).unwrap_or_default(),
+    };
+    if enabled {
+        commands::names_of(content, true)?;
+        check_values(&String::from_utf8_lossy(content), &values).map_err(|e| match e {
+            ParamError::Missing(name) => ApiError::ParameterMissingValue(name),
+            other => ApiError::ParameterNotMatched(other.to_string()),
+        })?;
+    } else if parameters.as_ref().is_some_and(|v| !v.is_empty()) {
+        return Err(ApiError::ParameterDisabled);
+    }
+    let change = InvocationChange {
+        command_content,
+        enable_parameter,
+        parameters: parameters.map(|v| serde_json::to_string(&v).unwrap_or_else(|_| "{}".into())),
+        frequency,
+    };
+    let changed = api
+        .store
+        .modify_invocation(&ctx.scope, invoke_id, &change)
+        .await?
+        .ok_or(ApiError::InvalidInvokeIdNotFound)?;
+    let live = api
+        .store
+        .list_results(
+            &ctx.scope,
+            &ResultFilter {
+                invoke_id: Some(invoke_id.to_string()),
+                ..Default::default()
+            },
+            oca_store::Page {
+                offset: 0,
+                limit: u64::MAX >> 1,
+            },
+        )
+        .await?;
+    send(api, &changed, &live.items);
+    Ok(render::ok(
+        "ModifyInvocationAttribute",
+        &Empty {
+            request_id: ctx.request_id.clone(),
+        },
+        ctx.format,
+    ))
 }
 
 #[derive(Serialize)]

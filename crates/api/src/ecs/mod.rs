@@ -24,6 +24,7 @@ pub async fn handle(api: &Api, ctx: Ctx) -> Result<Response, ApiError> {
         InvokeCommand => invocations::invoke(api, &ctx).await,
         RunCommand => invocations::run(api, &ctx).await,
         StopInvocation => invocations::stop(api, &ctx).await,
+        ModifyInvocationAttribute => invocations::modify(api, &ctx).await,
         DescribeInvocations => invocations::describe(api, &ctx).await,
         DescribeInvocationResults => invocations::results(api, &ctx).await,
         DescribeInvocationOutput => invocations::output(api, &ctx).await,

@@ -196,8 +196,17 @@ impl Server {
         self.agent_of(&self.client(), name)
     }
 
+    /// [`Self::agent`] with extra `oca-agent` flags, kept for its restarts.
+    pub fn agent_with(&self, name: &str, extra: &[&str]) -> Agent {
+        self.agent_full(&self.client(), name, extra)
+    }
+
     /// [`Self::agent`] with an activation made by `c` (so in `c`'s account).
     pub fn agent_of(&self, c: &Client, name: &str) -> Agent {
+        self.agent_full(c, name, &[])
+    }
+
+    fn agent_full(&self, c: &Client, name: &str, extra: &[&str]) -> Agent {
         let act = c.ok(
             "CreateActivation",
             &[("InstanceName", name), ("InstanceCount", "1")],
@@ -209,6 +218,7 @@ impl Server {
             state,
             server_url: self.url(),
             child: None,
+            extra_args: extra.iter().map(|s| s.to_string()).collect(),
         };
         agent.spawn(&[
             "--activation-id",
@@ -244,6 +254,8 @@ pub struct Agent {
     pub state: tempfile::TempDir,
     server_url: String,
     child: Option<Child>,
+    /// Flags given at every start.
+    extra_args: Vec<String>,
 }
 
 impl Agent {
@@ -252,6 +264,7 @@ impl Agent {
             .args(["--server", &self.server_url, "--state-dir"])
             .arg(self.state.path())
             .args(["--hostname", &self.name])
+            .args(&self.extra_args)
             .args(extra)
             .env("RUST_LOG", "warn")
             .spawn()

@@ -5,9 +5,10 @@ use super::rows::{
     TASK_COLS_NO_OUTPUT, TASK_N,
 };
 use crate::{
-    ClientToken, CommandRecord, DispatchItem, InvocationFilter, InvocationKind, InvocationRecord,
-    InvocationView, Listing, OutputAppend, Page, PriorInvocation, Result, ResultFilter, Scope,
-    StoreError, Tag, TagResource, TaskRecord, WriteOp, WriteOutcome,
+    ClientToken, CommandRecord, DispatchItem, InvocationChange, InvocationFilter, InvocationKind,
+    InvocationRecord, InvocationView, Listing, OutputAppend, Page, PriorInvocation, Result,
+    ResultFilter, RunRecord, Scope, StoreError, Tag, TagResource, TaskRecord, WriteOp,
+    WriteOutcome,
 };
 use oca_domain::status::{InstanceInvokeStatus, InvocationStatus, InvokeStatus, StatusCounts};
 use oca_domain::task::TaskEvent;
@@ -209,8 +210,9 @@ pub(super) fn insert_invocation_once(
         "INSERT INTO invocations (invoke_id, account_id, region_id, command_id, command_name, \
          command_description, command_type, command_content, enable_parameter, parameters, \
          working_dir, username, timeout_secs, repeat_mode, timed, frequency, termination_mode, \
-         created, stopped_by_hand, counts, invoke_status, overall_status, kind, file_spec) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+         created, stopped_by_hand, counts, invoke_status, overall_status, kind, file_spec, \
+         revision) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     )?
     .execute(params![
         inv.invoke_id,
@@ -237,6 +239,7 @@ pub(super) fn insert_invocation_once(
         inv.overall_status().as_str(),
         inv.kind().as_str(),
         rows::file_spec_to_text(&inv.file),
+        to_i64(inv.revision),
     ])?;
     {
         let mut insert = tx.prepare_cached(INSERT_TASK)?;
@@ -453,6 +456,46 @@ fn apply_event_in(
         return Ok(None);
     };
     let before = task.state.clone();
+    // A repeating task's run is kept in its history, even when the task has ended
+    // since (a run made while the server was away, reported after a stop): it happened.
+    if let TaskEvent::RunFinished {
+        run,
+        status,
+        exit_code,
+        error,
+        start_time,
+        finish_time,
+        output,
+        dropped,
+        ..
+    } = &event
+    {
+        let (status, error) = if status.is_terminal() {
+            (*status, *error)
+        } else {
+            (
+                InvocationStatus::Error,
+                Some(oca_domain::task_error::TaskError::ExecutionException),
+            )
+        };
+        tx.prepare_cached(
+            "INSERT OR IGNORE INTO task_runs (invoke_id, instance_id, run, status, exit_code, \
+             error_code, start_time, finish_time, dropped, output) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )?
+        .execute(params![
+            invoke_id,
+            instance_id,
+            to_i64(*run),
+            status.as_str(),
+            exit_code,
+            error.map(|e| e.code()),
+            start_time,
+            finish_time,
+            to_i64(*dropped),
+            output,
+        ])?;
+    }
     if !task.state.apply(event) {
         return Ok(Some(task));
     }
@@ -468,6 +511,94 @@ fn apply_event_in(
         tally.write(tx, &inv.account_id, &inv.region_id)?;
     }
     Ok(Some(task))
+}
+
+/// The runs of a repeating invocation (of one instance when `instance_id` is set),
+/// newest first, then by instance.
+pub(super) fn list_runs(
+    c: &Connection,
+    scope: &Scope,
+    invoke_id: &str,
+    instance_id: Option<&str>,
+    page: Page,
+) -> Result<Listing<RunRecord>> {
+    let tx = c.unchecked_transaction()?;
+    if get_invocation(&tx, scope, invoke_id)?.is_none() {
+        return Ok(Listing {
+            total: 0,
+            items: Vec::new(),
+        });
+    }
+    let mut w = Where::new();
+    w.and("r.invoke_id = ?", invoke_id.to_string());
+    if let Some(i) = instance_id {
+        w.and("r.instance_id = ?", i.to_string());
+    }
+    let total: i64 = tx
+        .prepare_cached(&format!(
+            "SELECT COUNT(*) FROM task_runs r WHERE {}",
+            w.sql()
+        ))?
+        .query_row(params_from_iter(&w.args), |r| r.get(0))?;
+    let sql = format!(
+        "SELECT r.invoke_id, r.instance_id, r.run, r.status, r.exit_code, r.error_code, \
+         r.start_time, r.finish_time, r.output, r.dropped FROM task_runs r WHERE {} \
+         ORDER BY r.run DESC, r.instance_id LIMIT ? OFFSET ?",
+        w.sql()
+    );
+    let items = tx
+        .prepare_cached(&sql)?
+        .query_map(
+            params_from_iter(w.args.iter().chain(page_args(page).iter())),
+            rows::run,
+        )?
+        .collect::<rusqlite::Result<_>>()?;
+    tx.commit()?;
+    Ok(Listing {
+        total: total as u64,
+        items,
+    })
+}
+
+/// Applies ModifyInvocationAttribute's changes and bumps the revision; the invocation
+/// after the change, `None` if there is none in scope.
+pub(super) fn modify_invocation(
+    c: &mut Connection,
+    scope: &Scope,
+    invoke_id: &str,
+    change: &InvocationChange,
+) -> Result<Option<InvocationRecord>> {
+    let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let Some(mut inv) = get_invocation(&tx, scope, invoke_id)? else {
+        return Ok(None);
+    };
+    if let Some(content) = &change.command_content {
+        inv.command_content = content.clone();
+    }
+    if let Some(enable) = change.enable_parameter {
+        inv.enable_parameter = enable;
+    }
+    if let Some(parameters) = &change.parameters {
+        inv.parameters = parameters.clone();
+    }
+    if let Some(frequency) = &change.frequency {
+        inv.frequency = frequency.clone();
+    }
+    inv.revision += 1;
+    tx.prepare_cached(
+        "UPDATE invocations SET command_content = ?, enable_parameter = ?, parameters = ?, \
+         frequency = ?, revision = ? WHERE invoke_id = ?",
+    )?
+    .execute(params![
+        inv.command_content,
+        inv.enable_parameter,
+        inv.parameters,
+        inv.frequency,
+        to_i64(inv.revision),
+        inv.invoke_id,
+    ])?;
+    tx.commit()?;
+    Ok(Some(inv))
 }
 
 /// Marks the invocation stopped by hand and applies `StopRequested` to the selected
@@ -853,6 +984,8 @@ pub(super) fn pending_tasks_before(
     Ok(tasks)
 }
 
+/// (A repeating task's agent keeps its schedule while away and reports its runs when
+/// it returns: its runs are never declared lost.)
 pub(super) fn overdue_tasks(
     c: &Connection,
     now: Millis,
@@ -862,7 +995,7 @@ pub(super) fn overdue_tasks(
     // The status literals match the partial index `tasks_started`.
     let sql = format!(
         "SELECT {TASK_COLS} FROM tasks t JOIN invocations i ON i.invoke_id = t.invoke_id \
-         WHERE t.status IN ('Running', 'Stopping') \
+         WHERE t.status IN ('Running', 'Stopping') AND i.repeat_mode = 'Once' \
          AND t.start_time + i.timeout_secs * 1000 + ? < ? ORDER BY t.start_time LIMIT ?"
     );
     let tasks = c

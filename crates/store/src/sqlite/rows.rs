@@ -1,7 +1,7 @@
 //! Rows to records and back, and the small SQL builder the listings share.
 
 use crate::{AccessKeyRecord, ActivationRecord, CommandRecord, InstanceRecord, InvocationRecord};
-use crate::{FileSpec, Page, Scope, TaskRecord};
+use crate::{FileSpec, Page, RunRecord, Scope, TaskRecord};
 use oca_domain::status::{InvocationStatus, StatusCounts};
 use oca_domain::task::TaskState;
 use oca_domain::task_error::TaskError;
@@ -140,13 +140,30 @@ pub(super) fn task(r: &Row) -> rusqlite::Result<TaskRecord> {
     task_at(r, 0)
 }
 
+/// A run of a repeating task: invoke_id, instance_id, run, status, exit_code,
+/// error_code, start_time, finish_time, output, dropped.
+pub(super) fn run(r: &Row) -> rusqlite::Result<RunRecord> {
+    Ok(RunRecord {
+        invoke_id: r.get(0)?,
+        instance_id: r.get(1)?,
+        run: get_u64(r, 2)?,
+        status: status_at(r, 3)?,
+        exit_code: r.get(4)?,
+        error: error_at(r, 5)?,
+        start_time: r.get(6)?,
+        finish_time: r.get(7)?,
+        output: r.get(8)?,
+        dropped: get_u64(r, 9)?,
+    })
+}
+
 // ---- invocations ------------------------------------------------------------------------
 
 pub(super) const INVOCATION_COLS: &str = "i.invoke_id, i.account_id, i.region_id, i.command_id, \
      i.command_name, i.command_description, i.command_type, i.command_content, \
      i.enable_parameter, i.parameters, i.working_dir, i.username, i.timeout_secs, \
      i.repeat_mode, i.timed, i.frequency, i.termination_mode, i.created, i.stopped_by_hand, \
-     i.counts, i.file_spec";
+     i.counts, i.file_spec, i.revision";
 
 pub(super) fn invocation_at(r: &Row, o: usize) -> rusqlite::Result<InvocationRecord> {
     Ok(InvocationRecord {
@@ -171,6 +188,7 @@ pub(super) fn invocation_at(r: &Row, o: usize) -> rusqlite::Result<InvocationRec
         stopped_by_hand: r.get(o + 18)?,
         counts: counts_at(r, o + 19)?,
         file: file_spec_at(r, o + 20)?,
+        revision: get_u64(r, o + 21)?,
     })
 }
 

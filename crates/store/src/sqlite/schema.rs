@@ -250,9 +250,38 @@ CREATE INDEX tasks_coarse ON tasks (account_id, region_id, kind, coarse, inv_cre
 CREATE INDEX tasks_instance ON tasks (instance_id, account_id, region_id, kind, inv_created DESC, invoke_id);
 "#;
 
+/// Repeating invocations (Period, NextRebootOnly, EveryReboot): the revision an
+/// invocation is at (ModifyInvocationAttribute bumps it and agents re-read the task),
+/// and one row per run of a repeating task (`IncludeHistory`), written in the same
+/// transaction as the run's result.
+const REPEATING: &str = r#"
+ALTER TABLE invocations ADD COLUMN revision INTEGER NOT NULL DEFAULT 0;
+CREATE TABLE task_runs (
+    invoke_id   TEXT NOT NULL,
+    instance_id TEXT NOT NULL,
+    run         INTEGER NOT NULL,
+    status      TEXT NOT NULL,
+    exit_code   INTEGER,
+    error_code  TEXT,
+    start_time  INTEGER,
+    finish_time INTEGER,
+    dropped     INTEGER NOT NULL,
+    output      BLOB NOT NULL,
+    PRIMARY KEY (invoke_id, instance_id, run),
+    FOREIGN KEY (invoke_id, instance_id) REFERENCES tasks (invoke_id, instance_id) ON DELETE CASCADE
+);
+"#;
+
 /// Every migration, in order. Index `i` brings the schema to version `i + 1`.
-pub(super) const MIGRATIONS: &[&str] =
-    &[V1, CLIENT_TOKENS, ACCOUNTS, TAGS, TASKS_STARTED, FILE_SENDS];
+pub(super) const MIGRATIONS: &[&str] = &[
+    V1,
+    CLIENT_TOKENS,
+    ACCOUNTS,
+    TAGS,
+    TASKS_STARTED,
+    FILE_SENDS,
+    REPEATING,
+];
 
 /// The schema version this build writes.
 pub(super) const VERSION: usize = MIGRATIONS.len();

@@ -74,6 +74,7 @@ on_both_stores!(
     tags,
     overdue,
     file_deliveries,
+    repeating_runs,
 );
 
 fn command(id: &str, scope: &Scope, created: Millis) -> CommandRecord {
@@ -118,6 +119,7 @@ fn invocation(id: &str, scope: &Scope, created: Millis) -> InvocationRecord {
         stopped_by_hand: false,
         counts: StatusCounts::default(),
         file: None,
+        revision: 0,
     }
 }
 
@@ -2496,4 +2498,108 @@ async fn file_deliveries(s: &SqliteStore) {
     // Sending a file is not a run of the instance's: only t-run counts.
     let i = s.get_instance("i-1").await.unwrap().unwrap();
     assert_eq!((i.invocation_count, i.last_invoked), (1, Some(10)));
+}
+
+/// A repeating task keeps one history row per run (replays ignored), shows Scheduled
+/// between runs, and ModifyInvocationAttribute bumps the revision.
+async fn repeating_runs(s: &SqliteStore) {
+    let h = home();
+    let inv = InvocationRecord {
+        repeat_mode: "Period".into(),
+        timed: true,
+        frequency: "0 */5 * * * ?".into(),
+        ..invocation("t-rep", &h, 10)
+    };
+    put(s, &inv, &["i-1", "i-2"]).await;
+    let ran = |run: u64, more: bool, status: S| TaskEvent::RunFinished {
+        run,
+        more,
+        status,
+        exit_code: Some(if status == S::Success { 0 } else { 1 }),
+        error: (status == S::Failed).then_some(TaskError::ExitCodeNonzero),
+        start_time: Some(run as i64 * 100),
+        finish_time: run as i64 * 100 + 5,
+        output: format!("run {run}").into_bytes(),
+        dropped: 0,
+    };
+    for i in ["i-1", "i-2"] {
+        event(s, "t-rep", i, TaskEvent::Scheduled).await;
+    }
+    let got = s.get_invocation(&h, "t-rep").await.unwrap().unwrap();
+    assert_eq!(got.overall_status(), OverallStatus::Scheduled);
+    assert_eq!(got.invoke_status(), InvokeStatus::Running);
+    event(s, "t-rep", "i-1", TaskEvent::RunStarted { run: 1, at: 100 }).await;
+    let t = event(s, "t-rep", "i-1", ran(1, true, S::Success)).await;
+    assert_eq!((t.state.status, t.state.repeats), (S::Scheduled, 1));
+    // A replay of run 1 is not a second run.
+    event(s, "t-rep", "i-1", ran(1, true, S::Failed)).await;
+    event(s, "t-rep", "i-1", ran(2, true, S::Failed)).await;
+    event(s, "t-rep", "i-2", ran(1, true, S::Success)).await;
+    let all_runs = s.list_runs(&h, "t-rep", None, all()).await.unwrap();
+    let keys: Vec<(String, u64, S)> = all_runs
+        .items
+        .iter()
+        .map(|r| (r.instance_id.clone(), r.run, r.status))
+        .collect();
+    assert_eq!(all_runs.total, 3);
+    assert_eq!(
+        keys,
+        vec![
+            ("i-1".to_string(), 2, S::Failed),
+            ("i-1".to_string(), 1, S::Success),
+            ("i-2".to_string(), 1, S::Success),
+        ]
+    );
+    assert_eq!(all_runs.items[1].output, b"run 1");
+    assert_eq!(all_runs.items[0].error, Some(TaskError::ExitCodeNonzero));
+    let one = s.list_runs(&h, "t-rep", Some("i-2"), all()).await.unwrap();
+    assert_eq!(one.total, 1);
+    assert_eq!(
+        s.list_runs(&h, "t-rep", None, page(1, 1))
+            .await
+            .unwrap()
+            .items
+            .len(),
+        1
+    );
+    for other in outsiders() {
+        assert_eq!(
+            s.list_runs(&other, "t-rep", None, all())
+                .await
+                .unwrap()
+                .total,
+            0
+        );
+    }
+    assert_counts_consistent(s, &h, "t-rep").await;
+    assert_tallies_consistent(s);
+
+    let change = InvocationChange {
+        command_content: Some(b"echo new".to_vec()),
+        frequency: Some("0 */10 * * * ?".into()),
+        ..Default::default()
+    };
+    let changed = s
+        .modify_invocation(&h, "t-rep", &change)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(changed.revision, 1);
+    let got = s.get_invocation(&h, "t-rep").await.unwrap().unwrap();
+    assert_eq!(got, changed);
+    assert_eq!(
+        (
+            got.command_content.as_slice(),
+            got.frequency.as_str(),
+            got.parameters.as_str()
+        ),
+        (&b"echo new"[..], "0 */10 * * * ?", inv.parameters.as_str())
+    );
+    for other in outsiders() {
+        assert!(s
+            .modify_invocation(&other, "t-rep", &change)
+            .await
+            .unwrap()
+            .is_none());
+    }
 }
