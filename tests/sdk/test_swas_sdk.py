@@ -89,6 +89,16 @@ def test_cloud_assistant_status(swas_client, fleet):
     assert body.total_count == 2
 
 
+def test_install_cloud_assistant(swas_client, fleet):
+    body = swas_client.install_cloud_assistant(swas.InstallCloudAssistantRequest(
+        region_id=REGION, instance_ids=fleet[:2])).body
+    assert body.request_id
+    with pytest.raises(TeaException) as e:
+        swas_client.install_cloud_assistant(swas.InstallCloudAssistantRequest(
+            region_id=REGION, instance_ids=[fleet[0], "mi-missing"]))
+    assert e.value.code == "InvalidInstance.NotFound" and e.value.statusCode == 404
+
+
 def test_errors(swas_client):
     with pytest.raises(TeaException) as e:
         swas_client.describe_invocation_result(swas.DescribeInvocationResultRequest(

@@ -21,6 +21,7 @@ pub enum SwasAction {
     DescribeCommandInvocations,
     DescribeCloudAssistantStatus,
     DescribeCloudAssistantAttributes,
+    InstallCloudAssistant,
 }
 
 impl SwasAction {
@@ -36,6 +37,7 @@ impl SwasAction {
         SwasAction::DescribeCommandInvocations,
         SwasAction::DescribeCloudAssistantStatus,
         SwasAction::DescribeCloudAssistantAttributes,
+        SwasAction::InstallCloudAssistant,
     ];
 
     pub fn action(self) -> &'static str {
@@ -52,6 +54,7 @@ impl SwasAction {
             DescribeCommandInvocations => "DescribeCommandInvocations",
             DescribeCloudAssistantStatus => "DescribeCloudAssistantStatus",
             DescribeCloudAssistantAttributes => "DescribeCloudAssistantAttributes",
+            InstallCloudAssistant => "InstallCloudAssistant",
         }
     }
 }

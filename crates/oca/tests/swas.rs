@@ -219,6 +219,19 @@ fn saved_commands_shared_with_ecs() {
     assert_eq!(st[0]["InstanceId"], id);
     assert_eq!(st[0]["Status"], true);
     assert_eq!(st[1]["Status"], false);
+
+    // Installing: a registered instance has the agent already; an unknown one is not
+    // found (and nothing is done).
+    let body = ok(&c, "InstallCloudAssistant", &[("InstanceIds", &ids)]);
+    assert!(body["RequestId"].is_string());
+    err(
+        &c,
+        "InstallCloudAssistant",
+        &[("InstanceIds", &ids2)],
+        "InvalidInstance.NotFound",
+        404,
+    );
+    err(&c, "InstallCloudAssistant", &[], "MissingParameter", 400);
 }
 
 #[test]

@@ -108,3 +108,19 @@ pub async fn attributes(api: &Api, ctx: &Ctx) -> Result<Response, ApiError> {
         ctx.format,
     ))
 }
+
+/// `InstanceIds` (a JSON array, at most 50). An instance is here only once its agent has
+/// registered, so every instance this account can name already has Cloud Assistant:
+/// the install succeeds at once for all of them; an id that is not (or not this
+/// account's) is not found, and nothing is done for the others.
+pub async fn install(api: &Api, ctx: &Ctx) -> Result<Response, ApiError> {
+    let ids = instance_ids(&ctx.params)?;
+    crate::ecs::invocations::instances_in_scope(api, ctx, &ids).await?;
+    Ok(render::ok(
+        "InstallCloudAssistant",
+        &crate::ecs::Empty {
+            request_id: ctx.request_id.clone(),
+        },
+        ctx.format,
+    ))
+}

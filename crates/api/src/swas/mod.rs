@@ -27,6 +27,7 @@ pub async fn handle(api: &Api, ctx: Ctx, action: SwasAction) -> Result<Response,
         DescribeCommandInvocations => invocations::describe_command_invocations(api, &ctx).await,
         DescribeCloudAssistantAttributes => instances::attributes(api, &ctx).await,
         DescribeCloudAssistantStatus => instances::status(api, &ctx).await,
+        InstallCloudAssistant => instances::install(api, &ctx).await,
     }
 }
 
