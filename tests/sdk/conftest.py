@@ -46,9 +46,12 @@ class Server:
             cfg.signature_algorithm = "v2"
         return Client(cfg)
 
-    def agent(self, name: str) -> str:
+    def agent(self, name: str, **activation) -> str:
+        """Registers and starts an agent; `activation` goes to its CreateActivationRequest
+        (e.g. resource_group_id)."""
         c = self.client()
-        act = c.create_activation(ecs.CreateActivationRequest(region_id=REGION, instance_name=name, instance_count=1)).body
+        act = c.create_activation(ecs.CreateActivationRequest(
+            region_id=REGION, instance_name=name, instance_count=1, **activation)).body
         state = tempfile.mkdtemp(prefix="oca-agent-")
         proc = subprocess.Popen(
             [_bin("OCA_AGENT_BIN", "oca-agent"), "--server", f"http://{self.addr}", "--state-dir", state,

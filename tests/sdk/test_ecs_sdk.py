@@ -201,3 +201,71 @@ def test_periodic_invocation(client, fleet, tmp_path):
             region_id=REGION, invoke_id=invoke_id)).body.invocations.invocation[0].invoke_status != "Stopped":
         assert time.time() < deadline, "not stopped"
         time.sleep(0.2)
+
+
+@pytest.fixture(scope="module")
+def grouped(server):
+    """One agent in each of two resource groups."""
+    return {g: server.agent(f"sdk-{g}", resource_group_id=g) for g in ("rg-sdk-a", "rg-sdk-b")}
+
+
+def test_resource_groups(client, grouped, tmp_path):
+    a, b = grouped["rg-sdk-a"], grouped["rg-sdk-b"]
+    managed = client.describe_managed_instances(ecs.DescribeManagedInstancesRequest(
+        region_id=REGION, resource_group_id="rg-sdk-a", page_size=50)).body
+    assert managed.total_count == 1
+    assert [(i.instance_id, i.resource_group_id) for i in managed.instances] == [(a, "rg-sdk-a")]
+
+    # RunCommand in a group: on its instance it runs; another group's instance is not found.
+    invoke_id = run(client, "echo in-a", [a], resource_group_id="rg-sdk-a", keep_command=True)
+    r = wait_results(client, invoke_id)[0]
+    assert (r.instance_id, r.invocation_status) == (a, "Success")
+    expect_error(lambda: run(client, "echo no", [b], resource_group_id="rg-sdk-a"),
+                 "InvalidInstance.NotFound", 404)
+    expect_error(lambda: client.describe_invocations(ecs.DescribeInvocationsRequest(
+        region_id=REGION, resource_group_id="not a group")), "InvalidResourceGroup.NotFound", 404)
+
+    invs = client.describe_invocations(ecs.DescribeInvocationsRequest(
+        region_id=REGION, resource_group_id="rg-sdk-a", page_size=50)).body
+    assert invoke_id in [i.invoke_id for i in invs.invocations.invocation]
+    assert all(x.instance_id == a for i in invs.invocations.invocation
+               for x in i.invoke_instances.invoke_instance)
+    res = client.describe_invocation_results(ecs.DescribeInvocationResultsRequest(
+        region_id=REGION, resource_group_id="rg-sdk-a", page_size=50)).body
+    results = res.invocation.invocation_results.invocation_result
+    assert invoke_id in [x.invoke_id for x in results] and all(x.instance_id == a for x in results)
+    assert client.describe_invocation_results(ecs.DescribeInvocationResultsRequest(
+        region_id=REGION, resource_group_id="rg-sdk-b", invoke_id=invoke_id)).body.invocation.total_count == 0
+
+    # A saved command of group b, tagged: listed by group and by tag, invoked in b.
+    created = client.create_command(ecs.CreateCommandRequest(
+        region_id=REGION, name="sdk-grouped", type="RunShellScript", resource_group_id="rg-sdk-b",
+        command_content=base64.b64encode(b"echo in-b").decode(),
+        tag=[ecs.CreateCommandRequestTag(key="team", value="sdk-b")])).body
+    cmds = client.describe_commands(ecs.DescribeCommandsRequest(
+        region_id=REGION, resource_group_id="rg-sdk-b",
+        tag=[ecs.DescribeCommandsRequestTag(key="team", value="sdk-b")])).body.commands.command
+    assert created.command_id in [c.command_id for c in cmds]
+    assert all(c.resource_group_id == "rg-sdk-b" for c in cmds)
+    assert [(t.tag_key, t.tag_value) for t in cmds[0].tags.tag] == [("team", "sdk-b")]
+    assert created.command_id not in [c.command_id for c in client.describe_commands(
+        ecs.DescribeCommandsRequest(region_id=REGION, resource_group_id="rg-sdk-a",
+                                    page_size=50)).body.commands.command]
+    invoked = client.invoke_command(ecs.InvokeCommandRequest(
+        region_id=REGION, command_id=created.command_id, instance_id=[b],
+        resource_group_id="rg-sdk-b")).body
+    assert base64.b64decode(wait_results(client, invoked.invoke_id)[0].output) == b"in-b\n"
+    client.delete_command(ecs.DeleteCommandRequest(region_id=REGION, command_id=created.command_id))
+
+    # SendFile in a group, listed by it.
+    sent = client.send_file(ecs.SendFileRequest(
+        region_id=REGION, name="grouped", target_dir=str(tmp_path), content="b\n",
+        instance_id=[b], resource_group_id="rg-sdk-b")).body
+    expect_error(lambda: client.send_file(ecs.SendFileRequest(
+        region_id=REGION, name="grouped", target_dir=str(tmp_path), content="a\n",
+        instance_id=[a], resource_group_id="rg-sdk-b")), "InvalidInstance.NotFound", 404)
+    files = client.describe_send_file_results(ecs.DescribeSendFileResultsRequest(
+        region_id=REGION, resource_group_id="rg-sdk-b", max_results=50)).body
+    assert sent.invoke_id in [i.invoke_id for i in files.invocations.invocation]
+    assert all(x.instance_id == b for i in files.invocations.invocation
+               for x in i.invoke_instances.invoke_instance)

@@ -52,6 +52,8 @@ pub enum ApiError {
     Tagging(&'static str, &'static str, u16),
     InvalidResourceTagInstanceNotFound,
     InvalidResourceTagConflict,
+    /// `InvalidResourceGroup.NotFound`: a `ResourceGroupId` that cannot be one.
+    InvalidResourceGroupNotFound,
     Signature(SignatureError),
     /// `InternalError.Dispatch`: something failed while serving the request.
     Internal(String),
@@ -113,6 +115,7 @@ impl ApiError {
             Tagging(code, _, _) => (*code).into(),
             InvalidResourceTagInstanceNotFound => "InvalidResourceTag.InstanceNotFound".into(),
             InvalidResourceTagConflict => "InvalidResourceTag.ConflictWithInstanceIds".into(),
+            InvalidResourceGroupNotFound => "InvalidResourceGroup.NotFound".into(),
             IdempotentParameterMismatch => "IdempotentParameterMismatch".into(),
             Signature(e) => e.code().to_string(),
             Internal(_) => "InternalError.Dispatch".into(),
@@ -161,6 +164,7 @@ impl ApiError {
             Tagging(_, message, _) => (*message).into(),
             InvalidResourceTagInstanceNotFound => "InstanceIds are not found by the specified ResourceTag.".into(),
             InvalidResourceTagConflict => "The specified param ResourceTag conflicts with InstanceId.".into(),
+            InvalidResourceGroupNotFound => "The ResourceGroup provided does not exist in our records: a ResourceGroupId is 1 to 64 letters, digits, hyphens (-) and underscores (_).".into(),
             IdempotentParameterMismatch => "The specified parameter has changed while using an already used clientToken.".into(),
             Signature(e) => e.message(),
             Internal(_) => "An error occurred when you dispatched the request.".into(),
@@ -210,7 +214,8 @@ impl ApiError {
             | InvalidTerminationMode
             | InvalidInstanceNotFound(_)
             | InvalidCmdIdNotFound
-            | InvalidInvokeIdNotFound => 404,
+            | InvalidInvokeIdNotFound
+            | InvalidResourceGroupNotFound => 404,
             Signature(e) => e.http_status(),
             Internal(_) => 500,
         }

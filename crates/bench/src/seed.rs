@@ -122,6 +122,7 @@ async fn seed_instances(store: &SqliteStore, now: i64) -> Result<Vec<String>> {
         created: now,
         expires: now + 3_600_000,
         disabled: false,
+        resource_group_id: String::new(),
     };
     store.insert_activation(&activation).await?;
     let mut ids = Vec::with_capacity(INSTANCES);
@@ -141,6 +142,7 @@ async fn seed_instances(store: &SqliteStore, now: i64) -> Result<Vec<String>> {
             last_heartbeat: Some(now),
             last_invoked: None,
             invocation_count: 0,
+            resource_group_id: String::new(),
         };
         store.register_instance(&instance).await?;
         ids.push(instance.instance_id);
@@ -166,6 +168,7 @@ async fn seed_commands(store: &SqliteStore, now: i64) -> Result<Vec<String>> {
             created: now,
             invoke_times: 0,
             visible: true,
+            resource_group_id: String::new(),
         };
         store.insert_command(&command).await?;
         ids.push(command.command_id);
@@ -216,6 +219,7 @@ impl Plan {
             updated: created + 20,
             state,
             output_len: 0,
+            resource_group_id: String::new(),
         };
         let invocation = InvocationRecord {
             invoke_id,
@@ -240,6 +244,7 @@ impl Plan {
             counts: std::iter::once(task.state.status).collect(),
             file: None,
             revision: 0,
+            resource_group_id: String::new(),
         };
         (invocation, task)
     }

@@ -89,6 +89,8 @@ pub async fn register(
         last_heartbeat: None,
         last_invoked: None,
         invocation_count: 0,
+        // An instance belongs to its activation's resource group.
+        resource_group_id: activation.resource_group_id.clone(),
     };
     match d.store.register_instance(&instance).await {
         Ok(()) => {

@@ -111,6 +111,7 @@ mod tests {
             counts: StatusCounts::default(),
             file: None,
             revision: 0,
+            resource_group_id: String::new(),
         };
         let task = TaskRecord {
             invoke_id: inv.invoke_id.clone(),
@@ -127,6 +128,7 @@ mod tests {
                 ..TaskState::pending()
             },
             output_len: 0,
+            resource_group_id: String::new(),
         };
         (inv, vec![task])
     }

@@ -279,6 +279,7 @@ async fn start_local_agent(
             created: now,
             expires: now + 3_600_000,
             disabled: false,
+            resource_group_id: String::new(),
         };
         api.store.insert_activation(&activation).await?;
         cmd.arg("--activation-id")

@@ -45,6 +45,8 @@ pub struct CommandRecord {
     pub invoke_times: i64,
     /// False for the command a RunCommand creates without KeepCommand: it is not listed.
     pub visible: bool,
+    /// The resource group (`ResourceGroupId`) it was created in; empty: none.
+    pub resource_group_id: String,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -54,6 +56,10 @@ pub struct CommandFilter {
     pub name: Option<String>,
     pub description: Option<String>,
     pub command_type: Option<String>,
+    /// Commands of this resource group.
+    pub resource_group_id: Option<String>,
+    /// Commands carrying every one of these tags (an empty value matches any value).
+    pub tags: Vec<Tag>,
 }
 
 /// What an invocation does on its instances. Each kind is listed and counted on its
@@ -125,6 +131,9 @@ pub struct InvocationRecord {
     pub file: Option<FileSpec>,
     /// Bumped by each ModifyInvocationAttribute; agents keep the revision they run.
     pub revision: u64,
+    /// The resource group (`ResourceGroupId`) the invocation was made in; empty: none.
+    /// Its tasks are in the same group, and so were its instances when it was made.
+    pub resource_group_id: String,
 }
 
 impl InvocationRecord {
@@ -170,6 +179,8 @@ pub struct TaskRecord {
     pub state: TaskState,
     /// Bytes of whole output stored.
     pub output_len: u64,
+    /// Always its invocation's resource group (as its account and region are).
+    pub resource_group_id: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -196,6 +207,8 @@ pub struct InvocationFilter {
     pub overall_status: Option<OverallStatus>,
     /// Invocations carrying every one of these tags (an empty value matches any value).
     pub tags: Vec<Tag>,
+    /// Invocations made in this resource group.
+    pub resource_group_id: Option<String>,
 }
 
 /// One run of a repeating task (`IncludeHistory`).
@@ -233,6 +246,8 @@ pub struct ResultFilter {
     pub command_id: Option<String>,
     /// Coarse status (`InvokeRecordStatus`).
     pub record_status: Option<oca_domain::status::InstanceInvokeStatus>,
+    /// Tasks of invocations made in this resource group.
+    pub resource_group_id: Option<String>,
 }
 
 /// A task with what the dispatcher needs to send it.
@@ -257,6 +272,9 @@ pub struct ActivationRecord {
     pub created: Millis,
     pub expires: Millis,
     pub disabled: bool,
+    /// The resource group (`ResourceGroupId`) of the activation and of the instances
+    /// that register with it; empty: none.
+    pub resource_group_id: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -277,12 +295,16 @@ pub struct InstanceRecord {
     pub last_heartbeat: Option<Millis>,
     pub last_invoked: Option<Millis>,
     pub invocation_count: i64,
+    /// Its activation's resource group; empty: none.
+    pub resource_group_id: String,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct InstanceFilter {
     pub instance_ids: Option<Vec<String>>,
     pub os_type: Option<String>,
+    /// Instances of this resource group.
+    pub resource_group_id: Option<String>,
 }
 
 /// A caller's `ClientToken` and a digest of the request it came with.

@@ -36,8 +36,8 @@
 //! - `scope_counts` keeps, per scope, the number of invocations (in all and per
 //!   `invoke_status`) and of tasks (in all and per coarse status), in step in the same
 //!   transactions, so the total of an unfiltered or status-only listing is a lookup
-//!   rather than a count of every row in the scope. Other filters count their (small)
-//!   index range.
+//!   rather than a count of every row in the scope. Other filters (a resource group
+//!   among them) count their (small) index range.
 //! - Listings page newest first on `(account_id, region_id, <filter>, created DESC,
 //!   id)` indexes, in two steps: the page's keys from the index, then the rows
 //!   themselves (so no sort ever carries output blobs). Where one filter is far more

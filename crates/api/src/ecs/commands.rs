@@ -104,6 +104,7 @@ pub async fn create(api: &Api, ctx: &Ctx) -> Result<Response, ApiError> {
     let content = command_content(p.required("CommandContent")?, encoding)?;
     let enable_parameter = p.bool("EnableParameter")?.unwrap_or(false);
     let tags = p.tags("Tag", 20, super::tags::TAG_ERRORS)?;
+    let resource_group_id = super::resource_group(p)?.unwrap_or_default();
     let record = CommandRecord {
         command_id: oca_domain::ids::new_command_id(),
         account_id: ctx.scope.account_id.clone(),
@@ -119,6 +120,7 @@ pub async fn create(api: &Api, ctx: &Ctx) -> Result<Response, ApiError> {
         created: now_millis(),
         invoke_times: 0,
         visible: true,
+        resource_group_id,
     };
     api.store.insert_command(&record).await?;
     if !tags.is_empty() {
@@ -162,6 +164,7 @@ struct CommandItem {
     version: i64,
     provider: String,
     category: String,
+    resource_group_id: String,
     tags: super::tags::WireTags,
 }
 
@@ -194,6 +197,8 @@ pub async fn describe(api: &Api, ctx: &Ctx) -> Result<Response, ApiError> {
         name: p.non_empty("Name").map(str::to_string),
         description: p.non_empty("Description").map(str::to_string),
         command_type: p.non_empty("Type").map(str::to_string),
+        resource_group_id: super::resource_group(p)?,
+        tags: p.tags("Tag", 20, super::tags::TAG_ERRORS)?,
     };
     // Public (provider) commands are the cloud's own; this server has none.
     let listing = if p.non_empty("Provider").is_some() {
@@ -240,6 +245,7 @@ pub async fn describe(api: &Api, ctx: &Ctx) -> Result<Response, ApiError> {
                     version: 1,
                     provider: String::new(),
                     category: String::new(),
+                    resource_group_id: c.resource_group_id,
                 })
                 .collect(),
         },

@@ -6,7 +6,7 @@
 //! what only the host can (the name, the mode, that the owner and group exist, that the
 //! file is not there unless `Overwrite`) and reports the official agent's error codes.
 
-use super::invocations::{error_pair, instances_in_scope, new_tasks, send};
+use super::invocations::{error_pair, instances_in_group, new_tasks, send};
 use crate::error::ApiError;
 use crate::render;
 use crate::{Api, Ctx};
@@ -115,11 +115,16 @@ pub async fn send_file(api: &Api, ctx: &Ctx) -> Result<Response, ApiError> {
         return Err(ApiError::InstanceIdsExceedLimit(max));
     }
     let tags = p.tags("Tag", 20, super::tags::TAG_ERRORS)?;
-    let instances = instances_in_scope(api, ctx, &instance_ids).await?;
+    let resource_group = super::resource_group(p)?;
+    let instances = instances_in_group(api, ctx, &instance_ids, resource_group.as_deref()).await?;
 
     let now = now_millis();
     let invoke_id = oca_domain::ids::new_file_invoke_id();
-    let tasks = new_tasks(api, ctx, &invoke_id, "", "", &instances, now);
+    let resource_group_id = resource_group.unwrap_or_default();
+    let mut tasks = new_tasks(api, ctx, &invoke_id, "", "", &instances, now);
+    for t in &mut tasks {
+        t.resource_group_id = resource_group_id.clone();
+    }
     let invocation = InvocationRecord {
         invoke_id: invoke_id.clone(),
         account_id: ctx.scope.account_id.clone(),
@@ -154,6 +159,7 @@ pub async fn send_file(api: &Api, ctx: &Ctx) -> Result<Response, ApiError> {
             overwrite: p.bool("Overwrite")?.unwrap_or(false),
         }),
         revision: 0,
+        resource_group_id,
     };
     api.store
         .create_invocation(NewInvocation {
@@ -248,6 +254,7 @@ pub async fn describe_results(api: &Api, ctx: &Ctx) -> Result<Response, ApiError
             "Pending, Running, Success, Failed, PartialFailed, Stopping or Stopped",
         )?,
         tags: p.tags("Tag", 20, super::tags::TAG_ERRORS)?,
+        resource_group_id: super::resource_group(p)?,
         ..Default::default()
     };
     let listing = api

@@ -65,6 +65,7 @@ fn instance_filter(ctx: &Ctx, os_param: &str) -> Result<InstanceFilter, ApiError
             .params
             .non_empty(os_param)
             .map(|s| s.to_ascii_lowercase()),
+        resource_group_id: None,
     })
 }
 
@@ -179,6 +180,7 @@ pub async fn create_activation(api: &Api, ctx: &Ctx) -> Result<Response, ApiErro
         created: now,
         expires: now + ttl_hours * 3_600_000,
         disabled: false,
+        resource_group_id: super::resource_group(p)?.unwrap_or_default(),
     };
     api.store.insert_activation(&activation).await?;
     Ok(render::ok(
@@ -206,6 +208,7 @@ struct ManagedInstance {
     registration_time: String,
     invocation_count: i64,
     last_invoked_time: String,
+    resource_group_id: String,
 }
 
 #[derive(Serialize)]
@@ -232,12 +235,16 @@ fn managed(api: &Api, i: InstanceRecord) -> ManagedInstance {
         agent_version: i.agent_version,
         machine_id: i.machine_id,
         invocation_count: i.invocation_count,
+        resource_group_id: i.resource_group_id,
     }
 }
 
 pub async fn describe_managed(api: &Api, ctx: &Ctx) -> Result<Response, ApiError> {
     let paging = ctx.params.paging()?;
-    let filter = instance_filter(ctx, "OsType")?;
+    let filter = InstanceFilter {
+        resource_group_id: super::resource_group(&ctx.params)?,
+        ..instance_filter(ctx, "OsType")?
+    };
     let listing = api
         .store
         .list_instances(&ctx.scope, &filter, paging.page())

@@ -36,9 +36,12 @@ struct InvokeOptions {
     resource_tags: Vec<Tag>,
     /// Tags for the invocation (and for the command a RunCommand makes).
     tags: Vec<Tag>,
+    /// The resource group of the invocation (and of the command a RunCommand makes):
+    /// every instance it runs on must be in it.
+    resource_group_id: Option<String>,
     repeat: RepeatMode,
-    /// For `Period`.
-    frequency: Option<Frequency>,
+    /// For `Period`: as the caller wrote it (stored and returned so), and parsed.
+    frequency: Option<(String, Frequency)>,
 }
 
 /// The vendor's errors for `ResourceTag.N`.
@@ -210,17 +213,22 @@ fn invoke_options(api: &Api, ctx: &Ctx, username_param: &str) -> Result<InvokeOp
         client_token: client_token(ctx)?,
         resource_tags,
         tags: p.tags("Tag", 20, super::tags::TAG_ERRORS)?,
+        resource_group_id: super::resource_group(p)?,
         repeat,
         frequency,
     })
 }
 
-/// `Frequency`, required (`MissingParam.Frequency`) and well-formed.
-fn frequency(p: &crate::params::Params) -> Result<Frequency, ApiError> {
+/// `Frequency`, required (`MissingParam.Frequency`) and well-formed: the caller's text
+/// (trimmed) and what it means.
+fn frequency(p: &crate::params::Params) -> Result<(String, Frequency), ApiError> {
     let text = p
         .non_empty("Frequency")
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
         .ok_or(ApiError::MissingParam("Frequency"))?;
-    Frequency::parse(text).map_err(|e| ApiError::InvalidFrequency(e.to_string()))
+    let parsed = Frequency::parse(text).map_err(|e| ApiError::InvalidFrequency(e.to_string()))?;
+    Ok((text.to_string(), parsed))
 }
 
 /// The vendor's API-side checks of a frequency against the run's timeout.
@@ -333,24 +341,30 @@ async fn start(
     } else if !opts.parameters.is_empty() {
         return Err(ApiError::ParameterDisabled);
     }
-    // Instances named by their tags.
-    let mut opts = opts;
-    if !opts.resource_tags.is_empty() {
-        opts.instance_ids = api
+    let group = opts.resource_group_id.as_deref();
+    let instances = if opts.resource_tags.is_empty() {
+        instances_in_group(api, ctx, &opts.instance_ids, group).await?
+    } else {
+        // Instances named by their tags: those of the resource group, when one is given.
+        let ids = api
             .store
             .tagged(&ctx.scope, TagResource::Instance, &opts.resource_tags)
             .await?;
-        if opts.instance_ids.is_empty() {
+        let mut instances = api.store.get_instances(&ctx.scope, &ids).await?;
+        if let Some(group) = group {
+            instances.retain(|i| i.resource_group_id == group);
+        }
+        if instances.is_empty() {
             return Err(ApiError::InvalidResourceTagInstanceNotFound);
         }
         let max = api.config.max_instances_per_invocation;
-        if opts.instance_ids.len() > max {
+        if instances.len() > max {
             return Err(ApiError::InstanceIdsExceedLimit(max));
         }
-    }
-    let instances = instances_in_scope(api, ctx, &opts.instance_ids).await?;
+        instances
+    };
     let timeout_secs = opts.timeout_secs.unwrap_or(command.timeout_secs);
-    if let Some(f) = &opts.frequency {
+    if let Some((_, f)) = &opts.frequency {
         check_frequency(api, f, timeout_secs)?;
     }
     if opts.repeat == RepeatMode::DryRun {
@@ -374,8 +388,10 @@ async fn start(
         &instances,
         now,
     );
+    let resource_group_id = opts.resource_group_id.unwrap_or_default();
     for t in &mut tasks {
         t.timed = repeats;
+        t.resource_group_id = resource_group_id.clone();
     }
     let counts = tasks.iter().map(|t| t.state.status).collect();
     let invocation = InvocationRecord {
@@ -396,13 +412,14 @@ async fn start(
         timeout_secs,
         repeat_mode: opts.repeat.as_str().to_string(),
         timed: repeats,
-        frequency: opts.frequency.map(|f| f.to_string()).unwrap_or_default(),
+        frequency: opts.frequency.map(|(text, _)| text).unwrap_or_default(),
         termination_mode: opts.termination_mode,
         created: now,
         stopped_by_hand: false,
         counts,
         file: None,
         revision: 0,
+        resource_group_id,
     };
     let prior = api
         .store
@@ -442,8 +459,29 @@ pub(crate) async fn instances_in_scope(
     Ok(instances)
 }
 
+/// [`instances_in_scope`], each of which must also belong to the resource group when
+/// one is given: an instance of another group (or of none) is answered as one that
+/// does not exist (`InvalidInstance.NotFound`), as an instance of another account is.
+pub(crate) async fn instances_in_group(
+    api: &Api,
+    ctx: &Ctx,
+    ids: &[String],
+    group: Option<&str>,
+) -> Result<Vec<InstanceRecord>, ApiError> {
+    let instances = instances_in_scope(api, ctx, ids).await?;
+    if let Some(group) = group {
+        if let Some(outside) = instances.iter().find(|i| i.resource_group_id != group) {
+            return Err(ApiError::InvalidInstanceNotFound(
+                outside.instance_id.clone(),
+            ));
+        }
+    }
+    Ok(instances)
+}
+
 /// A new invocation's tasks, one per instance, each in its first state (pending, or
-/// already failed when the instance's agent is away).
+/// already failed when the instance's agent is away); not in any resource group (the
+/// caller sets the invocation's).
 pub(crate) fn new_tasks(
     api: &Api,
     ctx: &Ctx,
@@ -467,6 +505,7 @@ pub(crate) fn new_tasks(
             updated: now,
             state: api.dispatcher.initial_state(i, now),
             output_len: 0,
+            resource_group_id: String::new(),
         })
         .collect()
 }
@@ -566,6 +605,7 @@ async fn run_new(api: &Api, ctx: &Ctx) -> Result<Started, ApiError> {
         created: now,
         invoke_times: 0,
         visible: p.bool("KeepCommand")?.unwrap_or(false),
+        resource_group_id: opts.resource_group_id.clone().unwrap_or_default(),
     };
     start(api, ctx, Source::New(&command), opts).await
 }
@@ -705,6 +745,7 @@ pub async fn describe(api: &Api, ctx: &Ctx) -> Result<Response, ApiError> {
         instance_id: p.non_empty("InstanceId").map(str::to_string),
         repeat_mode: p.non_empty("RepeatMode").map(str::to_string),
         tags: p.tags("Tag", 20, super::tags::TAG_ERRORS)?,
+        resource_group_id: super::resource_group(p)?,
         ..Default::default()
     };
     let listing = api
@@ -866,6 +907,7 @@ pub async fn results(api: &Api, ctx: &Ctx) -> Result<Response, ApiError> {
         instance_id: p.non_empty("InstanceId").map(str::to_string),
         command_id: p.non_empty("CommandId").map(str::to_string),
         record_status,
+        resource_group_id: super::resource_group(p)?,
         ..Default::default()
     };
     let listing = api
@@ -1021,9 +1063,9 @@ pub async fn modify(api: &Api, ctx: &Ctx) -> Result<Response, ApiError> {
             ))
         }
         Some(_) => {
-            let f = frequency(p)?;
+            let (text, f) = frequency(p)?;
             check_frequency(api, &f, inv.timeout_secs)?;
-            Some(f.to_string())
+            Some(text)
         }
     };
     // The parameters must still fit the (possibly new) content.

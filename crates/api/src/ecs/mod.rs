@@ -10,6 +10,7 @@ pub mod invocations;
 pub mod tags;
 
 use crate::error::ApiError;
+use crate::params::Params;
 use crate::router::Endpoint;
 use crate::{Api, Ctx};
 use axum::response::Response;
@@ -40,9 +41,62 @@ pub async fn handle(api: &Api, ctx: Ctx) -> Result<Response, ApiError> {
     }
 }
 
+/// The longest `ResourceGroupId`.
+const MAX_RESOURCE_GROUP_ID_LEN: usize = 64;
+
+/// `ResourceGroupId`, when given (empty counts as absent). This server keeps no list of
+/// resource groups: any id of the vendor's shape names one (`rg-…`, but only 1 to 64
+/// letters, digits, `-` and `_` are required); anything else is a group that cannot
+/// exist, `InvalidResourceGroup.NotFound` as the vendor answers for an unknown group.
+pub fn resource_group(params: &Params) -> Result<Option<String>, ApiError> {
+    match params.non_empty("ResourceGroupId") {
+        None => Ok(None),
+        Some(id)
+            if id.len() <= MAX_RESOURCE_GROUP_ID_LEN
+                && id
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') =>
+        {
+            Ok(Some(id.to_string()))
+        }
+        Some(_) => Err(ApiError::InvalidResourceGroupNotFound),
+    }
+}
+
 /// The empty answer of actions that return only a request id.
 #[derive(serde::Serialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct Empty {
     pub request_id: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resource_group_ids_are_checked_loosely() {
+        let group = |v: &str| resource_group(&Params::parse(&format!("ResourceGroupId={v}"), None));
+        assert_eq!(
+            group("rg-acfmxazb4ph_6aiy").unwrap().as_deref(),
+            Some("rg-acfmxazb4ph_6aiy")
+        );
+        assert_eq!(group("").unwrap(), None, "empty is absent");
+        assert_eq!(resource_group(&Params::default()).unwrap(), None);
+        assert!(group(&"g".repeat(64)).unwrap().is_some());
+        for bad in [
+            "g".repeat(65),
+            "rg%20a".into(),
+            "rg/a".into(),
+            "rg.a".into(),
+            "%C3%A9".into(),
+        ] {
+            let e = group(&bad).unwrap_err();
+            assert_eq!(
+                (e.code().as_str(), e.status()),
+                ("InvalidResourceGroup.NotFound", 404),
+                "{bad}"
+            );
+        }
+    }
 }

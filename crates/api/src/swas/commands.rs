@@ -74,6 +74,7 @@ pub async fn describe(api: &Api, ctx: &Ctx) -> Result<Response, ApiError> {
         name: p.non_empty("Name").map(str::to_string),
         description: None,
         command_type: p.non_empty("Type").map(str::to_string),
+        ..Default::default()
     };
     let listing = if provider == "User" {
         api.store

@@ -93,6 +93,7 @@ pub async fn attributes(api: &Api, ctx: &Ctx) -> Result<Response, ApiError> {
     let filter = InstanceFilter {
         instance_ids: Some(ids),
         os_type: None,
+        ..Default::default()
     };
     let (total, items) = status_items(api, ctx, &filter, &paging).await?;
     let body = DescribeCloudAssistantAttributesResponse {

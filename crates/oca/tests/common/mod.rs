@@ -198,19 +198,30 @@ impl Server {
 
     /// [`Self::agent`] with extra `oca-agent` flags, kept for its restarts.
     pub fn agent_with(&self, name: &str, extra: &[&str]) -> Agent {
-        self.agent_full(&self.client(), name, extra)
+        self.agent_full(&self.client(), name, extra, &[])
     }
 
     /// [`Self::agent`] with an activation made by `c` (so in `c`'s account).
     pub fn agent_of(&self, c: &Client, name: &str) -> Agent {
-        self.agent_full(c, name, &[])
+        self.agent_full(c, name, &[], &[])
     }
 
-    fn agent_full(&self, c: &Client, name: &str, extra: &[&str]) -> Agent {
-        let act = c.ok(
-            "CreateActivation",
-            &[("InstanceName", name), ("InstanceCount", "1")],
-        );
+    /// [`Self::agent`] registered with an activation of resource group `group` (so in
+    /// that group).
+    pub fn agent_in_group(&self, name: &str, group: &str) -> Agent {
+        self.agent_full(&self.client(), name, &[], &[("ResourceGroupId", group)])
+    }
+
+    fn agent_full(
+        &self,
+        c: &Client,
+        name: &str,
+        extra: &[&str],
+        activation: &[(&str, &str)],
+    ) -> Agent {
+        let mut params = vec![("InstanceName", name), ("InstanceCount", "1")];
+        params.extend_from_slice(activation);
+        let act = c.ok("CreateActivation", &params);
         let state = tempfile::tempdir().expect("tempdir");
         let mut agent = Agent {
             name: name.to_string(),

@@ -1,7 +1,9 @@
 //! Access keys and commands.
 
 use super::rows::{self, page_args, Where, ACCESS_KEY_COLS, COMMAND_COLS};
-use crate::{AccessKeyRecord, CommandFilter, CommandRecord, Listing, Page, Result, Scope};
+use crate::{
+    AccessKeyRecord, CommandFilter, CommandRecord, Listing, Page, Result, Scope, TagResource,
+};
 use rusqlite::{params, params_from_iter, Connection, OptionalExtension};
 
 // ---- access keys ------------------------------------------------------------------
@@ -63,7 +65,8 @@ pub(super) fn insert_command(c: &Connection, m: &CommandRecord) -> Result<()> {
     c.prepare_cached(
         "INSERT INTO commands (command_id, account_id, region_id, name, description, \
          command_type, content, working_dir, timeout_secs, enable_parameter, parameter_names, \
-         created, invoke_times, visible) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+         created, invoke_times, visible, resource_group_id) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     )?
     .execute(params![
         m.command_id,
@@ -80,6 +83,7 @@ pub(super) fn insert_command(c: &Connection, m: &CommandRecord) -> Result<()> {
         m.created,
         m.invoke_times,
         m.visible,
+        m.resource_group_id,
     ])?;
     Ok(())
 }
@@ -132,6 +136,8 @@ pub(super) fn delete_command(c: &Connection, scope: &Scope, id: &str) -> Result<
     Ok(n > 0)
 }
 
+/// Visible commands, newest first; a resource group is read on `commands_group`, tags
+/// through the tags' index.
 pub(super) fn list_commands(
     c: &Connection,
     scope: &Scope,
@@ -145,6 +151,10 @@ pub(super) fn list_commands(
     w.eq_opt("m.name", &f.name);
     w.eq_opt("m.description", &f.description);
     w.eq_opt("m.command_type", &f.command_type);
+    w.eq_opt("m.resource_group_id", &f.resource_group_id);
+    for tag in &f.tags {
+        super::tags::carries(&mut w, "m.command_id", scope, TagResource::Command, tag);
+    }
     let total: i64 = tx
         .prepare_cached(&format!(
             "SELECT COUNT(*) FROM commands m WHERE {}",

@@ -10,7 +10,7 @@ use std::collections::HashSet;
 
 pub(super) fn insert_activation(c: &Connection, a: &ActivationRecord) -> Result<()> {
     let sql = format!(
-        "INSERT INTO activations ({ACTIVATION_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        "INSERT INTO activations ({ACTIVATION_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
     );
     c.prepare_cached(&sql)?.execute(params![
         a.activation_id,
@@ -25,6 +25,7 @@ pub(super) fn insert_activation(c: &Connection, a: &ActivationRecord) -> Result<
         a.created,
         a.expires,
         a.disabled,
+        a.resource_group_id,
     ])?;
     Ok(())
 }
@@ -68,7 +69,8 @@ pub(super) fn register_instance(c: &mut Connection, i: &InstanceRecord) -> Resul
     )?
     .execute([id])?;
     let sql = format!(
-        "INSERT INTO instances ({INSTANCE_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        "INSERT INTO instances ({INSTANCE_COLS}) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
     );
     tx.prepare_cached(&sql)?.execute(params![
         i.instance_id,
@@ -85,6 +87,7 @@ pub(super) fn register_instance(c: &mut Connection, i: &InstanceRecord) -> Resul
         i.last_heartbeat,
         i.last_invoked,
         i.invocation_count,
+        i.resource_group_id,
     ])?;
     tx.commit()?;
     Ok(())
@@ -146,6 +149,7 @@ pub(super) fn list_instances(
         );
     }
     w.eq_opt("n.os_type", &f.os_type);
+    w.eq_opt("n.resource_group_id", &f.resource_group_id);
     let total: i64 = tx
         .prepare_cached(&format!(
             "SELECT COUNT(*) FROM instances n WHERE {}",

@@ -98,16 +98,13 @@ fn count_and_page<K: rusqlite::types::FromSql>(
     let total = match tally {
         Some(name) => read_tally(tx, scope, name)?,
         None => tx
-            .prepare_cached(&format!("SELECT COUNT(*) FROM {from} WHERE {}", w.sql()))?
+            .prepare_cached(&count_sql(from, w))?
             .query_row(params_from_iter(&w.args), |r| r.get(0))?,
     };
     if page.limit == 0 || (page.offset as i128) >= total as i128 {
         return Ok((total, Vec::new()));
     }
-    let sql = format!(
-        "SELECT {key} FROM {from} WHERE {} ORDER BY {order} LIMIT ? OFFSET ?",
-        w.sql()
-    );
+    let sql = page_sql(from, key, order, w);
     let keys = tx
         .prepare_cached(&sql)?
         .query_map(
@@ -116,6 +113,19 @@ fn count_and_page<K: rusqlite::types::FromSql>(
         )?
         .collect::<rusqlite::Result<_>>()?;
     Ok((total, keys))
+}
+
+/// The statement that counts a listing's rows.
+pub(super) fn count_sql(from: &str, w: &Where) -> String {
+    format!("SELECT COUNT(*) FROM {from} WHERE {}", w.sql())
+}
+
+/// The statement that reads the keys of a listing's page (`LIMIT ? OFFSET ?` last).
+pub(super) fn page_sql(from: &str, key: &str, order: &str, w: &Where) -> String {
+    format!(
+        "SELECT {key} FROM {from} WHERE {} ORDER BY {order} LIMIT ? OFFSET ?",
+        w.sql()
+    )
 }
 
 fn read_tally(c: &Connection, scope: &Scope, name: &str) -> Result<i64> {
@@ -134,8 +144,9 @@ fn read_tally(c: &Connection, scope: &Scope, name: &str) -> Result<i64> {
 
 const INSERT_TASK: &str = "INSERT INTO tasks (invoke_id, instance_id, account_id, region_id, \
      command_id, username, timed, created, updated, inv_created, status, coarse, exit_code, \
-     error_code, start_time, finish_time, stop_time, repeats, dropped, output_len, output, kind) \
-     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+     error_code, start_time, finish_time, stop_time, repeats, dropped, output_len, output, kind, \
+     resource_group_id) \
+     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
 
 /// Stores the invocation and its tasks. The stored counts are those of the tasks'
 /// statuses (whatever `inv.counts` says).
@@ -162,16 +173,19 @@ pub(super) fn insert_invocation_once(
         t.invoke_id != inv.invoke_id
             || t.account_id != inv.account_id
             || t.region_id != inv.region_id
+            || t.resource_group_id != inv.resource_group_id
     }) {
         return Err(StoreError::Backend(format!(
-            "task {}/{} ({}, {}) does not belong to invocation {} ({}, {})",
+            "task {}/{} ({}, {}, group {:?}) does not belong to invocation {} ({}, {}, group {:?})",
             t.invoke_id,
             t.instance_id,
             t.account_id,
             t.region_id,
+            t.resource_group_id,
             inv.invoke_id,
             inv.account_id,
-            inv.region_id
+            inv.region_id,
+            inv.resource_group_id
         )));
     }
     let mut inv = inv.clone();
@@ -211,8 +225,8 @@ pub(super) fn insert_invocation_once(
          command_description, command_type, command_content, enable_parameter, parameters, \
          working_dir, username, timeout_secs, repeat_mode, timed, frequency, termination_mode, \
          created, stopped_by_hand, counts, invoke_status, overall_status, kind, file_spec, \
-         revision) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+         revision, resource_group_id) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     )?
     .execute(params![
         inv.invoke_id,
@@ -240,6 +254,7 @@ pub(super) fn insert_invocation_once(
         inv.kind().as_str(),
         rows::file_spec_to_text(&inv.file),
         to_i64(inv.revision),
+        inv.resource_group_id,
     ])?;
     {
         let mut insert = tx.prepare_cached(INSERT_TASK)?;
@@ -268,6 +283,7 @@ pub(super) fn insert_invocation_once(
                 to_i64(t.output_len),
                 s.output,
                 inv.kind().as_str(),
+                t.resource_group_id,
             ])?;
         }
     }
@@ -765,20 +781,26 @@ pub(super) fn get_task(
     load_task(c, invoke_id, instance_id)
 }
 
-/// Newest first (`created` desc, then `invoke_id`). The page is chosen on the indexes
-/// (keys only), then its rows are read one by one.
-pub(super) fn list_invocations(
-    c: &Connection,
-    scope: &Scope,
-    f: &InvocationFilter,
-    page: Page,
-    with_output: bool,
-) -> Result<Listing<InvocationView>> {
-    let tx = c.unchecked_transaction()?;
-    // With an instance, walk that instance's tasks: the `tasks_instance` index has them
-    // in order, with their scope (a task's scope is its invocation's). The invocations
-    // are joined only when a filter needs them; CROSS JOIN keeps SQLite from
-    // reordering the join.
+/// How a listing is read: its conditions, the tables, the key of a row and the order,
+/// spelled so that SQLite drives the page from the intended index (the tests ask
+/// SQLite for the plan of each).
+pub(super) struct Query {
+    pub(super) w: Where,
+    pub(super) from: &'static str,
+    pub(super) key: &'static str,
+    pub(super) order: &'static str,
+}
+
+/// The query of [`list_invocations`].
+///
+/// With an instance, it walks that instance's tasks: the `tasks_instance` index has
+/// them in order, with their scope (a task's scope is its invocation's). The
+/// invocations are joined only when a filter needs them; CROSS JOIN keeps SQLite from
+/// reordering the join, so every other condition (the resource group included) is
+/// checked on the joined invocation rather than choosing the index. Without an
+/// instance, the invocations' own indexes serve, each starting with the scope and the
+/// kind: `invocations_group` for a resource group.
+pub(super) fn invocations_query(scope: &Scope, f: &InvocationFilter) -> Query {
     let kind = f.kind.as_str().to_string();
     let (mut w, from, key, order) = match &f.instance_id {
         Some(instance_id) => {
@@ -822,17 +844,47 @@ pub(super) fn list_invocations(
         w.and("i.overall_status = ?", s.as_str().to_string());
     }
     w.eq_opt("i.repeat_mode", &f.repeat_mode);
+    w.eq_opt("i.resource_group_id", &f.resource_group_id);
     for tag in &f.tags {
         super::tags::carries(&mut w, "i.invoke_id", scope, TagResource::Invocation, tag);
     }
+    Query {
+        w,
+        from,
+        key,
+        order,
+    }
+}
+
+/// Newest first (`created` desc, then `invoke_id`). The page is chosen on the indexes
+/// (keys only), then its rows are read one by one.
+pub(super) fn list_invocations(
+    c: &Connection,
+    scope: &Scope,
+    f: &InvocationFilter,
+    page: Page,
+    with_output: bool,
+) -> Result<Listing<InvocationView>> {
+    let tx = c.unchecked_transaction()?;
+    let q = invocations_query(scope, f);
+    // The tallies count a whole scope and kind (per legacy status): they answer only a
+    // listing with no other filter (a resource group is one: it is counted).
     let status_only = InvocationFilter {
         kind: f.kind,
         invoke_status: f.invoke_status,
         ..Default::default()
     };
     let tally = (*f == status_only).then(|| invocations_tally(f.kind, f.invoke_status));
-    let (total, ids): (i64, Vec<String>) =
-        count_and_page(&tx, scope, tally.as_deref(), from, key, order, &w, page)?;
+    let (total, ids): (i64, Vec<String>) = count_and_page(
+        &tx,
+        scope,
+        tally.as_deref(),
+        q.from,
+        q.key,
+        q.order,
+        &q.w,
+        page,
+    )?;
     let mut items = Vec::new();
     if !ids.is_empty() {
         let mut inv_stmt = tx.prepare_cached(&format!(
@@ -861,32 +913,20 @@ pub(super) fn list_invocations(
     })
 }
 
-/// Tasks in scope, newest invocation first (`created` desc, then `invoke_id`), then by
-/// instance id.
-pub(super) fn list_results(
-    c: &Connection,
-    scope: &Scope,
-    f: &ResultFilter,
-    page: Page,
-) -> Result<Listing<TaskRecord>> {
-    let tx = c.unchecked_transaction()?;
-    // Drive the query from the smallest index range: one invocation's tasks (their
-    // scope is the invocation's, checked once), else one instance's tasks (the other
-    // conditions then written with a unary `+` so that SQLite, which has no
-    // statistics, does not prefer a command's or a status's tasks), else the scope's.
-    // The order is the same in every case (newest invocation, then invoke id, then
-    // instance id), spelled so that the chosen index already has it.
+/// The query of [`list_results`] (with an invoke id, the caller has checked that the
+/// invocation is in scope and of the kind).
+///
+/// It drives from the smallest index range: one invocation's tasks (the primary key;
+/// their scope is the invocation's), else one instance's tasks (the other conditions,
+/// the resource group included, then written with a unary `+` so that SQLite, which
+/// has no statistics, does not prefer a command's, a status's or a group's tasks),
+/// else the scope's: `tasks_scope`, or the index of the one filter given
+/// (`tasks_command`, `tasks_coarse`, `tasks_group`). The order is the same in every
+/// case (newest invocation, then invoke id, then instance id), spelled so that the
+/// chosen index already has it.
+pub(super) fn results_query(scope: &Scope, f: &ResultFilter) -> Query {
     let kind = f.kind.as_str().to_string();
     let (mut w, order, secondary) = if let Some(invoke_id) = &f.invoke_id {
-        match get_invocation(&tx, scope, invoke_id)? {
-            Some(inv) if inv.kind() == f.kind => {}
-            _ => {
-                return Ok(Listing {
-                    total: 0,
-                    items: Vec::new(),
-                })
-            }
-        }
         let mut w = Where::new();
         w.and("t.invoke_id = ?", invoke_id.clone());
         (w, "t.instance_id", "")
@@ -904,6 +944,41 @@ pub(super) fn list_results(
     if let Some(s) = f.record_status {
         w.and(&format!("{secondary}t.coarse = ?"), s.as_str().to_string());
     }
+    w.eq_opt(
+        &format!("{secondary}t.resource_group_id"),
+        &f.resource_group_id,
+    );
+    Query {
+        w,
+        from: "tasks t",
+        key: "t.rowid",
+        order,
+    }
+}
+
+/// Tasks in scope, newest invocation first (`created` desc, then `invoke_id`), then by
+/// instance id.
+pub(super) fn list_results(
+    c: &Connection,
+    scope: &Scope,
+    f: &ResultFilter,
+    page: Page,
+) -> Result<Listing<TaskRecord>> {
+    let tx = c.unchecked_transaction()?;
+    if let Some(invoke_id) = &f.invoke_id {
+        match get_invocation(&tx, scope, invoke_id)? {
+            Some(inv) if inv.kind() == f.kind => {}
+            _ => {
+                return Ok(Listing {
+                    total: 0,
+                    items: Vec::new(),
+                })
+            }
+        }
+    }
+    let q = results_query(scope, f);
+    // As for invocations: the tallies count a whole scope and kind (per coarse status),
+    // so any other filter, a resource group included, is counted.
     let status_only = ResultFilter {
         kind: f.kind,
         record_status: f.record_status,
@@ -914,10 +989,10 @@ pub(super) fn list_results(
         &tx,
         scope,
         tally.as_deref(),
-        "tasks t",
-        "t.rowid",
-        order,
-        &w,
+        q.from,
+        q.key,
+        q.order,
+        &q.w,
         page,
     )?;
     let mut items = Vec::new();

@@ -22,7 +22,7 @@
 //! is needed.
 //!
 //! Deleting an invocation removes, in the same transaction: its tasks' output chunks,
-//! its runs (`task_runs`, when the table exists), its tasks, its tags, its
+//! its runs (`task_runs`), its tasks, its tags, its
 //! `client_tokens` rows, the invocation, and the hidden command a RunCommand made
 //! without KeepCommand (`visible = 0`) once no invocation refers to it any more (with
 //! that command's tags). It takes the invocation and its tasks off the `scope_counts`
@@ -122,7 +122,6 @@ pub(super) fn purge(
     }
 
     // 2. Delete them, one by one, within the task budget.
-    let task_runs = table_exists(&tx, "task_runs")?;
     let mut tally = Tally::default();
     for id in &ids {
         let Some(doomed) = inspect(&tx, id)? else {
@@ -132,7 +131,7 @@ pub(super) fn purge(
             stopped_early = true;
             break;
         }
-        purged.commands += delete(&tx, &doomed, task_runs, &mut tally)?;
+        purged.commands += delete(&tx, &doomed, &mut tally)?;
         purged.invocations += 1;
         purged.tasks += doomed.tasks;
     }
@@ -186,14 +185,6 @@ fn candidates(
 /// A scope's invocations of a kind, oldest first (the reverse of the listings' order).
 pub(super) const SCAN: &str = "SELECT invoke_id, created, invoke_status FROM invocations \
      WHERE account_id = ? AND region_id = ? AND kind = ? ORDER BY created, invoke_id DESC";
-
-fn table_exists(tx: &Connection, name: &str) -> Result<bool> {
-    Ok(tx
-        .prepare_cached("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?")?
-        .query_row([name], |_| Ok(()))
-        .optional()?
-        .is_some())
-}
 
 /// An invocation about to be deleted, with what its deletion takes off the tallies.
 struct Doomed {
@@ -264,15 +255,13 @@ fn inspect(tx: &Connection, invoke_id: &str) -> Result<Option<Doomed>> {
 
 /// Deletes the invocation and everything that goes with it; returns how many hidden
 /// commands went with it (0 or 1).
-fn delete(tx: &Connection, d: &Doomed, task_runs: bool, tally: &mut Tally) -> Result<u64> {
+fn delete(tx: &Connection, d: &Doomed, tally: &mut Tally) -> Result<u64> {
     let id = d.invoke_id.as_str();
     // Children first, so nothing depends on the foreign keys' cascades.
     tx.prepare_cached("DELETE FROM output_chunks WHERE invoke_id = ?")?
         .execute([id])?;
-    if task_runs {
-        tx.prepare_cached("DELETE FROM task_runs WHERE invoke_id = ?")?
-            .execute([id])?;
-    }
+    tx.prepare_cached("DELETE FROM task_runs WHERE invoke_id = ?")?
+        .execute([id])?;
     tx.prepare_cached("DELETE FROM tasks WHERE invoke_id = ?")?
         .execute([id])?;
     tx.prepare_cached(
@@ -430,6 +419,7 @@ mod tests {
             created: OLD,
             invoke_times: 0,
             visible,
+            resource_group_id: String::new(),
         }
     }
 
@@ -457,6 +447,7 @@ mod tests {
             counts: StatusCounts::default(),
             file: None,
             revision: 0,
+            resource_group_id: String::new(),
         }
     }
 
@@ -506,6 +497,7 @@ mod tests {
                     ..TaskState::pending()
                 },
                 output_len: 0,
+                resource_group_id: inv.resource_group_id.clone(),
             })
             .collect()
     }
@@ -536,13 +528,6 @@ mod tests {
         lock(&s.inner.writer)
             .query_row(sql, [], |r| r.get(0))
             .unwrap()
-    }
-
-    fn has_task_runs(s: &SqliteStore) -> bool {
-        count(
-            s,
-            "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'task_runs'",
-        ) > 0
     }
 
     /// `scope_counts` equals a recount of the rows, and nothing is left that belonged
@@ -596,11 +581,9 @@ mod tests {
         for sql in orphans {
             assert_eq!(count(s, sql), 0, "{sql}");
         }
-        if has_task_runs(s) {
-            let sql = "SELECT COUNT(*) FROM task_runs \
-                       WHERE invoke_id NOT IN (SELECT invoke_id FROM invocations)";
-            assert_eq!(count(s, sql), 0, "{sql}");
-        }
+        let sql = "SELECT COUNT(*) FROM task_runs \
+                   WHERE invoke_id NOT IN (SELECT invoke_id FROM invocations)";
+        assert_eq!(count(s, sql), 0, "{sql}");
     }
 
     async fn purge_once(s: &SqliteStore, older_than: Millis, cap: u64, batch: u64) -> Purged {
@@ -848,15 +831,13 @@ mod tests {
         s.append_output("t-run", "mi-0", 12, b"second chunk", 1 << 20)
             .await
             .unwrap();
-        if has_task_runs(s) {
-            lock(&s.inner.writer)
-                .execute(
-                    "INSERT INTO task_runs (invoke_id, instance_id, run, status, dropped, output) \
-                     VALUES ('t-run', 'mi-1', 1, 'Success', 0, x'')",
-                    [],
-                )
-                .unwrap();
-        }
+        lock(&s.inner.writer)
+            .execute(
+                "INSERT INTO task_runs (invoke_id, instance_id, run, status, dropped, output) \
+                 VALUES ('t-run', 'mi-1', 1, 'Success', 0, x'')",
+                [],
+            )
+            .unwrap();
         // A hidden command two invocations share (the second one recent).
         let shared = command("c-shared", &h, false);
         let mut old_shared = invocation("t-shared-old", &h, OLD);
@@ -933,9 +914,7 @@ mod tests {
             .await
             .unwrap();
         assert!(gone.is_empty());
-        if has_task_runs(s) {
-            assert_eq!(count(s, "SELECT COUNT(*) FROM task_runs"), 0);
-        }
+        assert_eq!(count(s, "SELECT COUNT(*) FROM task_runs"), 0);
         // A hidden command another invocation still refers to stays; a saved one stays
         // as it was, tags and InvokeTimes included.
         assert!(s.get_command(&h, "c-shared").await.unwrap().is_some());

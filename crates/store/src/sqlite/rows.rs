@@ -98,7 +98,7 @@ macro_rules! task_head {
     () => {
         "t.invoke_id, t.instance_id, t.account_id, t.region_id, t.command_id, t.username, \
          t.timed, t.created, t.updated, t.status, t.exit_code, t.error_code, t.start_time, \
-         t.finish_time, t.stop_time, t.repeats, t.dropped, t.output_len"
+         t.finish_time, t.stop_time, t.repeats, t.dropped, t.output_len, t.resource_group_id"
     };
 }
 
@@ -107,7 +107,7 @@ pub(super) const TASK_COLS: &str = concat!(task_head!(), ", t.output");
 /// Every task column, the output view left empty.
 pub(super) const TASK_COLS_NO_OUTPUT: &str = concat!(task_head!(), ", X''");
 /// How many columns `TASK_COLS` has.
-pub(super) const TASK_N: usize = 19;
+pub(super) const TASK_N: usize = 20;
 
 /// Reads a task from columns `o..o + TASK_N`.
 pub(super) fn task_at(r: &Row, o: usize) -> rusqlite::Result<TaskRecord> {
@@ -130,9 +130,10 @@ pub(super) fn task_at(r: &Row, o: usize) -> rusqlite::Result<TaskRecord> {
             stop_time: r.get(o + 14)?,
             repeats: get_u64(r, o + 15)?,
             dropped: get_u64(r, o + 16)?,
-            output: r.get(o + 18)?,
+            output: r.get(o + 19)?,
         },
         output_len: get_u64(r, o + 17)?,
+        resource_group_id: r.get(o + 18)?,
     })
 }
 
@@ -163,7 +164,7 @@ pub(super) const INVOCATION_COLS: &str = "i.invoke_id, i.account_id, i.region_id
      i.command_name, i.command_description, i.command_type, i.command_content, \
      i.enable_parameter, i.parameters, i.working_dir, i.username, i.timeout_secs, \
      i.repeat_mode, i.timed, i.frequency, i.termination_mode, i.created, i.stopped_by_hand, \
-     i.counts, i.file_spec, i.revision";
+     i.counts, i.file_spec, i.revision, i.resource_group_id";
 
 pub(super) fn invocation_at(r: &Row, o: usize) -> rusqlite::Result<InvocationRecord> {
     Ok(InvocationRecord {
@@ -189,6 +190,7 @@ pub(super) fn invocation_at(r: &Row, o: usize) -> rusqlite::Result<InvocationRec
         counts: counts_at(r, o + 19)?,
         file: file_spec_at(r, o + 20)?,
         revision: get_u64(r, o + 21)?,
+        resource_group_id: r.get(o + 22)?,
     })
 }
 
@@ -228,7 +230,7 @@ pub(super) fn access_key(r: &Row) -> rusqlite::Result<AccessKeyRecord> {
 
 pub(super) const COMMAND_COLS: &str = "command_id, account_id, region_id, name, description, \
      command_type, content, working_dir, timeout_secs, enable_parameter, parameter_names, \
-     created, invoke_times, visible";
+     created, invoke_times, visible, resource_group_id";
 
 pub(super) fn command(r: &Row) -> rusqlite::Result<CommandRecord> {
     let names: String = r.get(10)?;
@@ -248,6 +250,7 @@ pub(super) fn command(r: &Row) -> rusqlite::Result<CommandRecord> {
         created: r.get(11)?,
         invoke_times: r.get(12)?,
         visible: r.get(13)?,
+        resource_group_id: r.get(14)?,
     })
 }
 
@@ -257,7 +260,7 @@ pub(super) fn names_to_text(names: &[String]) -> String {
 
 pub(super) const ACTIVATION_COLS: &str = "activation_id, account_id, region_id, code_hash, \
      instance_name, description, instance_count, registered_count, ip_address_range, created, \
-     expires, disabled";
+     expires, disabled, resource_group_id";
 
 pub(super) fn activation(r: &Row) -> rusqlite::Result<ActivationRecord> {
     Ok(ActivationRecord {
@@ -273,12 +276,13 @@ pub(super) fn activation(r: &Row) -> rusqlite::Result<ActivationRecord> {
         created: r.get(9)?,
         expires: r.get(10)?,
         disabled: r.get(11)?,
+        resource_group_id: r.get(12)?,
     })
 }
 
 pub(super) const INSTANCE_COLS: &str = "instance_id, account_id, region_id, name, hostname, \
      os_type, agent_version, machine_id, activation_id, token_hash, registered, last_heartbeat, \
-     last_invoked, invocation_count";
+     last_invoked, invocation_count, resource_group_id";
 
 pub(super) fn instance(r: &Row) -> rusqlite::Result<InstanceRecord> {
     Ok(InstanceRecord {
@@ -296,6 +300,7 @@ pub(super) fn instance(r: &Row) -> rusqlite::Result<InstanceRecord> {
         last_heartbeat: r.get(11)?,
         last_invoked: r.get(12)?,
         invocation_count: r.get(13)?,
+        resource_group_id: r.get(14)?,
     })
 }
 

@@ -272,6 +272,24 @@ CREATE TABLE task_runs (
 );
 "#;
 
+/// Resource groups (`ResourceGroupId`): the group a command, an invocation (and its
+/// tasks), an activation (and the instances that register with it) was made in; ''
+/// for none, which is what every row made before this version gets. A group filter on
+/// the invocation and result listings drives from an index of its own, in the
+/// listings' order after the scope, the kind and the group (a listing by instance
+/// still drives from `tasks_instance`); commands and instances get one too.
+pub(super) const RESOURCE_GROUPS: &str = r#"
+ALTER TABLE commands ADD COLUMN resource_group_id TEXT NOT NULL DEFAULT '';
+ALTER TABLE invocations ADD COLUMN resource_group_id TEXT NOT NULL DEFAULT '';
+ALTER TABLE tasks ADD COLUMN resource_group_id TEXT NOT NULL DEFAULT '';
+ALTER TABLE activations ADD COLUMN resource_group_id TEXT NOT NULL DEFAULT '';
+ALTER TABLE instances ADD COLUMN resource_group_id TEXT NOT NULL DEFAULT '';
+CREATE INDEX invocations_group ON invocations (account_id, region_id, kind, resource_group_id, created DESC, invoke_id);
+CREATE INDEX tasks_group ON tasks (account_id, region_id, kind, resource_group_id, inv_created DESC, invoke_id, instance_id);
+CREATE INDEX commands_group ON commands (account_id, region_id, resource_group_id, visible, created DESC, command_id);
+CREATE INDEX instances_group ON instances (account_id, region_id, resource_group_id, registered DESC, instance_id);
+"#;
+
 /// Every migration, in order. Index `i` brings the schema to version `i + 1`.
 pub(super) const MIGRATIONS: &[&str] = &[
     V1,
@@ -281,6 +299,7 @@ pub(super) const MIGRATIONS: &[&str] = &[
     TASKS_STARTED,
     FILE_SENDS,
     REPEATING,
+    RESOURCE_GROUPS,
 ];
 
 /// The schema version this build writes.

@@ -75,6 +75,9 @@ on_both_stores!(
     overdue,
     file_deliveries,
     repeating_runs,
+    resource_groups,
+    commands_by_group_and_tag,
+    group_filters_stay_on_an_index,
 );
 
 fn command(id: &str, scope: &Scope, created: Millis) -> CommandRecord {
@@ -93,6 +96,7 @@ fn command(id: &str, scope: &Scope, created: Millis) -> CommandRecord {
         created,
         invoke_times: 0,
         visible: true,
+        resource_group_id: String::new(),
     }
 }
 
@@ -120,6 +124,7 @@ fn invocation(id: &str, scope: &Scope, created: Millis) -> InvocationRecord {
         counts: StatusCounts::default(),
         file: None,
         revision: 0,
+        resource_group_id: String::new(),
     }
 }
 
@@ -136,6 +141,7 @@ fn task(inv: &InvocationRecord, instance_id: &str) -> TaskRecord {
         updated: inv.created,
         state: TaskState::pending(),
         output_len: 0,
+        resource_group_id: inv.resource_group_id.clone(),
     }
 }
 
@@ -935,6 +941,7 @@ async fn result_listing(s: &SqliteStore) {
                 instance_id: Some("i-2".into()),
                 command_id: Some("c-1".into()),
                 record_status: Some(InstanceInvokeStatus::Running),
+                resource_group_id: None,
             },
             &["t-a/i-2"],
         ),
@@ -1274,6 +1281,7 @@ fn activation(id: &str, count: i64) -> ActivationRecord {
         created: 1,
         expires: 1000,
         disabled: false,
+        resource_group_id: String::new(),
     }
 }
 
@@ -1294,6 +1302,7 @@ fn instance(id: &str, activation_id: &str, registered: Millis) -> InstanceRecord
         last_heartbeat: None,
         last_invoked: None,
         invocation_count: 0,
+        resource_group_id: String::new(),
     }
 }
 
@@ -2602,4 +2611,553 @@ async fn repeating_runs(s: &SqliteStore) {
             .unwrap()
             .is_none());
     }
+}
+
+// ---- resource groups --------------------------------------------------------------------
+
+/// An invocation made in a resource group, with a pending task per instance (in its
+/// group).
+async fn put_in_group(s: &SqliteStore, inv: InvocationRecord, group: &str, instances: &[&str]) {
+    let inv = InvocationRecord {
+        resource_group_id: group.into(),
+        ..inv
+    };
+    put(s, &inv, instances).await;
+}
+
+async fn resource_groups(s: &SqliteStore) {
+    let h = home();
+    let group = |g: &str| Some(g.to_string());
+
+    // Activations and the instances that register with them.
+    s.insert_activation(&ActivationRecord {
+        resource_group_id: "rg-a".into(),
+        ..activation("act-a", 5)
+    })
+    .await
+    .unwrap();
+    s.insert_activation(&activation("act-none", 5))
+        .await
+        .unwrap();
+    assert_eq!(
+        s.get_activation("act-a")
+            .await
+            .unwrap()
+            .unwrap()
+            .resource_group_id,
+        "rg-a"
+    );
+    for (id, act, g, at) in [
+        ("mi-a1", "act-a", "rg-a", 1),
+        ("mi-a2", "act-a", "rg-a", 2),
+        ("mi-n", "act-none", "", 3),
+    ] {
+        let i = InstanceRecord {
+            resource_group_id: g.into(),
+            ..instance(id, act, at)
+        };
+        s.register_instance(&i).await.unwrap();
+    }
+    assert_eq!(
+        s.get_instance("mi-a1")
+            .await
+            .unwrap()
+            .unwrap()
+            .resource_group_id,
+        "rg-a"
+    );
+    let hr = &h;
+    let instance_ids = |f: InstanceFilter| async move {
+        let l = s.list_instances(hr, &f, all()).await.unwrap();
+        let ids: Vec<String> = l.items.into_iter().map(|i| i.instance_id).collect();
+        (l.total, ids)
+    };
+    assert_eq!(
+        instance_ids(InstanceFilter {
+            resource_group_id: group("rg-a"),
+            ..Default::default()
+        })
+        .await,
+        (2, strs(&["mi-a2", "mi-a1"]))
+    );
+    assert_eq!(
+        instance_ids(InstanceFilter {
+            resource_group_id: group("rg-a"),
+            instance_ids: Some(strs(&["mi-a1", "mi-n"])),
+            ..Default::default()
+        })
+        .await,
+        (1, strs(&["mi-a1"]))
+    );
+    assert_eq!(
+        instance_ids(InstanceFilter {
+            resource_group_id: group("rg-b"),
+            ..Default::default()
+        })
+        .await,
+        (0, vec![])
+    );
+    assert_eq!(instance_ids(InstanceFilter::default()).await.0, 3);
+    for o in outsiders() {
+        let l = s
+            .list_instances(
+                &o,
+                &InstanceFilter {
+                    resource_group_id: group("rg-a"),
+                    ..Default::default()
+                },
+                all(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(l.total, 0);
+    }
+
+    // Invocations: command runs in rg-a, rg-b and none; a file delivery in rg-a; one in
+    // another account's rg-a.
+    put_in_group(s, invocation("t-a", &h, 10), "rg-a", &["i-1", "i-2"]).await;
+    put_in_group(s, invocation("t-b", &h, 20), "rg-b", &["i-1"]).await;
+    put_in_group(s, invocation("t-n", &h, 30), "", &["i-2"]).await;
+    let file = InvocationRecord {
+        file: Some(FileSpec {
+            target_dir: "/tmp".into(),
+            content_type: "PlainText".into(),
+            owner: String::new(),
+            group: String::new(),
+            mode: String::new(),
+            overwrite: false,
+        }),
+        ..invocation("f-a", &h, 40)
+    };
+    put_in_group(s, file, "rg-a", &["i-1"]).await;
+    let [other, _] = outsiders();
+    put_in_group(s, invocation("t-x", &other, 50), "rg-a", &["i-9"]).await;
+
+    let inv = s.get_invocation(&h, "t-a").await.unwrap().unwrap();
+    assert_eq!(inv.resource_group_id, "rg-a");
+    let first = s.get_task("t-a", "i-1").await.unwrap().unwrap();
+    assert_eq!(
+        first.resource_group_id, "rg-a",
+        "a task is in its invocation's group"
+    );
+
+    let invs = |f: InvocationFilter| inv_ids(s, &h, f, all());
+    let in_group = |g: &str| InvocationFilter {
+        resource_group_id: group(g),
+        ..Default::default()
+    };
+    assert_eq!(invs(in_group("rg-a")).await, (1, strs(&["t-a"])));
+    assert_eq!(invs(in_group("rg-b")).await, (1, strs(&["t-b"])));
+    assert_eq!(invs(in_group("rg-c")).await, (0, vec![]));
+    assert_eq!(invs(InvocationFilter::default()).await.0, 3);
+    assert_eq!(
+        invs(InvocationFilter {
+            instance_id: Some("i-1".into()),
+            ..in_group("rg-a")
+        })
+        .await,
+        (1, strs(&["t-a"]))
+    );
+    assert_eq!(
+        invs(InvocationFilter {
+            instance_id: Some("i-2".into()),
+            ..in_group("rg-b")
+        })
+        .await,
+        (0, vec![])
+    );
+    assert_eq!(
+        invs(InvocationFilter {
+            kind: InvocationKind::File,
+            ..in_group("rg-a")
+        })
+        .await,
+        (1, strs(&["f-a"])),
+        "file deliveries are filtered by group too, apart from command runs"
+    );
+    // A group with a status is counted, not answered from the scope's tally.
+    let running = inv.invoke_status();
+    let status_only = invs(InvocationFilter {
+        invoke_status: Some(running),
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(status_only.0, 3);
+    assert_eq!(
+        invs(InvocationFilter {
+            invoke_status: Some(running),
+            ..in_group("rg-a")
+        })
+        .await,
+        (1, strs(&["t-a"]))
+    );
+    // Paging within a group.
+    put_in_group(s, invocation("t-a2", &h, 60), "rg-a", &["i-3"]).await;
+    assert_eq!(
+        inv_ids(s, &h, in_group("rg-a"), page(1, 1)).await,
+        (2, strs(&["t-a"]))
+    );
+
+    // Results.
+    let results = |f: ResultFilter| result_keys(s, &h, f, all());
+    let tasks_in = |g: &str| ResultFilter {
+        resource_group_id: group(g),
+        ..Default::default()
+    };
+    assert_eq!(
+        results(tasks_in("rg-a")).await,
+        (3, strs(&["t-a2/i-3", "t-a/i-1", "t-a/i-2"]))
+    );
+    assert_eq!(results(tasks_in("rg-b")).await, (1, strs(&["t-b/i-1"])));
+    assert_eq!(
+        results(ResultFilter {
+            instance_id: Some("i-1".into()),
+            ..tasks_in("rg-a")
+        })
+        .await,
+        (1, strs(&["t-a/i-1"]))
+    );
+    assert_eq!(
+        results(ResultFilter {
+            invoke_id: Some("t-a".into()),
+            ..tasks_in("rg-a")
+        })
+        .await
+        .0,
+        2
+    );
+    assert_eq!(
+        results(ResultFilter {
+            invoke_id: Some("t-a".into()),
+            ..tasks_in("rg-b")
+        })
+        .await,
+        (0, vec![]),
+        "an invocation of another group has no results in this one"
+    );
+    assert_eq!(
+        results(ResultFilter {
+            kind: InvocationKind::File,
+            ..tasks_in("rg-a")
+        })
+        .await,
+        (1, strs(&["f-a/i-1"]))
+    );
+    let coarse = first.state.status.coarse();
+    assert_eq!(
+        results(ResultFilter {
+            record_status: Some(coarse),
+            ..Default::default()
+        })
+        .await
+        .0,
+        5,
+        "the scope's tally"
+    );
+    assert_eq!(
+        results(ResultFilter {
+            record_status: Some(coarse),
+            ..tasks_in("rg-a")
+        })
+        .await
+        .0,
+        3,
+        "a group is counted"
+    );
+    assert_eq!(results(tasks_in("rg-a")).await.0, 3);
+    assert_eq!(
+        result_keys(s, &other, tasks_in("rg-a"), all()).await,
+        (1, strs(&["t-x/i-9"]))
+    );
+
+    // A task outside its invocation's group is refused.
+    let inv = InvocationRecord {
+        resource_group_id: "rg-a".into(),
+        ..invocation("t-bad", &h, 70)
+    };
+    let stray = TaskRecord {
+        resource_group_id: "rg-b".into(),
+        ..task(&inv, "i-1")
+    };
+    assert!(s.insert_invocation(None, &inv, &[stray]).await.is_err());
+    assert!(s.get_invocation(&h, "t-bad").await.unwrap().is_none());
+    assert_tallies_consistent(s);
+}
+
+/// DescribeCommands by resource group and by tags.
+async fn commands_by_group_and_tag(s: &SqliteStore) {
+    let h = home();
+    let t = |k: &str, v: &str| Tag {
+        key: k.into(),
+        value: v.into(),
+    };
+    for (id, g, at, visible) in [
+        ("c-a", "rg-a", 1, true),
+        ("c-a2", "rg-a", 2, true),
+        ("c-b", "rg-b", 3, true),
+        ("c-n", "", 4, true),
+        ("c-hidden", "rg-a", 5, false),
+    ] {
+        let c = CommandRecord {
+            resource_group_id: g.into(),
+            visible,
+            ..command(id, &h, at)
+        };
+        s.insert_command(&c).await.unwrap();
+    }
+    let kind = TagResource::Command;
+    s.tag(&h, kind, &strs(&["c-a", "c-hidden"]), &[t("team", "red")])
+        .await
+        .unwrap();
+    s.tag(
+        &h,
+        kind,
+        &strs(&["c-b"]),
+        &[t("team", "blue"), t("tier", "1")],
+    )
+    .await
+    .unwrap();
+    s.tag(&h, kind, &strs(&["c-a2"]), &[t("tier", "1")])
+        .await
+        .unwrap();
+    assert_eq!(
+        s.get_command(&h, "c-a")
+            .await
+            .unwrap()
+            .unwrap()
+            .resource_group_id,
+        "rg-a"
+    );
+    let hr = &h;
+    let ids = |f: CommandFilter| async move {
+        let l = s.list_commands(hr, &f, all()).await.unwrap();
+        let ids: Vec<String> = l.items.into_iter().map(|c| c.command_id).collect();
+        (l.total, ids)
+    };
+    let in_group = |g: &str| CommandFilter {
+        resource_group_id: Some(g.into()),
+        ..Default::default()
+    };
+    let tagged = |tags: Vec<Tag>| CommandFilter {
+        tags,
+        ..Default::default()
+    };
+    assert_eq!(
+        ids(in_group("rg-a")).await,
+        (2, strs(&["c-a2", "c-a"])),
+        "hidden commands are never listed"
+    );
+    assert_eq!(ids(in_group("rg-b")).await, (1, strs(&["c-b"])));
+    assert_eq!(ids(in_group("rg-c")).await, (0, vec![]));
+    assert_eq!(ids(CommandFilter::default()).await.0, 4);
+    assert_eq!(
+        ids(tagged(vec![t("team", "red")])).await,
+        (1, strs(&["c-a"]))
+    );
+    assert_eq!(
+        ids(tagged(vec![t("team", "")])).await,
+        (2, strs(&["c-b", "c-a"])),
+        "an empty value matches any"
+    );
+    assert_eq!(
+        ids(tagged(vec![t("team", ""), t("tier", "1")])).await,
+        (1, strs(&["c-b"])),
+        "every tag must match"
+    );
+    assert_eq!(
+        ids(CommandFilter {
+            tags: vec![t("tier", "1")],
+            ..in_group("rg-a")
+        })
+        .await,
+        (1, strs(&["c-a2"]))
+    );
+    assert_eq!(
+        ids(CommandFilter {
+            tags: vec![t("team", "red")],
+            ..in_group("rg-b")
+        })
+        .await,
+        (0, vec![])
+    );
+    assert_eq!(ids(tagged(vec![t("nope", "")])).await, (0, vec![]));
+    for o in outsiders() {
+        let l = s
+            .list_commands(&o, &tagged(vec![t("team", "")]), all())
+            .await
+            .unwrap();
+        assert_eq!(l.total, 0, "another scope's tags match nothing here");
+    }
+}
+
+/// The query plans SQLite makes (it keeps no statistics here, so the plan does not
+/// depend on the data): a group filter stays on an index, in the listing's order, and
+/// an instance or an invocation still drives when given.
+async fn group_filters_stay_on_an_index(s: &SqliteStore) {
+    use super::invocations::{count_sql, invocations_query, page_sql, results_query, Query};
+    let h = home();
+    let plan = |sql: String, args: Vec<rusqlite::types::Value>| -> String {
+        let c = lock(&s.inner.writer);
+        let mut stmt = c.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+        let rows = stmt
+            .query_map(rusqlite::params_from_iter(args), |r| r.get::<_, String>(3))
+            .unwrap();
+        rows.map(|r| r.unwrap()).collect::<Vec<_>>().join("; ")
+    };
+    let page_plan = |q: &Query| {
+        let mut args = q.w.args.clone();
+        args.extend(super::rows::page_args(all()));
+        plan(page_sql(q.from, q.key, q.order, &q.w), args)
+    };
+    let count_plan = |q: &Query| plan(count_sql(q.from, &q.w), q.w.args.clone());
+    let pages_on = |q: &Query, index: &str, what: &str| {
+        let p = page_plan(q);
+        assert!(p.contains(&format!("INDEX {index} ")), "{what}: {p}");
+        assert!(!p.contains("TEMP B-TREE"), "{what} needs no sort: {p}");
+    };
+    // A filtered listing is counted (no tally covers it) on the same index range.
+    let drives = |q: Query, index: &str, what: &str| {
+        pages_on(&q, index, what);
+        let p = count_plan(&q);
+        assert!(
+            p.contains(&format!("INDEX {index} ")),
+            "{what}, counted: {p}"
+        );
+    };
+    let group = Some("rg-a".to_string());
+    let inv = |f: InvocationFilter| invocations_query(&h, &f);
+    let res = |f: ResultFilter| results_query(&h, &f);
+
+    // Unfiltered listings are counted by the tallies: only their pages are read here.
+    pages_on(
+        &inv(InvocationFilter::default()),
+        "invocations_scope",
+        "invocations",
+    );
+    drives(
+        inv(InvocationFilter {
+            resource_group_id: group.clone(),
+            ..Default::default()
+        }),
+        "invocations_group",
+        "invocations by group",
+    );
+    drives(
+        inv(InvocationFilter {
+            kind: InvocationKind::File,
+            resource_group_id: group.clone(),
+            ..Default::default()
+        }),
+        "invocations_group",
+        "file deliveries by group",
+    );
+    drives(
+        inv(InvocationFilter {
+            instance_id: Some("i-1".into()),
+            resource_group_id: group.clone(),
+            ..Default::default()
+        }),
+        "tasks_instance",
+        "invocations by instance and group",
+    );
+    pages_on(&res(ResultFilter::default()), "tasks_scope", "results");
+    drives(
+        res(ResultFilter {
+            resource_group_id: group.clone(),
+            ..Default::default()
+        }),
+        "tasks_group",
+        "results by group",
+    );
+    drives(
+        res(ResultFilter {
+            instance_id: Some("i-1".into()),
+            resource_group_id: group.clone(),
+            record_status: Some(InstanceInvokeStatus::Finished),
+            ..Default::default()
+        }),
+        "tasks_instance",
+        "results by instance, status and group",
+    );
+    drives(
+        res(ResultFilter {
+            command_id: Some("c-1".into()),
+            ..Default::default()
+        }),
+        "tasks_command",
+        "results by command",
+    );
+    let by_invocation = res(ResultFilter {
+        invoke_id: Some("t-1".into()),
+        resource_group_id: group.clone(),
+        ..Default::default()
+    });
+    let p = page_plan(&by_invocation);
+    assert!(
+        p.contains("INDEX sqlite_autoindex_tasks_1 (invoke_id=?)"),
+        "results of one invocation: {p}"
+    );
+}
+
+/// A database from before resource groups: every row is in none, and listings by
+/// group find nothing.
+#[tokio::test]
+async fn the_migration_puts_existing_rows_in_no_group() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("oca.db");
+    let h = home();
+    {
+        let before = schema::MIGRATIONS
+            .iter()
+            .position(|m| *m == schema::RESOURCE_GROUPS)
+            .unwrap();
+        let mut c = rusqlite::Connection::open(&path).unwrap();
+        schema::migrate_to(&mut c, before).unwrap();
+        c.execute_batch(
+            "INSERT INTO commands (command_id, account_id, region_id, name, description, \
+               command_type, working_dir, timeout_secs, enable_parameter, parameter_names, \
+               created, invoke_times, visible, content) \
+             VALUES ('c-old', 'acct-1', 'cn-hangzhou', 'old', '', 'RunShellScript', '', 60, \
+               0, '[]', 1, 0, 1, X'00'); \
+             INSERT INTO invocations (invoke_id, account_id, region_id, command_id, \
+               command_name, command_description, command_type, enable_parameter, parameters, \
+               working_dir, username, timeout_secs, repeat_mode, timed, frequency, \
+               termination_mode, created, stopped_by_hand, counts, invoke_status, \
+               overall_status, command_content) \
+             VALUES ('t-old', 'acct-1', 'cn-hangzhou', 'c-old', 'old', '', 'RunShellScript', 0, \
+               '{}', '', '', 60, 'Once', 0, '', 'ProcessTree', 1, 0, '{\"Success\":1}', \
+               'Finished', 'Success', X'00'); \
+             INSERT INTO tasks (invoke_id, instance_id, account_id, region_id, command_id, \
+               username, timed, created, updated, inv_created, status, coarse, repeats, \
+               dropped, output_len, output) \
+             VALUES ('t-old', 'mi-old', 'acct-1', 'cn-hangzhou', 'c-old', '', 0, 1, 1, 1, \
+               'Success', 'Finished', 1, 0, 0, X''); \
+             INSERT INTO scope_counts (account_id, region_id, name, n) VALUES \
+               ('acct-1', 'cn-hangzhou', 'invocations', 1), \
+               ('acct-1', 'cn-hangzhou', 'invocations/Finished', 1), \
+               ('acct-1', 'cn-hangzhou', 'tasks', 1), \
+               ('acct-1', 'cn-hangzhou', 'tasks/Finished', 1);",
+        )
+        .unwrap();
+    }
+    let s = SqliteStore::open(&path).unwrap();
+    let c = s.get_command(&h, "c-old").await.unwrap().unwrap();
+    assert_eq!(c.resource_group_id, "");
+    let inv = s.get_invocation(&h, "t-old").await.unwrap().unwrap();
+    assert_eq!(inv.resource_group_id, "");
+    let t = s.get_task("t-old", "mi-old").await.unwrap().unwrap();
+    assert_eq!(t.resource_group_id, "");
+    let by_group = InvocationFilter {
+        resource_group_id: Some("rg-a".into()),
+        ..Default::default()
+    };
+    assert_eq!(inv_ids(&s, &h, by_group, all()).await.0, 0);
+    let results = ResultFilter {
+        resource_group_id: Some("rg-a".into()),
+        ..Default::default()
+    };
+    assert_eq!(result_keys(&s, &h, results, all()).await.0, 0);
+    let everything = result_keys(&s, &h, ResultFilter::default(), all()).await;
+    assert_eq!(everything, (1, strs(&["t-old/mi-old"])));
+    assert_tallies_consistent(&s);
 }
