@@ -269,3 +269,19 @@ def test_resource_groups(client, grouped, tmp_path):
     assert sent.invoke_id in [i.invoke_id for i in files.invocations.invocation]
     assert all(x.instance_id == b for i in files.invocations.invocation
                for x in i.invoke_instances.invoke_instance)
+
+
+def test_managed_instance_filters_and_tags(client, fleet):
+    client.tag_resources(ecs.TagResourcesRequest(
+        region_id=REGION, resource_type="instance", resource_id=[fleet[1]],
+        tag=[ecs.TagResourcesRequestTag(key="role", value="db")]))
+    body = client.describe_managed_instances(ecs.DescribeManagedInstancesRequest(
+        region_id=REGION, connected="true",
+        tag=[ecs.DescribeManagedInstancesRequestTag(key="role", value="db")])).body
+    assert [i.instance_id for i in body.instances] == [fleet[1]]
+    i = body.instances[0]
+    assert i.connected is True
+    assert [(t.tag_key, t.tag_value) for t in i.tags] == [("role", "db")]
+    named = client.describe_managed_instances(ecs.DescribeManagedInstancesRequest(
+        region_id=REGION, instance_name=i.instance_name)).body
+    assert [x.instance_id for x in named.instances] == [fleet[1]]

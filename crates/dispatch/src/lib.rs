@@ -125,6 +125,16 @@ impl Dispatcher {
         self.conn(instance_id).is_some()
     }
 
+    /// The instances whose agent is connected now (every account's).
+    pub fn connected_ids(&self) -> Vec<String> {
+        self.conns
+            .read()
+            .expect("connection map lock")
+            .keys()
+            .cloned()
+            .collect()
+    }
+
     /// The agent's last heartbeat as the live connection saw it.
     pub fn live_heartbeat(&self, instance_id: &str) -> Option<Millis> {
         self.conn(instance_id)

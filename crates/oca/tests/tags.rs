@@ -200,3 +200,88 @@ fn resource_tags_pick_exactly_the_tagged_instances() {
     );
     assert_eq!(theirs.json()["Code"], "InvalidResourceTag.InstanceNotFound");
 }
+
+#[test]
+fn managed_instances_filter_by_name_activation_connection_and_tag() {
+    let server = Server::start();
+    let (a, mut b) = (server.agent("alpha"), server.agent("beta"));
+    let c = server.client();
+    let listed = |params: &[(&str, &str)]| -> Vec<String> {
+        let mut p = vec![("PageSize", "50")];
+        p.extend_from_slice(params);
+        let mut ids: Vec<String> = c.ok("DescribeManagedInstances", &p)["Instances"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["InstanceId"].as_str().unwrap().to_string())
+            .collect();
+        ids.sort();
+        ids
+    };
+    let both = {
+        let mut v = vec![a.instance_id.clone(), b.instance_id.clone()];
+        v.sort();
+        v
+    };
+    assert_eq!(listed(&[]), both);
+    assert_eq!(
+        listed(&[("InstanceName", "alpha")]),
+        vec![a.instance_id.clone()]
+    );
+    assert_eq!(listed(&[("InstanceName", "gamma")]), Vec::<String>::new());
+    let activation = c.ok(
+        "DescribeManagedInstances",
+        &[("InstanceId.1", &b.instance_id)],
+    )["Instances"][0]["ActivationId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        listed(&[("ActivationId", &activation)]),
+        vec![b.instance_id.clone()]
+    );
+    c.ok(
+        "TagResources",
+        &[
+            ("ResourceType", "instance"),
+            ("ResourceId.1", &a.instance_id),
+            ("Tag.1.Key", "env"),
+            ("Tag.1.Value", "prod"),
+        ],
+    );
+    assert_eq!(
+        listed(&[("Tag.1.Key", "env"), ("Tag.1.Value", "prod")]),
+        vec![a.instance_id.clone()]
+    );
+    assert_eq!(listed(&[("Tag.1.Key", "env")]), vec![a.instance_id.clone()]);
+    let shown = c.ok(
+        "DescribeManagedInstances",
+        &[("InstanceId.1", &a.instance_id)],
+    );
+    assert_eq!(
+        shown["Instances"][0]["Tags"],
+        serde_json::json!([{"TagKey": "env", "TagValue": "prod"}]),
+        "{shown}"
+    );
+    assert_eq!(listed(&[("Connected", "true")]), both);
+    b.kill9();
+    let offline = wait_for(Duration::from_secs(20), || {
+        let l = listed(&[("Connected", "false")]);
+        (l == vec![b.instance_id.clone()]).then_some(l)
+    });
+    assert!(offline.is_some(), "{:?}", listed(&[("Connected", "false")]));
+    assert_eq!(
+        listed(&[("Connected", "true")]),
+        vec![a.instance_id.clone()]
+    );
+    assert_eq!(
+        listed(&[("Connected", "true"), ("InstanceId.1", &b.instance_id)]),
+        Vec::<String>::new()
+    );
+    c.err(
+        "DescribeManagedInstances",
+        &[("InstanceIp", "10.0.0.1")],
+        "InvalidParameter",
+        400,
+    );
+}

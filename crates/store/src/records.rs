@@ -302,9 +302,17 @@ pub struct InstanceRecord {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct InstanceFilter {
     pub instance_ids: Option<Vec<String>>,
+    /// Instances other than these.
+    pub exclude_ids: Option<Vec<String>>,
     pub os_type: Option<String>,
     /// Instances of this resource group.
     pub resource_group_id: Option<String>,
+    /// Exact name.
+    pub name: Option<String>,
+    pub activation_id: Option<String>,
+    pub machine_id: Option<String>,
+    /// Instances carrying every one of these tags (an empty value matches any value).
+    pub tags: Vec<Tag>,
 }
 
 /// A caller's `ClientToken` and a digest of the request it came with.

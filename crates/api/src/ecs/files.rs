@@ -14,9 +14,7 @@ use axum::response::Response;
 use oca_domain::command::{self as cmd, ContentEncoding};
 use oca_domain::status::OverallStatus;
 use oca_domain::time::{format_api, format_api_opt, now_millis};
-use oca_store::{
-    FileSpec, InvocationFilter, InvocationKind, InvocationRecord, NewInvocation, TagResource,
-};
+use oca_store::{FileSpec, InvocationFilter, InvocationKind, InvocationRecord, NewInvocation};
 use serde::Serialize;
 
 /// The longest file name and description.
@@ -261,15 +259,7 @@ pub async fn describe_results(api: &Api, ctx: &Ctx) -> Result<Response, ApiError
         .store
         .list_invocations(&ctx.scope, &filter, paging.page(), false)
         .await?;
-    let ids: Vec<String> = listing
-        .items
-        .iter()
-        .map(|v| v.invocation.invoke_id.clone())
-        .collect();
-    let tags = api
-        .store
-        .tags_of(&ctx.scope, TagResource::Invocation, &ids)
-        .await?;
+    let tags = super::invocations::tags_of_listed(api, ctx, &listing.items).await?;
     let invocation = listing
         .items
         .into_iter()

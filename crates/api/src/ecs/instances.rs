@@ -6,7 +6,7 @@ use crate::render;
 use crate::{Api, Ctx};
 use axum::response::Response;
 use oca_domain::time::{format_api, format_api_opt, now_millis};
-use oca_store::{ActivationRecord, InstanceFilter, InstanceRecord};
+use oca_store::{ActivationRecord, InstanceFilter, InstanceRecord, Tag, TagResource};
 use serde::Serialize;
 
 /// The most instance ids one status query may name.
@@ -65,7 +65,7 @@ fn instance_filter(ctx: &Ctx, os_param: &str) -> Result<InstanceFilter, ApiError
             .params
             .non_empty(os_param)
             .map(|s| s.to_ascii_lowercase()),
-        resource_group_id: None,
+        ..Default::default()
     })
 }
 
@@ -209,6 +209,15 @@ struct ManagedInstance {
     invocation_count: i64,
     last_invoked_time: String,
     resource_group_id: String,
+    /// A flat list here (`Tags: [{TagKey, TagValue}]`), unlike commands' `Tags.Tag`.
+    tags: Vec<InstanceTag>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct InstanceTag {
+    tag_key: String,
+    tag_value: String,
 }
 
 #[derive(Serialize)]
@@ -222,8 +231,16 @@ struct DescribeManagedInstancesResponse {
     instances: Vec<ManagedInstance>,
 }
 
-fn managed(api: &Api, i: InstanceRecord) -> ManagedInstance {
+fn managed(api: &Api, i: InstanceRecord, tags: Option<&Vec<Tag>>) -> ManagedInstance {
     ManagedInstance {
+        tags: tags
+            .into_iter()
+            .flatten()
+            .map(|t| InstanceTag {
+                tag_key: t.key.clone(),
+                tag_value: t.value.clone(),
+            })
+            .collect(),
         connected: api.dispatcher.is_connected(&i.instance_id),
         os_type: os_type_label(&i.os_type),
         registration_time: format_api(i.registered),
@@ -241,13 +258,47 @@ fn managed(api: &Api, i: InstanceRecord) -> ManagedInstance {
 
 pub async fn describe_managed(api: &Api, ctx: &Ctx) -> Result<Response, ApiError> {
     let paging = ctx.params.paging()?;
-    let filter = InstanceFilter {
-        resource_group_id: super::resource_group(&ctx.params)?,
+    let p = &ctx.params;
+    let mut filter = InstanceFilter {
+        resource_group_id: super::resource_group(p)?,
+        name: p.non_empty("InstanceName").map(str::to_string),
+        activation_id: p.non_empty("ActivationId").map(str::to_string),
+        machine_id: p.non_empty("MachineId").map(str::to_string),
+        tags: p.tags("Tag", 20, super::tags::TAG_ERRORS)?,
         ..instance_filter(ctx, "OsType")?
     };
+    // Whether an agent is connected is the dispatcher's to know, not the store's.
+    match p.bool("Connected")? {
+        None => {}
+        Some(true) => {
+            let live = api.dispatcher.connected_ids();
+            filter.instance_ids = Some(match filter.instance_ids.take() {
+                None => live,
+                Some(ids) => ids.into_iter().filter(|id| live.contains(id)).collect(),
+            });
+        }
+        Some(false) => filter.exclude_ids = Some(api.dispatcher.connected_ids()),
+    }
+    if p.non_empty("InstanceIp").is_some() {
+        return Err(ApiError::InvalidParameter(
+            "InstanceIp".into(),
+            "this server does not record instances' addresses; filter by InstanceId, \
+             InstanceName or MachineId"
+                .into(),
+        ));
+    }
     let listing = api
         .store
         .list_instances(&ctx.scope, &filter, paging.page())
+        .await?;
+    let ids: Vec<String> = listing
+        .items
+        .iter()
+        .map(|i| i.instance_id.clone())
+        .collect();
+    let tags = api
+        .store
+        .tags_of(&ctx.scope, TagResource::Instance, &ids)
         .await?;
     let body = DescribeManagedInstancesResponse {
         request_id: ctx.request_id.clone(),
@@ -255,7 +306,14 @@ pub async fn describe_managed(api: &Api, ctx: &Ctx) -> Result<Response, ApiError
         page_number: paging.page_number,
         page_size: paging.page_size,
         next_token: paging.next_token(listing.total),
-        instances: listing.items.into_iter().map(|i| managed(api, i)).collect(),
+        instances: listing
+            .items
+            .into_iter()
+            .map(|i| {
+                let t = tags.get(&i.instance_id);
+                managed(api, i, t)
+            })
+            .collect(),
     };
     Ok(render::ok("DescribeManagedInstances", &body, ctx.format))
 }

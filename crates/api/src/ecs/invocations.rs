@@ -715,6 +715,22 @@ struct DescribeInvocationsResponse {
     invocations: Invocations,
 }
 
+/// The tags of the invocations of a listing's page, by invoke id.
+pub(crate) async fn tags_of_listed(
+    api: &Api,
+    ctx: &Ctx,
+    items: &[oca_store::InvocationView],
+) -> Result<std::collections::HashMap<String, Vec<Tag>>, ApiError> {
+    let ids: Vec<String> = items
+        .iter()
+        .map(|v| v.invocation.invoke_id.clone())
+        .collect();
+    Ok(api
+        .store
+        .tags_of(&ctx.scope, TagResource::Invocation, &ids)
+        .await?)
+}
+
 pub(crate) fn error_pair(t: &TaskRecord) -> (String, String) {
     match t.state.error {
         Some(e) => (e.code().to_string(), e.info().to_string()),
@@ -752,15 +768,7 @@ pub async fn describe(api: &Api, ctx: &Ctx) -> Result<Response, ApiError> {
         .store
         .list_invocations(&ctx.scope, &filter, paging.page(), include_output)
         .await?;
-    let ids: Vec<String> = listing
-        .items
-        .iter()
-        .map(|v| v.invocation.invoke_id.clone())
-        .collect();
-    let tags = api
-        .store
-        .tags_of(&ctx.scope, TagResource::Invocation, &ids)
-        .await?;
+    let tags = tags_of_listed(api, ctx, &listing.items).await?;
     let body = DescribeInvocationsResponse {
         request_id: ctx.request_id.clone(),
         total_count: listing.total,

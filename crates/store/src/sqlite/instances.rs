@@ -148,8 +148,26 @@ pub(super) fn list_instances(
             json_list(ids),
         );
     }
+    if let Some(ids) = &f.exclude_ids {
+        w.and(
+            "n.instance_id NOT IN (SELECT value FROM json_each(?))",
+            json_list(ids),
+        );
+    }
     w.eq_opt("n.os_type", &f.os_type);
     w.eq_opt("n.resource_group_id", &f.resource_group_id);
+    w.eq_opt("n.name", &f.name);
+    w.eq_opt("n.activation_id", &f.activation_id);
+    w.eq_opt("n.machine_id", &f.machine_id);
+    for tag in &f.tags {
+        super::tags::carries(
+            &mut w,
+            "n.instance_id",
+            scope,
+            crate::TagResource::Instance,
+            tag,
+        );
+    }
     let total: i64 = tx
         .prepare_cached(&format!(
             "SELECT COUNT(*) FROM instances n WHERE {}",

@@ -347,7 +347,6 @@ mod tests {
     use oca_domain::task::{TaskEvent, TaskState};
     use oca_domain::time::Millis;
     use std::collections::BTreeSet;
-    use tempfile::TempDir;
 
     const DAY: Millis = 86_400_000;
     const NOW: Millis = 1_700_000_000_000;
@@ -357,43 +356,7 @@ mod tests {
     const RECENT: Millis = NOW - DAY;
     const NO_CAP: u64 = u64::MAX;
 
-    fn sc(account: &str, region: &str) -> Scope {
-        Scope {
-            account_id: account.into(),
-            region_id: region.into(),
-        }
-    }
-
-    fn home() -> Scope {
-        sc("acct-1", "cn-hangzhou")
-    }
-
-    fn memory_store() -> SqliteStore {
-        SqliteStore::open_in_memory().unwrap()
-    }
-
-    fn disk_store() -> (TempDir, SqliteStore) {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(&dir.path().join("oca.db")).unwrap();
-        (dir, store)
-    }
-
-    /// Runs each named `async fn(&SqliteStore)` against both kinds of store.
-    macro_rules! on_both_stores {
-        ($($check:ident),* $(,)?) => {$(
-            mod $check {
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn in_memory() {
-                    super::$check(&super::memory_store()).await
-                }
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn on_disk() {
-                    let (_dir, store) = super::disk_store();
-                    super::$check(&store).await
-                }
-            }
-        )*};
-    }
+    use super::super::tests::{disk_store, home, memory_store, on_both_stores, sc};
 
     on_both_stores!(
         old_records_go_recent_and_live_ones_stay,

@@ -12,16 +12,16 @@ use oca_domain::time::Millis;
 use std::time::Duration;
 use tempfile::TempDir;
 
-// ---- fixtures -----------------------------------------------------------------------
+// ---- fixtures (shared with the other store test modules) -----------------------------
 
-fn sc(account: &str, region: &str) -> Scope {
+pub(super) fn sc(account: &str, region: &str) -> Scope {
     Scope {
         account_id: account.into(),
         region_id: region.into(),
     }
 }
 
-fn home() -> Scope {
+pub(super) fn home() -> Scope {
     sc("acct-1", "cn-hangzhou")
 }
 
@@ -30,17 +30,18 @@ fn outsiders() -> [Scope; 2] {
     [sc("acct-2", "cn-hangzhou"), sc("acct-1", "cn-shanghai")]
 }
 
-fn memory_store() -> SqliteStore {
+pub(super) fn memory_store() -> SqliteStore {
     SqliteStore::open_in_memory().unwrap()
 }
 
-fn disk_store() -> (TempDir, SqliteStore) {
+pub(super) fn disk_store() -> (TempDir, SqliteStore) {
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteStore::open(&dir.path().join("oca.db")).unwrap();
     (dir, store)
 }
 
-/// Runs each named `async fn(&SqliteStore)` against both kinds of store.
+/// Runs each named `async fn(&SqliteStore)` against both kinds of store (the calling
+/// module must have `memory_store` and `disk_store` in scope).
 macro_rules! on_both_stores {
     ($($check:ident),* $(,)?) => {$(
         mod $check {
@@ -56,6 +57,7 @@ macro_rules! on_both_stores {
         }
     )*};
 }
+pub(super) use on_both_stores;
 
 on_both_stores!(
     access_keys,
