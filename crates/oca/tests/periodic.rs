@@ -448,3 +448,80 @@ fn the_cli_schedules_and_stops() {
     })
     .expect("stopped");
 }
+
+#[test]
+fn a_saved_command_invoked_periodically_stops_on_the_listed_instances_only() {
+    let server = server();
+    let (a, b) = (server.agent("left"), server.agent("right"));
+    let c = server.client();
+    let dir = scratch_dir();
+    let command_id = c.ok(
+        "CreateCommand",
+        &[
+            ("Name", "tick"),
+            ("Type", "RunShellScript"),
+            (
+                "CommandContent",
+                &format!("echo tick >> {}/{{{{ACS::InstanceId}}}}", dir.display()),
+            ),
+            ("ContentEncoding", "PlainText"),
+            ("EnableParameter", "true"),
+            ("Timeout", "10"),
+        ],
+    )["CommandId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let id = c.ok(
+        "InvokeCommand",
+        &[
+            ("CommandId", &command_id),
+            ("InstanceId.1", &a.instance_id),
+            ("InstanceId.2", &b.instance_id),
+            ("RepeatMode", "Period"),
+            ("Frequency", "*/1 * * * * ?"),
+        ],
+    )["InvokeId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let runs_on = |instance: &str| lines(&dir.join(instance)).len();
+    let (left_id, right_id) = (a.instance_id.as_str(), b.instance_id.as_str());
+    wait_for(WAIT, || {
+        (runs_on(left_id) >= 1 && runs_on(right_id) >= 1).then_some(())
+    })
+    .expect("both run");
+    c.ok(
+        "StopInvocation",
+        &[("InvokeId", &id), ("InstanceId.1", &a.instance_id)],
+    );
+    let status_of = |instance: &str| -> String {
+        let inv = c.invocation(&id);
+        inv["InvokeInstances"]["InvokeInstance"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["InstanceId"] == instance)
+            .map(|i| i["InvocationStatus"].as_str().unwrap().to_string())
+            .unwrap()
+    };
+    wait_for(WAIT, || {
+        matches!(
+            status_of(&a.instance_id).as_str(),
+            "Cancelled" | "Terminated"
+        )
+        .then_some(())
+    })
+    .unwrap_or_else(|| panic!("{}", c.invocation(&id)));
+    std::thread::sleep(Duration::from_millis(500));
+    let (left, right) = (runs_on(left_id), runs_on(right_id));
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(runs_on(left_id), left, "the stopped instance ran again");
+    assert!(runs_on(right_id) > right, "the other instance stopped too");
+    assert_eq!(c.invocation(&id)["InvokeStatus"], "Running");
+    c.ok("StopInvocation", &[("InvokeId", &id)]);
+    wait_for(WAIT, || {
+        (c.invocation(&id)["InvokeStatus"] == "Stopped").then_some(())
+    })
+    .expect("all stopped");
+}
