@@ -65,6 +65,12 @@ pub struct Authenticator {
     secrets: SecretBox,
     nonces: NonceCache,
     max_skew_ms: i64,
+    /// The second this authenticator started in. Nonces are remembered in memory only,
+    /// so a request stamped earlier could be a replay of one the previous process
+    /// served: it is refused. (A client whose clock is behind the server's by `d` is
+    /// refused for `d` after a restart; a replay is possible only of a request served
+    /// in the same second as the restart.)
+    started_ms: i64,
 }
 
 impl Authenticator {
@@ -76,6 +82,7 @@ impl Authenticator {
             // pass the time check: the skew on either side.
             nonces: NonceCache::new(2 * max_skew_ms),
             max_skew_ms,
+            started_ms: now_millis() / 1000 * 1000,
         }
     }
 
@@ -131,6 +138,9 @@ impl Authenticator {
         let account = self.store.get_account(&key.account_id).await?;
         if !account.is_some_and(|a| a.enabled) {
             return Err(SignatureError::InvalidAccessKeyIdInactive.into());
+        }
+        if claim.timestamp_ms < self.started_ms {
+            return Err(SignatureError::SignedBeforeStart.into());
         }
         if !self
             .nonces

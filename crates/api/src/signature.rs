@@ -158,6 +158,9 @@ pub enum SignatureError {
     },
     /// The nonce was seen for this access key within the replay window.
     SignatureNonceUsed,
+    /// The request is stamped before the server started: its nonce may have been used
+    /// with the previous process, whose memory of nonces is gone. (Same code.)
+    SignedBeforeStart,
     /// No such access key.
     InvalidAccessKeyIdNotFound,
     /// The access key exists but is disabled.
@@ -190,7 +193,7 @@ impl SignatureError {
             InvalidSignatureVersion(_) => "InvalidSignatureVersion",
             InvalidTimeStampFormat(_) => "InvalidTimeStamp.Format",
             InvalidTimeStampExpired { .. } => "InvalidTimeStamp.Expired",
-            SignatureNonceUsed => "SignatureNonceUsed",
+            SignatureNonceUsed | SignedBeforeStart => "SignatureNonceUsed",
             InvalidAccessKeyIdNotFound => "InvalidAccessKeyId.NotFound",
             InvalidAccessKeyIdInactive => "InvalidAccessKeyId.Inactive",
             SignatureDoesNotMatch { .. } => "SignatureDoesNotMatch",
@@ -226,6 +229,7 @@ impl SignatureError {
                 max_skew_ms / 1000
             ),
             SignatureNonceUsed => "Specified signature nonce was used already.".to_string(),
+            SignedBeforeStart => "Specified signature nonce was used already, or may have been: the request is stamped before the server started, and nonces used before then are not remembered. Sign the request again (and check the client's clock if this persists).".to_string(),
             InvalidAccessKeyIdNotFound => "Specified access key is not found.".to_string(),
             InvalidAccessKeyIdInactive => "Specified access key is disabled.".to_string(),
             SignatureDoesNotMatch { string_to_sign, .. } => format!(

@@ -65,6 +65,40 @@ fn both_signature_schemes_are_verified() {
     assert!(a.json()["Code"].as_str().is_some_and(|c| !c.is_empty()));
 }
 
+/// Nonces are remembered in memory only; a request stamped before the server started
+/// is refused, so one captured before a restart cannot be replayed after it.
+#[test]
+fn a_request_served_before_a_restart_cannot_be_replayed_after_it() {
+    let mut server = Server::start();
+    let mut sent = Vec::new();
+    for sig in [Sig::V3, Sig::V1] {
+        let c = server.client().with_sig(sig);
+        let (now, nonce) = (now_millis(), format!("restart-{sig:?}-{}", now_millis()));
+        let first = signed(&c, "DescribeCommands", now, &nonce);
+        assert_eq!(first.status, 200, "{}", first.body);
+        sent.push((sig, now, nonce));
+    }
+    // (Stamps have whole seconds: a replay within the second of the restart itself is
+    // the one window left.)
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    server.crash_and_restart();
+    for (sig, now, nonce) in sent {
+        let c = server.client().with_sig(sig);
+        let replay = signed(&c, "DescribeCommands", now, &nonce);
+        assert_eq!(
+            (replay.status, replay.json()["Code"].as_str()),
+            (400, Some("SignatureNonceUsed")),
+            "{sig:?}: {}",
+            replay.body
+        );
+        assert!(replay.json()["Message"]
+            .as_str()
+            .unwrap()
+            .contains("before the server started"));
+        c.ok("DescribeCommands", &[]);
+    }
+}
+
 #[test]
 fn regions_and_actions() {
     let server = Server::start();
