@@ -1,6 +1,7 @@
 """The official ECS SDK drives OCA: the judge of wire compatibility."""
 import base64
 import time
+import uuid
 
 import pytest
 from alibabacloud_ecs20140526 import models as ecs
@@ -285,3 +286,58 @@ def test_managed_instance_filters_and_tags(client, fleet):
     named = client.describe_managed_instances(ecs.DescribeManagedInstancesRequest(
         region_id=REGION, instance_name=i.instance_name)).body
     assert [x.instance_id for x in named.instances] == [fleet[1]]
+
+
+def test_fleet_management(client, server):
+    """Activations listed, disabled and deleted; a managed instance renamed and
+    deregistered, every answer read through the SDK's models."""
+    name = f"sdk-fleet-{uuid.uuid4().hex[:8]}"
+    instance_id = server.agent(name, tag=[ecs.CreateActivationRequestTag(key="team", value="sdk")])
+    act_id = client.describe_managed_instances(ecs.DescribeManagedInstancesRequest(
+        region_id=REGION, instance_id=[instance_id])).body.instances[0].activation_id
+
+    acts = client.describe_activations(ecs.DescribeActivationsRequest(
+        region_id=REGION, activation_id=act_id)).body
+    assert (acts.total_count, acts.page_number, acts.page_size) == (1, 1, 10) and acts.request_id
+    a = acts.activation_list[0]
+    assert (a.activation_id, a.instance_name, a.instance_count, a.registered_count,
+            a.deregistered_count, a.disabled) == (act_id, name, 1, 1, 0, False)
+    assert (a.time_to_live_in_hours, a.ip_address_range, a.resource_group_id) == (4, "0.0.0.0/0", "")
+    assert a.creation_time.endswith("Z")
+    assert [(t.tag_key, t.tag_value) for t in a.tags] == [("team", "sdk")]
+    tagged = client.describe_activations(ecs.DescribeActivationsRequest(
+        region_id=REGION, max_results=50,
+        tag=[ecs.DescribeActivationsRequestTag(key="team", value="sdk")])).body
+    assert act_id in [x.activation_id for x in tagged.activation_list]
+
+    expect_error(lambda: client.delete_activation(ecs.DeleteActivationRequest(
+        region_id=REGION, activation_id=act_id)), "ActivationId.InUse", 403)
+    disabled = client.disable_activation(ecs.DisableActivationRequest(
+        region_id=REGION, activation_id=act_id)).body
+    assert (disabled.activation.activation_id, disabled.activation.disabled,
+            disabled.activation.registered_count) == (act_id, True, 1)
+
+    renamed = client.modify_managed_instance(ecs.ModifyManagedInstanceRequest(
+        region_id=REGION, instance_id=instance_id, instance_name=f"{name}-renamed")).body
+    assert (renamed.instance.instance_id, renamed.instance.instance_name) == (instance_id, f"{name}-renamed")
+    expect_error(lambda: client.modify_managed_instance(ecs.ModifyManagedInstanceRequest(
+        region_id=REGION, instance_id=instance_id, instance_name="9-lives")), "InstanceName.InvalidPattern", 400)
+
+    gone = client.deregister_managed_instance(ecs.DeregisterManagedInstanceRequest(
+        region_id=REGION, instance_id=instance_id)).body
+    i = gone.instance
+    assert (i.instance_id, i.instance_name, i.hostname, i.activation_id) == (
+        instance_id, f"{name}-renamed", name, act_id)
+    assert i.registration_time and i.os_type == "Linux" and i.invocation_count == 0
+    assert not client.describe_managed_instances(ecs.DescribeManagedInstancesRequest(
+        region_id=REGION, instance_id=[instance_id])).body.instances
+    expect_error(lambda: run(client, "echo no", [instance_id]), "InvalidInstance.NotFound", 404)
+    expect_error(lambda: client.deregister_managed_instance(ecs.DeregisterManagedInstanceRequest(
+        region_id=REGION, instance_id=instance_id)), "InvalidInstance.NotFound", 404)
+
+    deleted = client.delete_activation(ecs.DeleteActivationRequest(
+        region_id=REGION, activation_id=act_id)).body
+    assert (deleted.activation.activation_id, deleted.activation.registered_count,
+            deleted.activation.deregistered_count) == (act_id, 1, 1)
+    expect_error(lambda: client.disable_activation(ecs.DisableActivationRequest(
+        region_id=REGION, activation_id=act_id)), "ActivationId.NotFound", 404)

@@ -54,6 +54,18 @@ pub enum ApiError {
     InvalidResourceTagConflict,
     /// `InvalidResourceGroup.NotFound`: a `ResourceGroupId` that cannot be one.
     InvalidResourceGroupNotFound,
+    /// `ActivationId.NotFound` (DisableActivation, DeleteActivation).
+    ActivationIdNotFound,
+    /// `ActivationId.InUse`: DeleteActivation of an activation with registered
+    /// instances.
+    ActivationIdInUse,
+    /// `InstanceName.ExceedLimit` (ModifyManagedInstance).
+    InstanceNameExceedLimit,
+    /// `InstanceName.InvalidPattern` (ModifyManagedInstance).
+    InstanceNameInvalidPattern,
+    /// An error one action's vendor table spells its own way: (code, message, status),
+    /// e.g. DescribeActivations' paging errors.
+    Listed(&'static str, &'static str, u16),
     Signature(SignatureError),
     /// `InternalError.Dispatch`: something failed while serving the request.
     Internal(String),
@@ -116,6 +128,11 @@ impl ApiError {
             InvalidResourceTagInstanceNotFound => "InvalidResourceTag.InstanceNotFound".into(),
             InvalidResourceTagConflict => "InvalidResourceTag.ConflictWithInstanceIds".into(),
             InvalidResourceGroupNotFound => "InvalidResourceGroup.NotFound".into(),
+            ActivationIdNotFound => "ActivationId.NotFound".into(),
+            ActivationIdInUse => "ActivationId.InUse".into(),
+            InstanceNameExceedLimit => "InstanceName.ExceedLimit".into(),
+            InstanceNameInvalidPattern => "InstanceName.InvalidPattern".into(),
+            Listed(code, _, _) => (*code).into(),
             IdempotentParameterMismatch => "IdempotentParameterMismatch".into(),
             Signature(e) => e.code().to_string(),
             Internal(_) => "InternalError.Dispatch".into(),
@@ -165,6 +182,11 @@ impl ApiError {
             InvalidResourceTagInstanceNotFound => "InstanceIds are not found by the specified ResourceTag.".into(),
             InvalidResourceTagConflict => "The specified param ResourceTag conflicts with InstanceId.".into(),
             InvalidResourceGroupNotFound => "The ResourceGroup provided does not exist in our records: a ResourceGroupId is 1 to 64 letters, digits, hyphens (-) and underscores (_).".into(),
+            ActivationIdNotFound => "The specified activation id does not exist.".into(),
+            ActivationIdInUse => "The specified activation id is in use.".into(),
+            InstanceNameExceedLimit => "The specified instance name exceed limit.".into(),
+            InstanceNameInvalidPattern => "The specified instance name pattern invalid.".into(),
+            Listed(_, message, _) => (*message).into(),
             IdempotentParameterMismatch => "The specified parameter has changed while using an already used clientToken.".into(),
             Signature(e) => e.message(),
             Internal(_) => "An error occurred when you dispatched the request.".into(),
@@ -192,8 +214,10 @@ impl ApiError {
             | CmdDescExceedLimit
             | InvalidClientToken
             | InvalidResourceTagInstanceNotFound
-            | InvalidResourceTagConflict => 400,
-            Tagging(_, _, status) => *status,
+            | InvalidResourceTagConflict
+            | InstanceNameExceedLimit
+            | InstanceNameInvalidPattern => 400,
+            Tagging(_, _, status) | Listed(_, _, status) => *status,
             InvalidPageNumber
             | InvalidPageSize
             | InvalidMaxResults
@@ -206,7 +230,8 @@ impl ApiError {
             | ParameterKeyDuplicate
             | ParameterNotMatched(_)
             | InvalidInvokeIdNotRunning
-            | IdempotentParameterMismatch => 403,
+            | IdempotentParameterMismatch
+            | ActivationIdInUse => 403,
             InvalidRegionId
             | InvalidAction(_)
             | InvalidCmdType
@@ -215,7 +240,8 @@ impl ApiError {
             | InvalidInstanceNotFound(_)
             | InvalidCmdIdNotFound
             | InvalidInvokeIdNotFound
-            | InvalidResourceGroupNotFound => 404,
+            | InvalidResourceGroupNotFound
+            | ActivationIdNotFound => 404,
             Signature(e) => e.http_status(),
             Internal(_) => 500,
         }

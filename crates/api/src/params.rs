@@ -11,16 +11,27 @@ pub struct Params {
 }
 
 /// How many rows per page, and which page.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+///
+/// `NextToken` is one of two kinds. The invocation and result listings answer a
+/// position token (`k` and the last row's sort key, see [`oca_store::Cursor`]): the
+/// next page starts after that row, whatever was added at the head meanwhile, and
+/// costs the same however deep. Other listings answer an offset (hex). Either is
+/// accepted by any listing (a position token only by those that page by position).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Paging {
     /// The page number to report (1 for token paging).
     pub page_number: u64,
     pub page_size: u64,
-    /// First row of the page.
+    /// First row of the page (0 with a position).
     pub offset: u64,
     /// Set when the caller pages with MaxResults/NextToken.
     pub token_mode: bool,
+    /// The position a position token names.
+    pub after: Option<oca_store::Cursor>,
 }
+
+/// The prefix of position tokens.
+const POSITION_TOKEN: &str = "k";
 
 pub const DEFAULT_PAGE_SIZE: u64 = 10;
 pub const MAX_PAGE_SIZE: u64 = 50;
@@ -34,6 +45,14 @@ impl Paging {
         oca_store::Page {
             offset: self.offset(),
             limit: self.page_size,
+        }
+    }
+
+    /// The `NextToken` of a listing that pages by position: empty on the last page.
+    pub fn next_position(&self, next: Option<&oca_store::Cursor>) -> String {
+        match next {
+            Some(c) => format!("{POSITION_TOKEN}{}", c.encode()),
+            None => String::new(),
         }
     }
 
@@ -250,15 +269,25 @@ impl Params {
                     _ => return Err(ApiError::InvalidMaxResults),
                 },
             };
-            let offset = match next_token {
-                None => 0,
-                Some(t) => decode_token(t).ok_or(ApiError::InvalidNextToken)?,
+            let (offset, after) = match next_token {
+                None => (0, None),
+                Some(t) => match t.strip_prefix(POSITION_TOKEN) {
+                    Some(position) => (
+                        0,
+                        Some(
+                            oca_store::Cursor::decode(position)
+                                .ok_or(ApiError::InvalidNextToken)?,
+                        ),
+                    ),
+                    None => (decode_token(t).ok_or(ApiError::InvalidNextToken)?, None),
+                },
             };
             return Ok(Paging {
                 page_number: offset / size + 1,
                 page_size: size,
                 offset,
                 token_mode: true,
+                after,
             });
         }
         let page_number = match self.non_empty("PageNumber") {
@@ -280,6 +309,7 @@ impl Params {
             page_size,
             offset: (page_number - 1) * page_size,
             token_mode: false,
+            after: None,
         })
     }
 }

@@ -118,6 +118,7 @@ async fn seed_instances(store: &SqliteStore, now: i64) -> Result<Vec<String>> {
         description: "oca-bench seeded instances".into(),
         instance_count: INSTANCES as i64,
         registered_count: 0,
+        deregistered_count: 0,
         ip_address_range: "0.0.0.0/0".into(),
         created: now,
         expires: now + 3_600_000,

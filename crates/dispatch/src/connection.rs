@@ -4,7 +4,7 @@
 
 use crate::register::{digest, digests_equal};
 use crate::{Conn, Dispatcher};
-use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{close_code, CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -17,9 +17,9 @@ use oca_proto::{AgentMsg, KnownTask, ServerMsg, TaskResult};
 use oca_store::InstanceRecord;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, AtomicU32, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 pub async fn connect(
     State(d): State<Arc<Dispatcher>>,
@@ -83,9 +83,11 @@ async fn serve(d: Arc<Dispatcher>, instance: InstanceRecord, socket: WebSocket) 
     // 2. Register the connection; a newer connection replaces an older one.
     let (tx, mut rx) = mpsc::unbounded_channel::<ServerMsg>();
     let generation = d.next_generation.fetch_add(1, Ordering::Relaxed);
+    let (closing, mut closing_rx) = watch::channel(false);
     let conn = Arc::new(Conn {
         generation,
         tx: tx.clone(),
+        name: RwLock::new(instance.name.clone()),
         instance: InstanceRecord {
             last_heartbeat: Some(now),
             agent_version,
@@ -96,11 +98,28 @@ async fn serve(d: Arc<Dispatcher>, instance: InstanceRecord, socket: WebSocket) 
         last_heartbeat: AtomicI64::new(now),
         stored_heartbeat: AtomicI64::new(now),
         active_tasks: AtomicU32::new(0),
+        closing,
     });
     d.conns
         .write()
         .expect("connection map lock")
         .insert(instance_id.clone(), conn.clone());
+    // The instance may have been deregistered (or renamed) since it authenticated.
+    // Read again now that the connection is listed: a deregistration that committed
+    // before this read is seen here, one that commits after it finds the connection
+    // listed and drops it (`Dispatcher::forget`).
+    match d.store.get_instance(&instance_id).await {
+        Ok(Some(current)) => *conn.name.write().expect("instance name lock") = current.name,
+        found => {
+            if let Err(e) = found {
+                tracing::error!(instance = %instance_id, "could not read the instance: {e}");
+            }
+            forget_if_current(&d, &instance_id, generation);
+            let _ = sink.send(deregistered_close()).await;
+            tracing::info!(instance = %instance_id, "agent refused: the instance is deregistered");
+            return;
+        }
+    }
     tracing::info!(instance = %instance_id, "agent connected");
 
     let _ = tx.send(ServerMsg::Welcome {
@@ -111,22 +130,47 @@ async fn serve(d: Arc<Dispatcher>, instance: InstanceRecord, socket: WebSocket) 
     reconcile(&d, &conn, &known).await;
 
     // 3. Writer: everything for this agent goes through the channel.
-    let writer = tokio::spawn(async move {
-        while let Some(msg) = rx.recv().await {
-            if sink
-                .send(Message::Text(msg.to_json().into()))
-                .await
-                .is_err()
-            {
-                break;
+    let mut writer_closing = closing_rx.clone();
+    let mut writer = tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                biased;
+                _ = closed(&mut writer_closing) => {
+                    // Dropped by the server: what is queued (stops) goes first.
+                    while let Ok(msg) = rx.try_recv() {
+                        if sink.send(Message::Text(msg.to_json().into())).await.is_err() {
+                            return;
+                        }
+                    }
+                    let _ = sink.send(deregistered_close()).await;
+                    break;
+                }
+                msg = rx.recv() => {
+                    let Some(msg) = msg else { break };
+                    if sink
+                        .send(Message::Text(msg.to_json().into()))
+                        .await
+                        .is_err()
+                    {
+                        break;
+                    }
+                }
             }
         }
         let _ = sink.close().await;
     });
 
     // 4. Reader.
+    let mut dropped = false;
     loop {
-        let next = tokio::time::timeout(silence_limit, stream.next()).await;
+        let next = tokio::select! {
+            biased;
+            _ = closed(&mut closing_rx) => {
+                dropped = true;
+                break;
+            }
+            next = tokio::time::timeout(silence_limit, stream.next()) => next,
+        };
         let msg = match next {
             Ok(Some(Ok(Message::Text(t)))) => t,
             Ok(Some(Ok(Message::Close(_)))) | Ok(None) | Ok(Some(Err(_))) => break,
@@ -143,11 +187,10 @@ async fn serve(d: Arc<Dispatcher>, instance: InstanceRecord, socket: WebSocket) 
     }
 
     // 5. Gone: forget the connection unless a newer one replaced it.
-    {
-        let mut conns = d.conns.write().expect("connection map lock");
-        if conns.get(&instance_id).map(|c| c.generation) == Some(generation) {
-            conns.remove(&instance_id);
-        }
+    forget_if_current(&d, &instance_id, generation);
+    if dropped {
+        // Let the writer flush the stops and the Close frame.
+        let _ = tokio::time::timeout(Duration::from_secs(5), &mut writer).await;
     }
     writer.abort();
     let last = conn.last_heartbeat.load(Ordering::Relaxed);
@@ -163,6 +206,29 @@ async fn serve(d: Arc<Dispatcher>, instance: InstanceRecord, socket: WebSocket) 
         )
         .await;
     tracing::info!(instance = %instance_id, "agent disconnected");
+}
+
+/// Removes the connection from the map unless a newer one replaced it.
+fn forget_if_current(d: &Dispatcher, instance_id: &str, generation: u64) {
+    let mut conns = d.conns.write().expect("connection map lock");
+    if conns.get(instance_id).map(|c| c.generation) == Some(generation) {
+        conns.remove(instance_id);
+    }
+}
+
+/// Resolves once the server drops the connection ([`Dispatcher::forget`]).
+async fn closed(closing: &mut watch::Receiver<bool>) {
+    // An error means the connection itself is gone: closed too.
+    let _ = closing.wait_for(|closing| *closing).await.map(|_| ());
+}
+
+/// The Close frame of a connection the server drops: the instance was deregistered
+/// (policy violation: its credentials are no longer valid).
+fn deregistered_close() -> Message {
+    Message::Close(Some(CloseFrame {
+        code: close_code::POLICY,
+        reason: "the instance is deregistered".into(),
+    }))
 }
 
 /// Brings the agent and the store into agreement after a (re)connect.
@@ -195,7 +261,7 @@ async fn reconcile(d: &Dispatcher, conn: &Conn, known: &[KnownTask]) {
     let now = now_millis();
     let mut live_ids = std::collections::HashSet::new();
     let send_run = |item: &oca_store::DispatchItem| {
-        let task = crate::build_task(&item.invocation, &conn.instance, d.config.output_cap);
+        let task = conn.task(&item.invocation, d.config.output_cap);
         let _ = conn.tx.send(ServerMsg::Run(task));
     };
     let stop = |invoke_id: &str| {

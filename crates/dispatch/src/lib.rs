@@ -29,7 +29,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 pub use register::digest;
 pub use task::build_task;
@@ -66,10 +66,32 @@ struct Conn {
     generation: u64,
     tx: mpsc::UnboundedSender<ServerMsg>,
     instance: InstanceRecord,
+    /// The instance's name now (ModifyManagedInstance renames it while connected), for
+    /// `{{ACS::InstanceName}}`.
+    name: RwLock<String>,
     last_heartbeat: AtomicI64,
     /// The heartbeat last written to the store.
     stored_heartbeat: AtomicI64,
     active_tasks: AtomicU32,
+    /// Set when the server drops the connection (the instance was deregistered): the
+    /// writer sends what is queued, then a Close frame, and the reader stops.
+    closing: watch::Sender<bool>,
+}
+
+impl Conn {
+    /// The task this agent runs for `invocation`, with the instance's current name.
+    fn task(&self, invocation: &InvocationRecord, output_cap: u64) -> oca_proto::Task {
+        let name = self.name.read().expect("instance name lock");
+        if *name == self.instance.name {
+            build_task(invocation, &self.instance, output_cap)
+        } else {
+            let renamed = InstanceRecord {
+                name: name.clone(),
+                ..self.instance.clone()
+            };
+            build_task(invocation, &renamed, output_cap)
+        }
+    }
 }
 
 pub struct Dispatcher {
@@ -170,10 +192,84 @@ impl Dispatcher {
     pub fn send_run(&self, invocation: &InvocationRecord, instance_id: &str) -> bool {
         match self.conn(instance_id) {
             Some(conn) => {
-                let task = build_task(invocation, &conn.instance, self.config.output_cap);
+                let task = conn.task(invocation, self.config.output_cap);
                 conn.tx.send(ServerMsg::Run(task)).is_ok()
             }
             None => false,
+        }
+    }
+
+    /// Drops the instance's live connection, if any: its socket is closed (a Close
+    /// frame follows whatever was already queued for it) and it is no longer
+    /// connected. Returns whether it was. The caller has already made the instance's
+    /// token invalid in the store (a connection that was being set up re-reads the
+    /// instance once it is listed, so it cannot slip in after this).
+    pub fn forget(&self, instance_id: &str) -> bool {
+        let conn = self
+            .conns
+            .write()
+            .expect("connection map lock")
+            .remove(instance_id);
+        match conn {
+            Some(conn) => {
+                conn.closing.send_replace(true);
+                tracing::info!(instance = %instance_id, "connection dropped by the server");
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// After DeregisterManagedInstance (the instance is gone from the store): each of
+    /// its live tasks ends (`Aborted`, `InstanceReleased`; a run under way is recorded
+    /// `ExecutionInterrupted`), a connected agent is told to stop them (runs under way
+    /// and schedules alike, so nothing the service started goes on on the host), and
+    /// its connection is dropped ([`Self::forget`]).
+    pub async fn deregistered(&self, instance_id: &str) {
+        use oca_domain::status::InvocationStatus as S;
+        let live = match self
+            .store
+            .tasks_for_instance(
+                instance_id,
+                &[S::Pending, S::Running, S::Stopping, S::Scheduled],
+            )
+            .await
+        {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::warn!(instance = %instance_id, "could not read the tasks of a deregistered instance: {e}");
+                Vec::new()
+            }
+        };
+        if let Some(conn) = self.conn(instance_id) {
+            for item in &live {
+                let _ = conn.tx.send(ServerMsg::Stop {
+                    invoke_id: item.task.invoke_id.clone(),
+                });
+            }
+        }
+        self.forget(instance_id);
+        let now = now_millis();
+        // One group commit for them all rather than one sync each.
+        let ends = live.iter().map(|item| {
+            let event = TaskEvent::Aborted {
+                error: TaskError::InstanceReleased,
+                at: now,
+            };
+            self.writer.event(&item.task.invoke_id, instance_id, event)
+        });
+        for (item, ended) in live.iter().zip(futures_util::future::join_all(ends).await) {
+            if let Err(e) = ended {
+                tracing::warn!(invoke_id = %item.task.invoke_id, instance = %instance_id, "could not end the task of a deregistered instance: {e}");
+            }
+        }
+    }
+
+    /// After ModifyManagedInstance: a connected agent's next tasks carry the new name
+    /// in `{{ACS::InstanceName}}`.
+    pub fn renamed(&self, instance_id: &str, name: &str) {
+        if let Some(conn) = self.conn(instance_id) {
+            *conn.name.write().expect("instance name lock") = name.to_string();
         }
     }
 

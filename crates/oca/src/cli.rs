@@ -1,4 +1,5 @@
-//! The everyday commands: `oca run`, `oca invocations`, `oca results`, `oca instances`.
+//! The everyday commands: `oca run`, `oca invocations`, `oca results`, `oca instances`,
+//! `oca deregister`.
 
 use crate::client::Client;
 use crate::config::Credentials;
@@ -312,6 +313,32 @@ pub async fn instances(a: ListArgs) -> Result<ExitCode> {
             s(i, "InstanceName")
         );
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(clap::Args, Debug)]
+pub struct DeregisterArgs {
+    #[command(flatten)]
+    common: Common,
+    /// The instance (mi-…).
+    instance: String,
+}
+
+pub async fn deregister(a: DeregisterArgs) -> Result<ExitCode> {
+    let c = client(&a.common)?;
+    let body = c
+        .call(
+            "DeregisterManagedInstance",
+            &[("InstanceId", a.instance.clone())],
+        )
+        .await?;
+    let i = &body["Instance"];
+    eprintln!(
+        "{}: deregistered ({}, host {})",
+        s(i, "InstanceId"),
+        s(i, "InstanceName"),
+        s(i, "Hostname")
+    );
     Ok(ExitCode::SUCCESS)
 }
 

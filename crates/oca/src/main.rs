@@ -2,8 +2,8 @@
 //!
 //! - `oca up` — server with embedded storage plus a local agent, on 127.0.0.1.
 //! - `oca serve` — the server alone.
-//! - `oca run`, `oca invocations`, `oca results`, `oca instances` — the everyday CLI,
-//!   talking to the API with the credentials `oca up` saved.
+//! - `oca run`, `oca invocations`, `oca results`, `oca instances`, `oca deregister` —
+//!   the everyday CLI, talking to the API with the credentials `oca up` saved.
 //! - `oca keys …`, `oca accounts …` — access keys and accounts (teams), offline
 //!   against the data directory.
 
@@ -44,6 +44,9 @@ enum Command {
     Stop(cli::ResultsArgs),
     /// List instances and whether their agent is online.
     Instances(cli::ListArgs),
+    /// Deregister an instance (`oca deregister mi-…`): its agent is cut off at once and
+    /// cannot come back with its old token; its past results stay.
+    Deregister(cli::DeregisterArgs),
     /// Set tags on an instance (`oca tag mi-… env=prod`); `oca run --tag env=prod` targets them.
     Tag(cli::TagArgs),
     /// Remove tags from an instance (`oca untag mi-… env`).
@@ -79,6 +82,7 @@ fn main() -> ExitCode {
             Command::Results(a) => cli::results(a).await,
             Command::Stop(a) => cli::stop(a).await,
             Command::Instances(a) => cli::instances(a).await,
+            Command::Deregister(a) => cli::deregister(a).await,
             Command::Tag(a) => cli::tag(a).await,
             Command::Untag(a) => cli::untag(a).await,
             Command::Keys { command } => admin::keys(command).await,

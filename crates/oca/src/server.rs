@@ -275,6 +275,7 @@ async fn start_local_agent(
             description: "the local agent of `oca up`".to_string(),
             instance_count: 1,
             registered_count: 0,
+            deregistered_count: 0,
             ip_address_range: "127.0.0.1/32".to_string(),
             created: now,
             expires: now + 3_600_000,

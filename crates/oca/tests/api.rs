@@ -425,3 +425,72 @@ fn invocation_filters() {
         400,
     );
 }
+
+/// NextToken of the invocation and result listings is a position: a walk that goes on
+/// while new invocations arrive sees every earlier row once, none twice.
+#[test]
+fn next_token_walks_hold_while_runs_are_added() {
+    let server = Server::start();
+    let agent = server.agent("pager");
+    let c = server.client();
+    let mut first_ids = Vec::new();
+    for n in 0..12 {
+        first_ids.push(c.run(&format!("echo {n}"), &[&agent.instance_id], &[]));
+    }
+    for (action, list, id_of) in [
+        (
+            "DescribeInvocations",
+            "/Invocations/Invocation",
+            "/InvokeId",
+        ),
+        (
+            "DescribeInvocationResults",
+            "/Invocation/InvocationResults/InvocationResult",
+            "/InvokeId",
+        ),
+    ] {
+        let mut seen = Vec::new();
+        let mut token = String::new();
+        let mut pages = 0;
+        loop {
+            let mut params = vec![("MaxResults", "5")];
+            if !token.is_empty() {
+                params.push(("NextToken", token.as_str()));
+            }
+            let b = c.ok(action, &params);
+            for row in b.pointer(list).unwrap().as_array().unwrap() {
+                seen.push(row.pointer(id_of).unwrap().as_str().unwrap().to_string());
+            }
+            pages += 1;
+            // New runs land at the head of the listing after the first page.
+            if pages == 1 {
+                for n in 0..3 {
+                    c.run(&format!("echo late {n}"), &[&agent.instance_id], &[]);
+                }
+            }
+            let next = b
+                .pointer("/NextToken")
+                .or_else(|| b.pointer("/Invocation/NextToken"))
+                .and_then(|t| t.as_str())
+                .unwrap()
+                .to_string();
+            if next.is_empty() {
+                break;
+            }
+            token = next;
+        }
+        let mut unique = seen.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(unique.len(), seen.len(), "{action}: a row twice: {seen:?}");
+        for id in &first_ids {
+            assert!(seen.contains(id), "{action}: {id} missed");
+        }
+    }
+    c.err(
+        "DescribeInvocations",
+        &[("NextToken", "knot-a-position")],
+        "InvalidParam.NextToken",
+        403,
+    );
+}

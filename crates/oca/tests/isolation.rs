@@ -211,6 +211,52 @@ fn another_account_cannot_reach_an_accounts_records() {
         assert_eq!(r.0, 200, "{action}: {}", r.1);
         assert_eq!(r.1["TotalCount"], 0, "{action}: {}", r.1);
     }
+    let r = as_if_missing(
+        &b,
+        "ModifyManagedInstance",
+        &[("InstanceId", inst_a), ("InstanceName", "pwned")],
+        &i_swap,
+    );
+    assert_error(&r, "InvalidInstance.NotFound");
+    let r = as_if_missing(
+        &b,
+        "DeregisterManagedInstance",
+        &[("InstanceId", inst_a)],
+        &i_swap,
+    );
+    assert_error(&r, "InvalidInstance.NotFound");
+
+    // Activations.
+    let act_a = a_instance()["Instances"][0]["ActivationId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let fake_act = ids::new_activation_id();
+    let a_swap = [(act_a.as_str(), fake_act.as_str())];
+    let r = as_if_missing(
+        &b,
+        "DescribeActivations",
+        &[("ActivationId", &act_a)],
+        &a_swap,
+    );
+    assert_eq!(r.0, 200, "{}", r.1);
+    assert_eq!(r.1["TotalCount"], 0, "{}", r.1);
+    for action in ["DisableActivation", "DeleteActivation"] {
+        let r = as_if_missing(&b, action, &[("ActivationId", &act_a)], &a_swap);
+        assert_error(&r, "ActivationId.NotFound");
+    }
+    let r = as_if_missing(
+        &b,
+        "TagResources",
+        &[
+            ("ResourceType", "activation"),
+            ("ResourceId.1", &act_a),
+            ("Tag.1.Key", "pwned"),
+            ("Tag.1.Value", "yes"),
+        ],
+        &a_swap,
+    );
+    assert_error(&r, "InvalidResourceId.NotFound");
 
     // Files: B cannot send to A's instance, nor see A's deliveries.
     let file_dir = scratch_dir();
@@ -334,9 +380,10 @@ fn another_account_cannot_reach_an_accounts_records() {
         "DescribeInvocationResults",
         "DescribeManagedInstances",
         "DescribeCloudAssistantStatus",
+        "DescribeActivations",
     ] {
         let text = b.ok(action, &[("PageSize", "50")]).to_string();
-        for id in [cmd_a.as_str(), run_a.as_str(), inst_a] {
+        for id in [cmd_a.as_str(), run_a.as_str(), inst_a, act_a.as_str()] {
             assert!(!text.contains(id), "{action} shows {id} to B: {text}");
         }
     }
@@ -351,6 +398,24 @@ fn another_account_cannot_reach_an_accounts_records() {
     assert_eq!(
         instance["Instances"][0]["InvocationCount"], 1,
         "only A's run counts on A's instance: {instance}"
+    );
+    // Still registered, connected, named as before; its activation untouched.
+    let i = &instance["Instances"][0];
+    assert_eq!(
+        (&i["InstanceName"], &i["Connected"]),
+        (&serde_json::json!("alpha"), &serde_json::json!(true)),
+        "{instance}"
+    );
+    let act = a.ok("DescribeActivations", &[("ActivationId", &act_a)]);
+    let act = &act["ActivationList"][0];
+    assert_eq!(
+        (&act["Disabled"], &act["DeregisteredCount"], &act["Tags"]),
+        (
+            &serde_json::json!(false),
+            &serde_json::json!(0),
+            &serde_json::json!([])
+        ),
+        "{act}"
     );
     // A's ClientToken still answers with A's run.
     let again = a.run(

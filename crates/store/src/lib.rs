@@ -46,6 +46,48 @@ pub struct Page {
 pub struct Listing<T> {
     pub total: u64,
     pub items: Vec<T>,
+    /// For the listings that page by position (invocations and results, through their
+    /// filter's `after`): where the next page starts, `None` when this one is the last.
+    pub next: Option<Cursor>,
+}
+
+/// A position in the invocation and result listings (keyset paging): the sort key of
+/// the last row of a page. A page that starts after it is the same however many rows
+/// were added at the head meanwhile, and costs the same however deep it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cursor {
+    /// The invocation's creation.
+    pub created: Millis,
+    pub invoke_id: String,
+    /// Empty for an invocation listing.
+    pub instance_id: String,
+}
+
+impl Cursor {
+    /// A compact token: `<created>.<invoke id>.<instance id>`.
+    pub fn encode(&self) -> String {
+        format!("{}.{}.{}", self.created, self.invoke_id, self.instance_id)
+    }
+
+    /// The position [`Self::encode`] wrote, if `s` is one.
+    pub fn decode(s: &str) -> Option<Cursor> {
+        let mut parts = s.splitn(3, '.');
+        let created = parts.next()?.parse::<Millis>().ok()?;
+        let invoke_id = parts.next()?;
+        let instance_id = parts.next()?;
+        let id_like = |v: &str| {
+            v.len() <= 64
+                && v.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        };
+        (created >= 0 && !invoke_id.is_empty() && id_like(invoke_id) && id_like(instance_id)).then(
+            || Cursor {
+                created,
+                invoke_id: invoke_id.to_string(),
+                instance_id: instance_id.to_string(),
+            },
+        )
+    }
 }
 
 /// Everything [`Store::create_invocation`] stores at once.
@@ -290,7 +332,32 @@ pub trait Store: Send + Sync + 'static {
 
     // ---- activations and instances ---------------------------------------------
     async fn insert_activation(&self, activation: &ActivationRecord) -> Result<()>;
+    /// CreateActivation: the activation and its tags, in one transaction.
+    async fn create_activation(&self, activation: &ActivationRecord, tags: &[Tag]) -> Result<()>;
+    /// Any activation by id (for registration; not scoped).
     async fn get_activation(&self, activation_id: &str) -> Result<Option<ActivationRecord>>;
+    /// DescribeActivations: activations in scope, newest first.
+    async fn list_activations(
+        &self,
+        scope: &Scope,
+        filter: &ActivationFilter,
+        page: Page,
+    ) -> Result<Listing<ActivationRecord>>;
+    /// DisableActivation: no more registrations with it (instances already registered
+    /// stay). The activation after the change; `None` when it is not in scope.
+    async fn disable_activation(
+        &self,
+        scope: &Scope,
+        activation_id: &str,
+    ) -> Result<Option<ActivationRecord>>;
+    /// DeleteActivation: the activation and its tags go; answers it as it was, `None`
+    /// when it is not in scope. `Conflict` while an instance registered with it is
+    /// still registered (deregistered ones do not count).
+    async fn delete_activation(
+        &self,
+        scope: &Scope,
+        activation_id: &str,
+    ) -> Result<Option<ActivationRecord>>;
     /// Registers an instance under an activation, atomically checking and counting the
     /// activation's remaining uses. `Conflict` if it has none left or is disabled.
     async fn register_instance(&self, instance: &InstanceRecord) -> Result<()>;
@@ -309,6 +376,23 @@ pub trait Store: Send + Sync + 'static {
         filter: &InstanceFilter,
         page: Page,
     ) -> Result<Listing<InstanceRecord>>;
+    /// DeregisterManagedInstance, in one transaction: the instance and its tags go
+    /// (so its agent's token authenticates no more) and its activation counts one
+    /// more deregistration. Its tasks stay, readable as before. Answers the instance
+    /// as it was; `None` when it is not in scope.
+    async fn deregister_instance(
+        &self,
+        scope: &Scope,
+        instance_id: &str,
+    ) -> Result<Option<InstanceRecord>>;
+    /// ModifyManagedInstance: renames an instance in scope; the instance after the
+    /// change, `None` when it is not in scope.
+    async fn rename_instance(
+        &self,
+        scope: &Scope,
+        instance_id: &str,
+        name: &str,
+    ) -> Result<Option<InstanceRecord>>;
     /// Records an agent's heartbeat and what it says of itself.
     async fn touch_instance(
         &self,

@@ -193,6 +193,8 @@ pub struct InvocationView {
 pub struct InvocationFilter {
     /// Command runs (the default) or file deliveries.
     pub kind: InvocationKind,
+    /// Keyset paging: only rows after this position (the page's offset is then 0).
+    pub after: Option<crate::Cursor>,
     pub invoke_id: Option<String>,
     pub command_id: Option<String>,
     /// Exact name (a file delivery's file name).
@@ -241,6 +243,8 @@ pub struct InvocationChange {
 pub struct ResultFilter {
     /// Command runs (the default) or file deliveries.
     pub kind: InvocationKind,
+    /// Keyset paging: only rows after this position (the page's offset is then 0).
+    pub after: Option<crate::Cursor>,
     pub invoke_id: Option<String>,
     pub instance_id: Option<String>,
     pub command_id: Option<String>,
@@ -267,10 +271,15 @@ pub struct ActivationRecord {
     pub instance_name: String,
     pub description: String,
     pub instance_count: i64,
+    /// Registrations made with it (each counts against `instance_count`).
     pub registered_count: i64,
+    /// Of those, the instances deregistered since (DeregisterManagedInstance); a
+    /// deregistration does not give the use back.
+    pub deregistered_count: i64,
     pub ip_address_range: String,
     pub created: Millis,
     pub expires: Millis,
+    /// DisableActivation: no more registrations with it.
     pub disabled: bool,
     /// The resource group (`ResourceGroupId`) of the activation and of the instances
     /// that register with it; empty: none.
@@ -315,6 +324,17 @@ pub struct InstanceFilter {
     pub tags: Vec<Tag>,
 }
 
+/// Which activations DescribeActivations lists.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ActivationFilter {
+    pub activation_ids: Option<Vec<String>>,
+    /// Exact default instance name.
+    pub instance_name: Option<String>,
+    pub resource_group_id: Option<String>,
+    /// Activations carrying every one of these tags (an empty value matches any value).
+    pub tags: Vec<Tag>,
+}
+
 /// A caller's `ClientToken` and a digest of the request it came with.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClientToken {
@@ -337,6 +357,8 @@ pub enum TagResource {
     Instance,
     Command,
     Invocation,
+    /// A managed instance activation code.
+    Activation,
 }
 
 impl TagResource {
@@ -346,6 +368,7 @@ impl TagResource {
             TagResource::Instance => "instance",
             TagResource::Command => "command",
             TagResource::Invocation => "invocation",
+            TagResource::Activation => "activation",
         }
     }
 }

@@ -63,11 +63,11 @@ mod tags;
 mod tests;
 
 use crate::{
-    AccessKeyRecord, AccountRecord, ActivationRecord, CommandFilter, CommandRecord, DispatchItem,
-    InstanceFilter, InstanceRecord, InvocationChange, InvocationFilter, InvocationRecord,
-    InvocationView, Listing, NewInvocation, OutputAppend, Page, PriorInvocation, Result,
-    ResultFilter, RunRecord, Scope, Store, StoreError, Tag, TagResource, TaskRecord, WriteOp,
-    WriteOutcome,
+    AccessKeyRecord, AccountRecord, ActivationFilter, ActivationRecord, CommandFilter,
+    CommandRecord, DispatchItem, InstanceFilter, InstanceRecord, InvocationChange,
+    InvocationFilter, InvocationRecord, InvocationView, Listing, NewInvocation, OutputAppend, Page,
+    PriorInvocation, Result, ResultFilter, RunRecord, Scope, Store, StoreError, Tag, TagResource,
+    TaskRecord, WriteOp, WriteOutcome,
 };
 use async_trait::async_trait;
 use oca_domain::status::InvocationStatus;
@@ -600,9 +600,46 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn create_activation(&self, activation: &ActivationRecord, tags: &[Tag]) -> Result<()> {
+        let (activation, tags) = (activation.clone(), tags.to_vec());
+        self.write(move |c| instances::create_activation(c, &activation, &tags))
+            .await
+    }
+
     async fn get_activation(&self, activation_id: &str) -> Result<Option<ActivationRecord>> {
         let id = activation_id.to_string();
         self.read(move |c| instances::get_activation(c, &id)).await
+    }
+
+    async fn list_activations(
+        &self,
+        scope: &Scope,
+        filter: &ActivationFilter,
+        page: Page,
+    ) -> Result<Listing<ActivationRecord>> {
+        let (scope, filter) = (scope.clone(), filter.clone());
+        self.read(move |c| instances::list_activations(c, &scope, &filter, page))
+            .await
+    }
+
+    async fn disable_activation(
+        &self,
+        scope: &Scope,
+        activation_id: &str,
+    ) -> Result<Option<ActivationRecord>> {
+        let (scope, id) = (scope.clone(), activation_id.to_string());
+        self.write(move |c| instances::disable_activation(c, &scope, &id))
+            .await
+    }
+
+    async fn delete_activation(
+        &self,
+        scope: &Scope,
+        activation_id: &str,
+    ) -> Result<Option<ActivationRecord>> {
+        let (scope, id) = (scope.clone(), activation_id.to_string());
+        self.write(move |c| instances::delete_activation(c, &scope, &id))
+            .await
     }
 
     async fn register_instance(&self, instance: &InstanceRecord) -> Result<()> {
@@ -634,6 +671,27 @@ impl Store for SqliteStore {
     ) -> Result<Listing<InstanceRecord>> {
         let (scope, filter) = (scope.clone(), filter.clone());
         self.read(move |c| instances::list_instances(c, &scope, &filter, page))
+            .await
+    }
+
+    async fn deregister_instance(
+        &self,
+        scope: &Scope,
+        instance_id: &str,
+    ) -> Result<Option<InstanceRecord>> {
+        let (scope, id) = (scope.clone(), instance_id.to_string());
+        self.write(move |c| instances::deregister_instance(c, &scope, &id))
+            .await
+    }
+
+    async fn rename_instance(
+        &self,
+        scope: &Scope,
+        instance_id: &str,
+        name: &str,
+    ) -> Result<Option<InstanceRecord>> {
+        let (scope, id, name) = (scope.clone(), instance_id.to_string(), name.to_string());
+        self.write(move |c| instances::rename_instance(c, &scope, &id, &name))
             .await
     }
 

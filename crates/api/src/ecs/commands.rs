@@ -205,6 +205,7 @@ pub async fn describe(api: &Api, ctx: &Ctx) -> Result<Response, ApiError> {
         oca_store::Listing {
             total: 0,
             items: vec![],
+            next: None,
         }
     } else {
         api.store

@@ -243,6 +243,7 @@ pub async fn describe_results(api: &Api, ctx: &Ctx) -> Result<Response, ApiError
     let p = &ctx.params;
     let paging = p.paging()?;
     let filter = InvocationFilter {
+        after: paging.after.clone(),
         kind: InvocationKind::File,
         invoke_id: p.non_empty("InvokeId").map(str::to_string),
         command_name: p.non_empty("Name").map(str::to_string),
@@ -316,7 +317,7 @@ pub async fn describe_results(api: &Api, ctx: &Ctx) -> Result<Response, ApiError
         total_count: listing.total,
         page_number: paging.page_number,
         page_size: paging.page_size,
-        next_token: paging.next_token(listing.total),
+        next_token: paging.next_position(listing.next.as_ref()),
         invocations: Invocations { invocation },
     };
     Ok(render::ok("DescribeSendFileResults", &body, ctx.format))

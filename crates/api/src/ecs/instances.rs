@@ -1,12 +1,18 @@
-//! DescribeCloudAssistantStatus, CreateActivation, DescribeManagedInstances: the hosts
-//! that run the agent and how they join.
+//! DescribeCloudAssistantStatus, DescribeManagedInstances, ModifyManagedInstance,
+//! DeregisterManagedInstance: the hosts that run the agent (how they join is
+//! [`super::activations`]).
+//!
+//! A deregistered instance is gone: its row and tags are deleted (so its agent's
+//! token no longer authenticates), its live connection is dropped, its live tasks end,
+//! it is listed nowhere and no invocation can name it (`InvalidInstance.NotFound`); its
+//! past results stay readable and its activation counts it in `DeregisteredCount`.
 
 use crate::error::ApiError;
 use crate::render;
 use crate::{Api, Ctx};
 use axum::response::Response;
-use oca_domain::time::{format_api, format_api_opt, now_millis};
-use oca_store::{ActivationRecord, InstanceFilter, InstanceRecord, Tag, TagResource};
+use oca_domain::time::{format_api, format_api_opt};
+use oca_store::{InstanceFilter, InstanceRecord, Tag, TagResource};
 use serde::Serialize;
 
 /// The most instance ids one status query may name.
@@ -129,73 +135,6 @@ pub async fn status(api: &Api, ctx: &Ctx) -> Result<Response, ApiError> {
 
 #[derive(Serialize)]
 #[serde(rename_all = "PascalCase")]
-struct CreateActivationResponse {
-    request_id: String,
-    activation_id: String,
-    activation_code: String,
-}
-
-pub async fn create_activation(api: &Api, ctx: &Ctx) -> Result<Response, ApiError> {
-    let p = &ctx.params;
-    let instance_count = match p.int("InstanceCount")? {
-        None => 10,
-        Some(n) if (1..=1000).contains(&n) => n,
-        Some(_) => {
-            return Err(ApiError::InvalidParameter(
-                "InstanceCount".into(),
-                "it must be between 1 and 1000".into(),
-            ))
-        }
-    };
-    let ttl_hours = match p.int("TimeToLiveInHours")? {
-        None => 4,
-        Some(n) if (1..=876_000).contains(&n) => n,
-        Some(_) => {
-            return Err(ApiError::InvalidParameter(
-                "TimeToLiveInHours".into(),
-                "it must be between 1 and 876000".into(),
-            ))
-        }
-    };
-    let code = oca_domain::ids::new_secret(40);
-    let now = now_millis();
-    let activation = ActivationRecord {
-        activation_id: oca_domain::ids::new_activation_id(),
-        account_id: ctx.scope.account_id.clone(),
-        region_id: ctx.scope.region_id.clone(),
-        code_hash: oca_dispatch::digest(&code),
-        instance_name: p
-            .string_max("InstanceName", 128, || {
-                ApiError::InvalidParameterNamed("InstanceName")
-            })?
-            .unwrap_or_default(),
-        description: p
-            .string_max("Description", 100, || {
-                ApiError::InvalidParameterNamed("Description")
-            })?
-            .unwrap_or_default(),
-        instance_count,
-        registered_count: 0,
-        ip_address_range: p.get("IpAddressRange").unwrap_or("0.0.0.0/0").to_string(),
-        created: now,
-        expires: now + ttl_hours * 3_600_000,
-        disabled: false,
-        resource_group_id: super::resource_group(p)?.unwrap_or_default(),
-    };
-    api.store.insert_activation(&activation).await?;
-    Ok(render::ok(
-        "CreateActivation",
-        &CreateActivationResponse {
-            request_id: ctx.request_id.clone(),
-            activation_id: activation.activation_id,
-            activation_code: code,
-        },
-        ctx.format,
-    ))
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "PascalCase")]
 struct ManagedInstance {
     instance_id: String,
     instance_name: String,
@@ -210,14 +149,16 @@ struct ManagedInstance {
     last_invoked_time: String,
     resource_group_id: String,
     /// A flat list here (`Tags: [{TagKey, TagValue}]`), unlike commands' `Tags.Tag`.
-    tags: Vec<InstanceTag>,
+    tags: Vec<FlatTag>,
 }
 
+/// A tag in a flat list (`Tags: [{TagKey, TagValue}]`), as managed instances and
+/// activations carry them.
 #[derive(Serialize)]
 #[serde(rename_all = "PascalCase")]
-struct InstanceTag {
-    tag_key: String,
-    tag_value: String,
+pub(crate) struct FlatTag {
+    pub tag_key: String,
+    pub tag_value: String,
 }
 
 #[derive(Serialize)]
@@ -236,7 +177,7 @@ fn managed(api: &Api, i: InstanceRecord, tags: Option<&Vec<Tag>>) -> ManagedInst
         tags: tags
             .into_iter()
             .flatten()
-            .map(|t| InstanceTag {
+            .map(|t| FlatTag {
                 tag_key: t.key.clone(),
                 tag_value: t.value.clone(),
             })
@@ -316,4 +257,145 @@ pub async fn describe_managed(api: &Api, ctx: &Ctx) -> Result<Response, ApiError
             .collect(),
     };
     Ok(render::ok("DescribeManagedInstances", &body, ctx.format))
+}
+
+/// The longest managed instance name.
+const MAX_INSTANCE_NAME: usize = 128;
+
+/// ModifyManagedInstance's rule for a name: 2 to 128 characters, starting with a
+/// letter, then letters, digits, `.`, `_`, `-` and `:` (so never `http://…`).
+fn check_instance_name(name: &str) -> Result<(), ApiError> {
+    let n = name.chars().count();
+    if n > MAX_INSTANCE_NAME {
+        return Err(ApiError::InstanceNameExceedLimit);
+    }
+    let mut chars = name.chars();
+    let starts_with_letter = chars.next().is_some_and(char::is_alphabetic);
+    let rest_ok = chars.all(|c| c.is_alphanumeric() || matches!(c, '.' | '_' | '-' | ':'));
+    if n < 2 || !starts_with_letter || !rest_ok {
+        return Err(ApiError::InstanceNameInvalidPattern);
+    }
+    Ok(())
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct RenamedInstance {
+    instance_id: String,
+    instance_name: String,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct ModifyManagedInstanceResponse {
+    request_id: String,
+    instance: RenamedInstance,
+}
+
+pub async fn modify_managed(api: &Api, ctx: &Ctx) -> Result<Response, ApiError> {
+    let p = &ctx.params;
+    let instance_id = p.required("InstanceId")?;
+    let name = p.required("InstanceName")?;
+    check_instance_name(name)?;
+    let instance = api
+        .store
+        .rename_instance(&ctx.scope, instance_id, name)
+        .await?
+        .ok_or_else(|| ApiError::InvalidInstanceNotFound(instance_id.to_string()))?;
+    api.dispatcher
+        .renamed(&instance.instance_id, &instance.name);
+    let body = ModifyManagedInstanceResponse {
+        request_id: ctx.request_id.clone(),
+        instance: RenamedInstance {
+            instance_id: instance.instance_id,
+            instance_name: instance.name,
+        },
+    };
+    Ok(render::ok("ModifyManagedInstance", &body, ctx.format))
+}
+
+/// The instance as it was when deregistered (the vendor's model; this server records
+/// no IP addresses nor OS version, as DescribeManagedInstances shows).
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct DeregisteredInstance {
+    instance_id: String,
+    instance_name: String,
+    hostname: String,
+    activation_id: String,
+    agent_version: String,
+    os_type: String,
+    machine_id: String,
+    registration_time: String,
+    invocation_count: i64,
+    last_invoked_time: String,
+    resource_group_id: String,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct DeregisterManagedInstanceResponse {
+    request_id: String,
+    instance: DeregisteredInstance,
+}
+
+pub async fn deregister_managed(api: &Api, ctx: &Ctx) -> Result<Response, ApiError> {
+    let instance_id = ctx.params.required("InstanceId")?;
+    let i = api
+        .store
+        .deregister_instance(&ctx.scope, instance_id)
+        .await?
+        .ok_or_else(|| ApiError::InvalidInstanceNotFound(instance_id.to_string()))?;
+    // The token is no longer valid in the store: now cut the live connection and end
+    // what the instance had under way.
+    api.dispatcher.deregistered(&i.instance_id).await;
+    tracing::info!(instance = %i.instance_id, "instance deregistered");
+    let body = DeregisterManagedInstanceResponse {
+        request_id: ctx.request_id.clone(),
+        instance: DeregisteredInstance {
+            os_type: os_type_label(&i.os_type),
+            registration_time: format_api(i.registered),
+            last_invoked_time: format_api_opt(i.last_invoked),
+            instance_id: i.instance_id,
+            instance_name: i.name,
+            hostname: i.hostname,
+            activation_id: i.activation_id,
+            agent_version: i.agent_version,
+            machine_id: i.machine_id,
+            invocation_count: i.invocation_count,
+            resource_group_id: i.resource_group_id,
+        },
+    };
+    Ok(render::ok("DeregisterManagedInstance", &body, ctx.format))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn instance_names_follow_the_vendor_rule() {
+        for ok in [
+            "ab",
+            "web-01",
+            "db.prod:primary_2",
+            "Ünïcode-host",
+            &"a".repeat(128),
+        ] {
+            assert!(check_instance_name(ok).is_ok(), "{ok}");
+        }
+        let code = |name: &str| check_instance_name(name).unwrap_err().code();
+        assert_eq!(code(&"a".repeat(129)), "InstanceName.ExceedLimit");
+        for bad in [
+            "a",
+            "1web",
+            "-web",
+            "http://x",
+            "web server",
+            "web/1",
+            ".web",
+        ] {
+            assert_eq!(code(bad), "InstanceName.InvalidPattern", "{bad}");
+        }
+    }
 }

@@ -752,6 +752,7 @@ pub async fn describe(api: &Api, ctx: &Ctx) -> Result<Response, ApiError> {
         "Running, Finished, Failed, PartialFailed or Stopped",
     )?;
     let filter = InvocationFilter {
+        after: paging.after.clone(),
         invoke_id: p.non_empty("InvokeId").map(str::to_string),
         command_id: p.non_empty("CommandId").map(str::to_string),
         command_name: p.non_empty("CommandName").map(str::to_string),
@@ -774,7 +775,7 @@ pub async fn describe(api: &Api, ctx: &Ctx) -> Result<Response, ApiError> {
         total_count: listing.total,
         page_number: paging.page_number,
         page_size: paging.page_size,
-        next_token: paging.next_token(listing.total),
+        next_token: paging.next_position(listing.next.as_ref()),
         invocations: Invocations {
             invocation: listing
                 .items
@@ -911,6 +912,7 @@ pub async fn results(api: &Api, ctx: &Ctx) -> Result<Response, ApiError> {
         return history(api, ctx, &inv, paging, encoding).await;
     }
     let filter = ResultFilter {
+        after: paging.after.clone(),
         invoke_id,
         instance_id: p.non_empty("InstanceId").map(str::to_string),
         command_id: p.non_empty("CommandId").map(str::to_string),
@@ -928,7 +930,7 @@ pub async fn results(api: &Api, ctx: &Ctx) -> Result<Response, ApiError> {
             total_count: listing.total,
             page_number: paging.page_number,
             page_size: paging.page_size,
-            next_token: paging.next_token(listing.total),
+            next_token: paging.next_position(listing.next.as_ref()),
             invocation_results: InvocationResults {
                 invocation_result: listing
                     .items

@@ -1,8 +1,10 @@
 //! The ECS `2014-05-26` Cloud Assistant actions, one file per family:
 //! [`commands`] (saved scripts), [`invocations`] (running them and reading results),
-//! [`instances`] (agents, activations, status), [`tags`] (tags, which `ResourceTag`
+//! [`activations`] (how hosts join), [`instances`] (the hosts that joined: their
+//! agents' status, renaming, deregistering), [`tags`] (tags, which `ResourceTag`
 //! targets), [`files`] (SendFile).
 
+pub mod activations;
 pub mod commands;
 pub mod files;
 pub mod instances;
@@ -30,8 +32,13 @@ pub async fn handle(api: &Api, ctx: Ctx) -> Result<Response, ApiError> {
         DescribeInvocationResults => invocations::results(api, &ctx).await,
         DescribeInvocationOutput => invocations::output(api, &ctx).await,
         DescribeCloudAssistantStatus => instances::status(api, &ctx).await,
-        CreateActivation => instances::create_activation(api, &ctx).await,
+        CreateActivation => activations::create(api, &ctx).await,
+        DescribeActivations => activations::describe(api, &ctx).await,
+        DisableActivation => activations::disable(api, &ctx).await,
+        DeleteActivation => activations::delete(api, &ctx).await,
         DescribeManagedInstances => instances::describe_managed(api, &ctx).await,
+        ModifyManagedInstance => instances::modify_managed(api, &ctx).await,
+        DeregisterManagedInstance => instances::deregister_managed(api, &ctx).await,
         TagResources => tags::tag(api, &ctx).await,
         UntagResources => tags::untag(api, &ctx).await,
         ListTagResources => tags::list(api, &ctx).await,

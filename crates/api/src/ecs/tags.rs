@@ -1,6 +1,6 @@
-//! TagResources, UntagResources, ListTagResources: tags on instances, commands and
-//! invocations. Tags on instances are what `ResourceTag.N` targets in RunCommand and
-//! InvokeCommand.
+//! TagResources, UntagResources, ListTagResources: tags on instances, commands,
+//! invocations and activations. Tags on instances are what `ResourceTag.N` targets in
+//! RunCommand and InvokeCommand.
 
 use super::Empty;
 use crate::error::ApiError;
@@ -93,9 +93,10 @@ fn resource_type(ctx: &Ctx) -> Result<TagResource, ApiError> {
         "instance" | "managedinstance" => Ok(TagResource::Instance),
         "command" => Ok(TagResource::Command),
         "invocation" => Ok(TagResource::Invocation),
+        "activation" => Ok(TagResource::Activation),
         _ => Err(ApiError::Tagging(
             "InvalidResourceType.NotFound",
-            "The specified ResourceType does not exist: use instance, command or invocation.",
+            "The specified ResourceType does not exist: use instance, command, invocation or activation.",
             404,
         )),
     }
@@ -151,6 +152,23 @@ async fn check_exist(
                 if api.store.get_invocation(&ctx.scope, id).await?.is_none() {
                     return Err(not_found());
                 }
+            }
+        }
+        TagResource::Activation => {
+            let filter = oca_store::ActivationFilter {
+                activation_ids: Some(ids.to_vec()),
+                ..Default::default()
+            };
+            let all = oca_store::Page {
+                offset: 0,
+                limit: ids.len() as u64,
+            };
+            let found = api.store.list_activations(&ctx.scope, &filter, all).await?;
+            if !ids
+                .iter()
+                .all(|id| found.items.iter().any(|a| &a.activation_id == id))
+            {
+                return Err(not_found());
             }
         }
     }

@@ -84,6 +84,7 @@ pub async fn describe(api: &Api, ctx: &Ctx) -> Result<Response, ApiError> {
         oca_store::Listing {
             total: 0,
             items: vec![],
+            next: None,
         }
     };
     let ids: Vec<String> = listing.items.iter().map(|c| c.command_id.clone()).collect();

@@ -212,6 +212,43 @@ impl Server {
         self.agent_full(&self.client(), name, &[], &[("ResourceGroupId", group)])
     }
 
+    /// Starts an agent named `name` (its host name) that registers with an existing
+    /// activation; does not wait for it (see [`Self::agent_registered_with`]).
+    pub fn spawn_agent_with(&self, name: &str, activation_id: &str, code: &str) -> Agent {
+        let mut agent = Agent {
+            name: name.to_string(),
+            instance_id: String::new(),
+            state: tempfile::tempdir().expect("tempdir"),
+            server_url: self.url(),
+            child: None,
+            extra_args: vec![],
+        };
+        agent.spawn(&["--activation-id", activation_id, "--activation-code", code]);
+        agent
+    }
+
+    /// [`Self::spawn_agent_with`], then waits until an instance with host name `name`
+    /// is online in `c`'s account.
+    pub fn agent_registered_with(
+        &self,
+        c: &Client,
+        name: &str,
+        activation_id: &str,
+        code: &str,
+    ) -> Agent {
+        let mut agent = self.spawn_agent_with(name, activation_id, code);
+        agent.instance_id = wait_for(Duration::from_secs(20), || {
+            let body = c.ok("DescribeManagedInstances", &[("PageSize", "50")]);
+            body["Instances"]
+                .as_array()?
+                .iter()
+                .find(|i| i["Hostname"] == name && i["Connected"] == true)
+                .map(|i| i["InstanceId"].as_str().unwrap().to_string())
+        })
+        .unwrap_or_else(|| panic!("agent {name} did not come online"));
+        agent
+    }
+
     fn agent_full(
         &self,
         c: &Client,
@@ -294,6 +331,14 @@ impl Agent {
     pub fn restart(&mut self) {
         self.kill9();
         self.spawn(&[]);
+    }
+
+    /// Waits at most `limit` for the agent process to exit by itself; its exit status.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let child = self.child.as_mut()?;
+        let status = wait_for(limit, || child.try_wait().ok().flatten())?;
+        self.child = None;
+        Some(status)
     }
 }
 

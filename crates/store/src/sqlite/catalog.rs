@@ -179,5 +179,6 @@ pub(super) fn list_commands(
     Ok(Listing {
         total: total as u64,
         items,
+        next: None,
     })
 }

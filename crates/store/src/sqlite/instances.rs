@@ -2,7 +2,8 @@
 
 use super::rows::{self, json_list, page_args, Where, ACTIVATION_COLS, INSTANCE_COLS};
 use crate::{
-    ActivationRecord, InstanceFilter, InstanceRecord, Listing, Page, Result, Scope, StoreError,
+    ActivationFilter, ActivationRecord, InstanceFilter, InstanceRecord, Listing, Page, Result,
+    Scope, StoreError, Tag, TagResource,
 };
 use oca_domain::time::Millis;
 use rusqlite::{params, params_from_iter, Connection, OptionalExtension, TransactionBehavior};
@@ -10,7 +11,8 @@ use std::collections::HashSet;
 
 pub(super) fn insert_activation(c: &Connection, a: &ActivationRecord) -> Result<()> {
     let sql = format!(
-        "INSERT INTO activations ({ACTIVATION_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        "INSERT INTO activations ({ACTIVATION_COLS}) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
     );
     c.prepare_cached(&sql)?.execute(params![
         a.activation_id,
@@ -26,6 +28,156 @@ pub(super) fn insert_activation(c: &Connection, a: &ActivationRecord) -> Result<
         a.expires,
         a.disabled,
         a.resource_group_id,
+        a.deregistered_count,
+    ])?;
+    Ok(())
+}
+
+/// The activation and its tags, in one transaction.
+pub(super) fn create_activation(
+    c: &mut Connection,
+    a: &ActivationRecord,
+    tags: &[Tag],
+) -> Result<()> {
+    let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    insert_activation(&tx, a)?;
+    let scope = Scope {
+        account_id: a.account_id.clone(),
+        region_id: a.region_id.clone(),
+    };
+    super::tags::tag_in(
+        &tx,
+        &scope,
+        TagResource::Activation,
+        std::slice::from_ref(&a.activation_id),
+        tags,
+    )?;
+    tx.commit()?;
+    Ok(())
+}
+
+/// The activation in scope, inside the caller's transaction.
+fn activation_in(c: &Connection, scope: &Scope, id: &str) -> Result<Option<ActivationRecord>> {
+    let sql = format!(
+        "SELECT {ACTIVATION_COLS} FROM activations \
+         WHERE activation_id = ? AND account_id = ? AND region_id = ?"
+    );
+    Ok(c.prepare_cached(&sql)?
+        .query_row(
+            params![id, scope.account_id, scope.region_id],
+            rows::activation,
+        )
+        .optional()?)
+}
+
+/// Newest first, then by id.
+pub(super) fn list_activations(
+    c: &Connection,
+    scope: &Scope,
+    f: &ActivationFilter,
+    page: Page,
+) -> Result<Listing<ActivationRecord>> {
+    let tx = c.unchecked_transaction()?;
+    let mut w = Where::scope("a", scope);
+    if let Some(ids) = &f.activation_ids {
+        w.and(
+            "a.activation_id IN (SELECT value FROM json_each(?))",
+            json_list(ids),
+        );
+    }
+    w.eq_opt("a.instance_name", &f.instance_name);
+    w.eq_opt("a.resource_group_id", &f.resource_group_id);
+    for tag in &f.tags {
+        super::tags::carries(
+            &mut w,
+            "a.activation_id",
+            scope,
+            TagResource::Activation,
+            tag,
+        );
+    }
+    let total: i64 = tx
+        .prepare_cached(&format!(
+            "SELECT COUNT(*) FROM activations a WHERE {}",
+            w.sql()
+        ))?
+        .query_row(params_from_iter(&w.args), |r| r.get(0))?;
+    let sql = format!(
+        "SELECT {ACTIVATION_COLS} FROM activations a WHERE {} \
+         ORDER BY a.created DESC, a.activation_id LIMIT ? OFFSET ?",
+        w.sql()
+    );
+    let items = tx
+        .prepare_cached(&sql)?
+        .query_map(
+            params_from_iter(w.args.iter().chain(page_args(page).iter())),
+            rows::activation,
+        )?
+        .collect::<rusqlite::Result<_>>()?;
+    tx.commit()?;
+    Ok(Listing {
+        total: total as u64,
+        items,
+        next: None,
+    })
+}
+
+/// Disables an activation in scope (again: no change); the activation after.
+pub(super) fn disable_activation(
+    c: &mut Connection,
+    scope: &Scope,
+    id: &str,
+) -> Result<Option<ActivationRecord>> {
+    let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let Some(mut a) = activation_in(&tx, scope, id)? else {
+        return Ok(None);
+    };
+    if !a.disabled {
+        tx.prepare_cached("UPDATE activations SET disabled = 1 WHERE activation_id = ?")?
+            .execute([id])?;
+        a.disabled = true;
+    }
+    tx.commit()?;
+    Ok(Some(a))
+}
+
+/// Deletes an activation in scope and its tags, unless one of its instances is still
+/// registered (`Conflict`).
+pub(super) fn delete_activation(
+    c: &mut Connection,
+    scope: &Scope,
+    id: &str,
+) -> Result<Option<ActivationRecord>> {
+    let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let Some(a) = activation_in(&tx, scope, id)? else {
+        return Ok(None);
+    };
+    let registered: i64 = tx
+        .prepare_cached("SELECT COUNT(*) FROM instances WHERE activation_id = ?")?
+        .query_row([id], |r| r.get(0))?;
+    if registered > 0 {
+        return Err(StoreError::Conflict(format!(
+            "activation {id} still has {registered} registered instance(s)"
+        )));
+    }
+    tx.prepare_cached("DELETE FROM activations WHERE activation_id = ?")?
+        .execute([id])?;
+    untag_all(&tx, scope, TagResource::Activation, id)?;
+    tx.commit()?;
+    Ok(Some(a))
+}
+
+/// Removes every tag of one resource, inside the caller's transaction.
+fn untag_all(tx: &Connection, scope: &Scope, kind: TagResource, id: &str) -> Result<()> {
+    tx.prepare_cached(
+        "DELETE FROM tags WHERE account_id = ? AND region_id = ? \
+         AND resource_type = ? AND resource_id = ?",
+    )?
+    .execute(params![
+        scope.account_id,
+        scope.region_id,
+        kind.as_str(),
+        id
     ])?;
     Ok(())
 }
@@ -160,13 +312,7 @@ pub(super) fn list_instances(
     w.eq_opt("n.activation_id", &f.activation_id);
     w.eq_opt("n.machine_id", &f.machine_id);
     for tag in &f.tags {
-        super::tags::carries(
-            &mut w,
-            "n.instance_id",
-            scope,
-            crate::TagResource::Instance,
-            tag,
-        );
+        super::tags::carries(&mut w, "n.instance_id", scope, TagResource::Instance, tag);
     }
     let total: i64 = tx
         .prepare_cached(&format!(
@@ -190,7 +336,63 @@ pub(super) fn list_instances(
     Ok(Listing {
         total: total as u64,
         items,
+        next: None,
     })
+}
+
+/// The instance in scope, inside the caller's transaction.
+fn instance_in(c: &Connection, scope: &Scope, id: &str) -> Result<Option<InstanceRecord>> {
+    let sql = format!(
+        "SELECT {INSTANCE_COLS} FROM instances \
+         WHERE instance_id = ? AND account_id = ? AND region_id = ?"
+    );
+    Ok(c.prepare_cached(&sql)?
+        .query_row(
+            params![id, scope.account_id, scope.region_id],
+            rows::instance,
+        )
+        .optional()?)
+}
+
+/// Deletes an instance in scope with its tags and counts the deregistration on its
+/// activation (if that still exists); its tasks stay. The instance as it was.
+pub(super) fn deregister_instance(
+    c: &mut Connection,
+    scope: &Scope,
+    id: &str,
+) -> Result<Option<InstanceRecord>> {
+    let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let Some(i) = instance_in(&tx, scope, id)? else {
+        return Ok(None);
+    };
+    tx.prepare_cached("DELETE FROM instances WHERE instance_id = ?")?
+        .execute([id])?;
+    untag_all(&tx, scope, TagResource::Instance, id)?;
+    tx.prepare_cached(
+        "UPDATE activations SET deregistered_count = deregistered_count + 1 \
+         WHERE activation_id = ?",
+    )?
+    .execute([&i.activation_id])?;
+    tx.commit()?;
+    Ok(Some(i))
+}
+
+/// Renames an instance in scope; the instance after.
+pub(super) fn rename_instance(
+    c: &mut Connection,
+    scope: &Scope,
+    id: &str,
+    name: &str,
+) -> Result<Option<InstanceRecord>> {
+    let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let Some(mut i) = instance_in(&tx, scope, id)? else {
+        return Ok(None);
+    };
+    tx.prepare_cached("UPDATE instances SET name = ? WHERE instance_id = ?")?
+        .execute(params![name, id])?;
+    i.name = name.to_string();
+    tx.commit()?;
+    Ok(Some(i))
 }
 
 /// A heartbeat: a missing instance is ignored.

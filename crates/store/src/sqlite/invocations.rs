@@ -5,9 +5,9 @@ use super::rows::{
     TASK_COLS_NO_OUTPUT, TASK_N,
 };
 use crate::{
-    ClientToken, CommandRecord, DispatchItem, InvocationChange, InvocationFilter, InvocationKind,
-    InvocationRecord, InvocationView, Listing, OutputAppend, Page, PriorInvocation, Result,
-    ResultFilter, RunRecord, Scope, StoreError, Tag, TagResource, TaskRecord, WriteOp,
+    ClientToken, CommandRecord, Cursor, DispatchItem, InvocationChange, InvocationFilter,
+    InvocationKind, InvocationRecord, InvocationView, Listing, OutputAppend, Page, PriorInvocation,
+    Result, ResultFilter, RunRecord, Scope, StoreError, Tag, TagResource, TaskRecord, WriteOp,
     WriteOutcome,
 };
 use oca_domain::status::{InstanceInvokeStatus, InvocationStatus, InvokeStatus, StatusCounts};
@@ -82,37 +82,72 @@ impl Tally {
 }
 
 /// A listing's total (the per-scope `tally` when one covers the filter, else a count
-/// of the matching rows) and the keys of the page's rows, in `order`. No page is read
-/// past the total.
-#[allow(clippy::too_many_arguments)]
+/// of the matching rows, the keyset position left out), the keys of the page's rows in
+/// `order` (from the query's position when it has one), and whether more rows follow.
 fn count_and_page<K: rusqlite::types::FromSql>(
     tx: &Connection,
     scope: &Scope,
     tally: Option<&str>,
-    from: &str,
-    key: &str,
-    order: &str,
-    w: &Where,
+    q: &Query,
     page: Page,
-) -> Result<(i64, Vec<K>)> {
+) -> Result<(i64, Vec<K>, bool)> {
     let total = match tally {
         Some(name) => read_tally(tx, scope, name)?,
         None => tx
-            .prepare_cached(&count_sql(from, w))?
-            .query_row(params_from_iter(&w.args), |r| r.get(0))?,
+            .prepare_cached(&count_sql(q.from, &q.w))?
+            .query_row(params_from_iter(&q.w.args), |r| r.get(0))?,
     };
-    if page.limit == 0 || (page.offset as i128) >= total as i128 {
-        return Ok((total, Vec::new()));
+    if page.limit == 0 || (q.after.is_none() && (page.offset as i128) >= total as i128) {
+        return Ok((total, Vec::new(), false));
     }
-    let sql = page_sql(from, key, order, w);
-    let keys = tx
-        .prepare_cached(&sql)?
+    let mut w = Where::new();
+    w.and_all(&q.w.sql(), q.w.args.clone());
+    if let Some((cond, args)) = &q.after {
+        w.and_all(cond, args.clone());
+    }
+    // One row more than the page says whether another page follows.
+    let look_ahead = Page {
+        offset: page.offset,
+        limit: page.limit.saturating_add(1),
+    };
+    let mut keys: Vec<K> = tx
+        .prepare_cached(&page_sql(q.from, q.key, q.order, &w))?
         .query_map(
-            params_from_iter(w.args.iter().chain(page_args(page).iter())),
+            params_from_iter(w.args.iter().chain(page_args(look_ahead).iter())),
             |r| r.get(0),
         )?
         .collect::<rusqlite::Result<_>>()?;
-    Ok((total, keys))
+    let more = keys.len() as u64 > page.limit;
+    keys.truncate(page.limit as usize);
+    Ok((total, keys, more))
+}
+
+/// The keyset condition "after `c`" for a listing in `created DESC, invoke_id` order
+/// (then `instance_id` when `instance` names its column), written as a range on the
+/// creation column so that the listing's index seeks to it.
+fn after_cond(
+    created: &str,
+    invoke_id: &str,
+    instance: Option<&str>,
+    c: &Cursor,
+) -> (String, Vec<rusqlite::types::Value>) {
+    let mut args: Vec<rusqlite::types::Value> = vec![
+        c.created.into(),
+        c.created.into(),
+        c.invoke_id.clone().into(),
+    ];
+    let cond = match instance {
+        None => format!("{created} <= ? AND NOT ({created} = ? AND {invoke_id} <= ?)"),
+        Some(instance) => {
+            args.push(c.invoke_id.clone().into());
+            args.push(c.instance_id.clone().into());
+            format!(
+                "{created} <= ? AND NOT ({created} = ? AND ({invoke_id} < ? \
+                 OR ({invoke_id} = ? AND {instance} <= ?)))"
+            )
+        }
+    };
+    (cond, args)
 }
 
 /// The statement that counts a listing's rows.
@@ -543,6 +578,7 @@ pub(super) fn list_runs(
         return Ok(Listing {
             total: 0,
             items: Vec::new(),
+            next: None,
         });
     }
     let mut w = Where::new();
@@ -573,6 +609,7 @@ pub(super) fn list_runs(
     Ok(Listing {
         total: total as u64,
         items,
+        next: None,
     })
 }
 
@@ -789,6 +826,9 @@ pub(super) struct Query {
     pub(super) from: &'static str,
     pub(super) key: &'static str,
     pub(super) order: &'static str,
+    /// The keyset position (a condition and its arguments), for the page only: the
+    /// total counts every row.
+    pub(super) after: Option<(String, Vec<rusqlite::types::Value>)>,
 }
 
 /// The query of [`list_invocations`].
@@ -810,6 +850,7 @@ pub(super) fn invocations_query(scope: &Scope, f: &InvocationFilter) -> Query {
             let instance_only = InvocationFilter {
                 kind: f.kind,
                 instance_id: f.instance_id.clone(),
+                after: f.after.clone(),
                 ..Default::default()
             };
             let from = if *f == instance_only {
@@ -848,11 +889,16 @@ pub(super) fn invocations_query(scope: &Scope, f: &InvocationFilter) -> Query {
     for tag in &f.tags {
         super::tags::carries(&mut w, "i.invoke_id", scope, TagResource::Invocation, tag);
     }
+    let after = f.after.as_ref().map(|c| match f.instance_id {
+        Some(_) => after_cond("t.inv_created", "t.invoke_id", None, c),
+        None => after_cond("i.created", "i.invoke_id", None, c),
+    });
     Query {
         w,
         from,
         key,
         order,
+        after,
     }
 }
 
@@ -872,19 +918,12 @@ pub(super) fn list_invocations(
     let status_only = InvocationFilter {
         kind: f.kind,
         invoke_status: f.invoke_status,
+        after: f.after.clone(),
         ..Default::default()
     };
     let tally = (*f == status_only).then(|| invocations_tally(f.kind, f.invoke_status));
-    let (total, ids): (i64, Vec<String>) = count_and_page(
-        &tx,
-        scope,
-        tally.as_deref(),
-        q.from,
-        q.key,
-        q.order,
-        &q.w,
-        page,
-    )?;
+    let (total, ids, more): (i64, Vec<String>, bool) =
+        count_and_page(&tx, scope, tally.as_deref(), &q, page)?;
     let mut items = Vec::new();
     if !ids.is_empty() {
         let mut inv_stmt = tx.prepare_cached(&format!(
@@ -907,9 +946,15 @@ pub(super) fn list_invocations(
         }
     }
     tx.commit()?;
+    let next = items.last().filter(|_| more).map(|v| Cursor {
+        created: v.invocation.created,
+        invoke_id: v.invocation.invoke_id.clone(),
+        instance_id: String::new(),
+    });
     Ok(Listing {
         total: total as u64,
         items,
+        next,
     })
 }
 
@@ -948,11 +993,24 @@ pub(super) fn results_query(scope: &Scope, f: &ResultFilter) -> Query {
         &format!("{secondary}t.resource_group_id"),
         &f.resource_group_id,
     );
+    let after = f.after.as_ref().map(|c| {
+        if f.invoke_id.is_some() {
+            (
+                "t.instance_id > ?".to_string(),
+                vec![c.instance_id.clone().into()],
+            )
+        } else if f.instance_id.is_some() {
+            after_cond("t.inv_created", "t.invoke_id", None, c)
+        } else {
+            after_cond("t.inv_created", "t.invoke_id", Some("t.instance_id"), c)
+        }
+    });
     Query {
         w,
         from: "tasks t",
         key: "t.rowid",
         order,
+        after,
     }
 }
 
@@ -972,6 +1030,7 @@ pub(super) fn list_results(
                 return Ok(Listing {
                     total: 0,
                     items: Vec::new(),
+                    next: None,
                 })
             }
         }
@@ -982,32 +1041,42 @@ pub(super) fn list_results(
     let status_only = ResultFilter {
         kind: f.kind,
         record_status: f.record_status,
+        after: f.after.clone(),
         ..Default::default()
     };
     let tally = (*f == status_only).then(|| tasks_tally(f.kind, f.record_status));
-    let (total, ids): (i64, Vec<i64>) = count_and_page(
-        &tx,
-        scope,
-        tally.as_deref(),
-        q.from,
-        q.key,
-        q.order,
-        &q.w,
-        page,
-    )?;
+    let (total, ids, more): (i64, Vec<i64>, bool) =
+        count_and_page(&tx, scope, tally.as_deref(), &q, page)?;
     let mut items = Vec::new();
+    let mut next = None;
     if !ids.is_empty() {
         let mut stmt = tx.prepare_cached(&format!(
             "SELECT {TASK_COLS} FROM tasks t WHERE t.rowid = ?"
         ))?;
-        for id in ids {
+        for id in &ids {
             items.push(stmt.query_row([id], rows::task)?);
+        }
+        if more {
+            let last = ids[ids.len() - 1];
+            next = Some(
+                tx.prepare_cached(
+                    "SELECT inv_created, invoke_id, instance_id FROM tasks WHERE rowid = ?",
+                )?
+                .query_row([last], |r| {
+                    Ok(Cursor {
+                        created: r.get(0)?,
+                        invoke_id: r.get(1)?,
+                        instance_id: r.get(2)?,
+                    })
+                })?,
+            );
         }
     }
     tx.commit()?;
     Ok(Listing {
         total: total as u64,
         items,
+        next,
     })
 }
 

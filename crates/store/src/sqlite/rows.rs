@@ -260,7 +260,7 @@ pub(super) fn names_to_text(names: &[String]) -> String {
 
 pub(super) const ACTIVATION_COLS: &str = "activation_id, account_id, region_id, code_hash, \
      instance_name, description, instance_count, registered_count, ip_address_range, created, \
-     expires, disabled, resource_group_id";
+     expires, disabled, resource_group_id, deregistered_count";
 
 pub(super) fn activation(r: &Row) -> rusqlite::Result<ActivationRecord> {
     Ok(ActivationRecord {
@@ -277,6 +277,7 @@ pub(super) fn activation(r: &Row) -> rusqlite::Result<ActivationRecord> {
         expires: r.get(10)?,
         disabled: r.get(11)?,
         resource_group_id: r.get(12)?,
+        deregistered_count: r.get(13)?,
     })
 }
 

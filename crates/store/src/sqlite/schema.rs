@@ -290,6 +290,14 @@ CREATE INDEX commands_group ON commands (account_id, region_id, resource_group_i
 CREATE INDEX instances_group ON instances (account_id, region_id, resource_group_id, registered DESC, instance_id);
 "#;
 
+/// Fleet management (DescribeActivations, DeregisterManagedInstance): how many of an
+/// activation's instances were deregistered. A deregistered instance's row goes (its
+/// token with it), so this count is what remains of it on its activation; its tasks
+/// stay. Tags on activations need nothing new (`tags.resource_type` 'activation').
+pub(super) const FLEET: &str = r#"
+ALTER TABLE activations ADD COLUMN deregistered_count INTEGER NOT NULL DEFAULT 0;
+"#;
+
 /// Every migration, in order. Index `i` brings the schema to version `i + 1`.
 pub(super) const MIGRATIONS: &[&str] = &[
     V1,
@@ -300,6 +308,7 @@ pub(super) const MIGRATIONS: &[&str] = &[
     FILE_SENDS,
     REPEATING,
     RESOURCE_GROUPS,
+    FLEET,
 ];
 
 /// The schema version this build writes.

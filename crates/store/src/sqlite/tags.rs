@@ -1,5 +1,5 @@
-//! Tags on instances, commands and invocations: `(scope, resource type, id, key) →
-//! value`, indexed by key and value for finding the resources that carry a tag.
+//! Tags on instances, commands, invocations and activations: `(scope, resource type, id,
+//! key) → value`, indexed by key and value for finding the resources that carry a tag.
 
 use super::rows::Where;
 use crate::{Result, Scope, Tag, TagResource};

@@ -77,9 +77,14 @@ on_both_stores!(
     overdue,
     file_deliveries,
     repeating_runs,
+    keyset_pages,
     resource_groups,
     commands_by_group_and_tag,
     group_filters_stay_on_an_index,
+    activation_listing,
+    disabling_and_deleting_activations,
+    deregistration,
+    renaming,
 );
 
 fn command(id: &str, scope: &Scope, created: Millis) -> CommandRecord {
@@ -944,6 +949,7 @@ async fn result_listing(s: &SqliteStore) {
                 command_id: Some("c-1".into()),
                 record_status: Some(InstanceInvokeStatus::Running),
                 resource_group_id: None,
+                after: None,
             },
             &["t-a/i-2"],
         ),
@@ -1279,6 +1285,7 @@ fn activation(id: &str, count: i64) -> ActivationRecord {
         description: "test".into(),
         instance_count: count,
         registered_count: 0,
+        deregistered_count: 0,
         ip_address_range: "0.0.0.0/0".into(),
         created: 1,
         expires: 1000,
@@ -3162,4 +3169,516 @@ async fn the_migration_puts_existing_rows_in_no_group() {
     let everything = result_keys(&s, &h, ResultFilter::default(), all()).await;
     assert_eq!(everything, (1, strs(&["t-old/mi-old"])));
     assert_tallies_consistent(&s);
+}
+
+/// Paging by position gives the same rows as one big page, in the same order, for every
+/// driving index (ties in creation time included), and rows added at the head between
+/// two pages neither repeat nor push rows out.
+async fn keyset_pages(s: &SqliteStore) {
+    let h = home();
+    // 12 invocations; creation times collide in pairs; 1–3 instances each.
+    for n in 0..12u32 {
+        let inv = invocation(&format!("t-{n:02}"), &h, 100 + (n / 2) as i64);
+        let instances: Vec<String> = (0..=(n % 3)).map(|i| format!("i-{i}")).collect();
+        let refs: Vec<&str> = instances.iter().map(String::as_str).collect();
+        put(s, &inv, &refs).await;
+    }
+    let page_all = Page {
+        offset: 0,
+        limit: 1000,
+    };
+    let inv_filters = [
+        InvocationFilter::default(),
+        InvocationFilter {
+            instance_id: Some("i-1".into()),
+            ..Default::default()
+        },
+        InvocationFilter {
+            command_id: Some("c-1".into()),
+            ..Default::default()
+        },
+    ];
+    for f in inv_filters {
+        let whole = s.list_invocations(&h, &f, page_all, false).await.unwrap();
+        assert!(whole.next.is_none());
+        for size in [1, 2, 5] {
+            let mut got = Vec::new();
+            let mut after = None;
+            loop {
+                let f = InvocationFilter {
+                    after: after.clone(),
+                    ..f.clone()
+                };
+                let l = s
+                    .list_invocations(&h, &f, page(0, size), false)
+                    .await
+                    .unwrap();
+                assert_eq!(l.total, whole.total, "{f:?}");
+                got.extend(l.items.into_iter().map(|v| v.invocation.invoke_id));
+                match l.next {
+                    Some(c) => after = Some(c),
+                    None => break,
+                }
+            }
+            let expected: Vec<String> = whole
+                .items
+                .iter()
+                .map(|v| v.invocation.invoke_id.clone())
+                .collect();
+            assert_eq!(got, expected, "size {size}, {f:?}");
+        }
+    }
+    let result_filters = [
+        ResultFilter::default(),
+        ResultFilter {
+            instance_id: Some("i-0".into()),
+            ..Default::default()
+        },
+        ResultFilter {
+            invoke_id: Some("t-05".into()),
+            ..Default::default()
+        },
+    ];
+    for f in result_filters {
+        let whole = s.list_results(&h, &f, page_all).await.unwrap();
+        let key = |t: &TaskRecord| format!("{}/{}", t.invoke_id, t.instance_id);
+        let expected: Vec<String> = whole.items.iter().map(key).collect();
+        for size in [1, 2, 7] {
+            let mut got = Vec::new();
+            let mut after = None;
+            loop {
+                let f = ResultFilter {
+                    after: after.clone(),
+                    ..f.clone()
+                };
+                let l = s.list_results(&h, &f, page(0, size)).await.unwrap();
+                assert_eq!(l.total, whole.total);
+                got.extend(l.items.iter().map(key));
+                match l.next {
+                    Some(c) => after = Some(c),
+                    None => break,
+                }
+            }
+            assert_eq!(got, expected, "size {size}, {f:?}");
+        }
+    }
+    // Rows added at the head between pages: the next page goes on where it was.
+    let first = s
+        .list_invocations(&h, &InvocationFilter::default(), page(0, 4), false)
+        .await
+        .unwrap();
+    put(s, &invocation("t-new", &h, 1_000), &["i-0"]).await;
+    let second = s
+        .list_invocations(
+            &h,
+            &InvocationFilter {
+                after: first.next.clone(),
+                ..Default::default()
+            },
+            page(0, 4),
+            false,
+        )
+        .await
+        .unwrap();
+    let ids = |l: &Listing<InvocationView>| -> Vec<String> {
+        l.items
+            .iter()
+            .map(|v| v.invocation.invoke_id.clone())
+            .collect()
+    };
+    assert_eq!(ids(&first), strs(&["t-10", "t-11", "t-08", "t-09"]));
+    assert_eq!(ids(&second), strs(&["t-06", "t-07", "t-04", "t-05"]));
+    assert_eq!(second.total, 13);
+    // The cursor round-trips as a token; junk is not one.
+    let c = first.next.unwrap();
+    assert_eq!(Cursor::decode(&c.encode()), Some(c));
+    for junk in ["", "x", "1.2", "-5.t-1.", "12.t 1.", "12..i-1"] {
+        assert_eq!(Cursor::decode(junk), None, "{junk}");
+    }
+}
+
+// ---- fleet management: activations listed, disabled, deleted; instances renamed and
+// deregistered ----------------------------------------------------------------------------
+
+fn tag(k: &str, v: &str) -> Tag {
+    Tag {
+        key: k.into(),
+        value: v.into(),
+    }
+}
+
+async fn activation_ids(
+    s: &SqliteStore,
+    scope: &Scope,
+    f: ActivationFilter,
+    p: Page,
+) -> (u64, Vec<String>) {
+    let l = s.list_activations(scope, &f, p).await.unwrap();
+    (
+        l.total,
+        l.items.into_iter().map(|a| a.activation_id).collect(),
+    )
+}
+
+async fn activation_listing(s: &SqliteStore) {
+    let h = home();
+    for (id, created, name, group, tags) in [
+        ("act-a", 10, "web", "", vec![tag("env", "prod")]),
+        (
+            "act-b",
+            20,
+            "db",
+            "rg-1",
+            vec![tag("env", "dev"), tag("team", "db")],
+        ),
+        ("act-c", 30, "web", "rg-1", vec![]),
+    ] {
+        let a = ActivationRecord {
+            created,
+            instance_name: name.into(),
+            resource_group_id: group.into(),
+            ..activation(id, 5)
+        };
+        s.create_activation(&a, &tags).await.unwrap();
+    }
+    // Created with its tags, in one go.
+    let tags = s
+        .tags_of(&h, TagResource::Activation, &strs(&["act-b"]))
+        .await
+        .unwrap();
+    assert_eq!(tags["act-b"], vec![tag("env", "dev"), tag("team", "db")]);
+    assert_eq!(
+        s.get_activation("act-a")
+            .await
+            .unwrap()
+            .unwrap()
+            .deregistered_count,
+        0
+    );
+
+    let none = ActivationFilter::default;
+    assert_eq!(
+        activation_ids(s, &h, none(), all()).await,
+        (3, strs(&["act-c", "act-b", "act-a"])),
+        "newest first"
+    );
+    assert_eq!(
+        activation_ids(s, &h, none(), page(1, 1)).await,
+        (3, strs(&["act-b"]))
+    );
+    let by = |f: ActivationFilter| activation_ids(s, &h, f, all());
+    assert_eq!(
+        by(ActivationFilter {
+            activation_ids: Some(strs(&["act-a", "act-x"])),
+            ..none()
+        })
+        .await,
+        (1, strs(&["act-a"]))
+    );
+    assert_eq!(
+        by(ActivationFilter {
+            instance_name: Some("web".into()),
+            ..none()
+        })
+        .await,
+        (2, strs(&["act-c", "act-a"]))
+    );
+    assert_eq!(
+        by(ActivationFilter {
+            resource_group_id: Some("rg-1".into()),
+            ..none()
+        })
+        .await,
+        (2, strs(&["act-c", "act-b"]))
+    );
+    assert_eq!(
+        by(ActivationFilter {
+            tags: vec![tag("env", "")],
+            ..none()
+        })
+        .await,
+        (2, strs(&["act-b", "act-a"])),
+        "an empty value matches any"
+    );
+    assert_eq!(
+        by(ActivationFilter {
+            tags: vec![tag("env", "dev"), tag("team", "db")],
+            resource_group_id: Some("rg-1".into()),
+            ..none()
+        })
+        .await,
+        (1, strs(&["act-b"]))
+    );
+    assert_eq!(
+        by(ActivationFilter {
+            tags: vec![tag("env", "prod"), tag("team", "db")],
+            ..none()
+        })
+        .await,
+        (0, vec![])
+    );
+    // Tags of the same id on another kind of resource do not count.
+    s.tag(
+        &h,
+        TagResource::Instance,
+        &strs(&["act-c"]),
+        &[tag("env", "prod")],
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        by(ActivationFilter {
+            tags: vec![tag("env", "prod")],
+            ..none()
+        })
+        .await,
+        (1, strs(&["act-a"]))
+    );
+    for o in outsiders() {
+        assert_eq!(activation_ids(s, &o, none(), all()).await, (0, vec![]));
+        let ids = ActivationFilter {
+            activation_ids: Some(strs(&["act-a"])),
+            ..none()
+        };
+        assert_eq!(activation_ids(s, &o, ids, all()).await, (0, vec![]));
+    }
+}
+
+async fn disabling_and_deleting_activations(s: &SqliteStore) {
+    let h = home();
+    s.create_activation(&activation("act-1", 5), &[tag("env", "prod")])
+        .await
+        .unwrap();
+    s.insert_activation(&activation("act-2", 5)).await.unwrap();
+    s.register_instance(&instance("mi-1", "act-1", 10))
+        .await
+        .unwrap();
+
+    // Outside the scope: as missing, and nothing changes.
+    for o in outsiders() {
+        assert_eq!(s.disable_activation(&o, "act-1").await.unwrap(), None);
+        assert_eq!(s.delete_activation(&o, "act-2").await.unwrap(), None);
+    }
+    assert_eq!(s.disable_activation(&h, "act-9").await.unwrap(), None);
+    assert_eq!(s.delete_activation(&h, "act-9").await.unwrap(), None);
+    assert!(!s.get_activation("act-1").await.unwrap().unwrap().disabled);
+
+    // Disabled: no new registration; the registered instance stays. Twice is fine.
+    let disabled = s.disable_activation(&h, "act-1").await.unwrap().unwrap();
+    assert!(disabled.disabled);
+    assert_eq!(disabled.registered_count, 1);
+    assert_eq!(
+        s.disable_activation(&h, "act-1").await.unwrap(),
+        Some(disabled.clone())
+    );
+    assert_eq!(s.get_activation("act-1").await.unwrap(), Some(disabled));
+    assert!(is_conflict(
+        s.register_instance(&instance("mi-2", "act-1", 20)).await,
+        "disabled"
+    ));
+    assert!(s.get_instance("mi-1").await.unwrap().is_some());
+
+    // Not deleted while an instance registered with it is registered.
+    assert!(matches!(
+        s.delete_activation(&h, "act-1").await,
+        Err(StoreError::Conflict(m)) if m.contains("registered")
+    ));
+    assert!(s.get_activation("act-1").await.unwrap().is_some());
+    // Once it is deregistered, the activation goes, with its tags.
+    s.deregister_instance(&h, "mi-1").await.unwrap().unwrap();
+    let gone = s.delete_activation(&h, "act-1").await.unwrap().unwrap();
+    assert_eq!(
+        (
+            gone.activation_id.as_str(),
+            gone.registered_count,
+            gone.deregistered_count
+        ),
+        ("act-1", 1, 1)
+    );
+    assert_eq!(s.get_activation("act-1").await.unwrap(), None);
+    assert_eq!(s.delete_activation(&h, "act-1").await.unwrap(), None);
+    assert!(s
+        .tags_of(&h, TagResource::Activation, &strs(&["act-1"]))
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(is_conflict(
+        s.register_instance(&instance("mi-3", "act-1", 30)).await,
+        "does not exist"
+    ));
+    // One never used goes at once.
+    assert!(s.delete_activation(&h, "act-2").await.unwrap().is_some());
+    assert_eq!(
+        activation_ids(s, &h, ActivationFilter::default(), all()).await,
+        (0, vec![])
+    );
+}
+
+async fn deregistration(s: &SqliteStore) {
+    let h = home();
+    s.insert_activation(&activation("act-1", 3)).await.unwrap();
+    for (id, at) in [("mi-1", 10), ("mi-2", 20)] {
+        s.register_instance(&instance(id, "act-1", at))
+            .await
+            .unwrap();
+    }
+    s.tag(
+        &h,
+        TagResource::Instance,
+        &strs(&["mi-1", "mi-2"]),
+        &[tag("env", "prod")],
+    )
+    .await
+    .unwrap();
+    // mi-1 has a finished run, a pending one and a schedule.
+    put(s, &invocation("t-done", &h, 100), &["mi-1", "mi-2"]).await;
+    event(s, "t-done", "mi-1", finished(S::Success, b"hi")).await;
+    put(s, &invocation("t-live", &h, 200), &["mi-1"]).await;
+
+    for o in outsiders() {
+        assert_eq!(s.deregister_instance(&o, "mi-1").await.unwrap(), None);
+    }
+    assert_eq!(s.deregister_instance(&h, "mi-9").await.unwrap(), None);
+    assert!(s.get_instance("mi-1").await.unwrap().is_some());
+
+    let before = s.get_instance("mi-1").await.unwrap().unwrap();
+    let gone = s.deregister_instance(&h, "mi-1").await.unwrap().unwrap();
+    assert_eq!(gone, before, "answered as it was");
+    // Gone: no lookup finds it (so its token authenticates no more), no listing shows
+    // it, its tags went with it.
+    assert_eq!(s.get_instance("mi-1").await.unwrap(), None);
+    assert_eq!(
+        s.get_instances(&h, &strs(&["mi-1", "mi-2"]))
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    let listed = s
+        .list_instances(&h, &InstanceFilter::default(), all())
+        .await
+        .unwrap();
+    assert_eq!(
+        listed
+            .items
+            .iter()
+            .map(|i| i.instance_id.as_str())
+            .collect::<Vec<_>>(),
+        vec!["mi-2"]
+    );
+    assert_eq!(
+        s.tagged(&h, TagResource::Instance, &[tag("env", "prod")])
+            .await
+            .unwrap(),
+        strs(&["mi-2"])
+    );
+    // Counted on its activation; the use is not given back.
+    let a = s.get_activation("act-1").await.unwrap().unwrap();
+    assert_eq!((a.registered_count, a.deregistered_count), (2, 1));
+    s.register_instance(&instance("mi-3", "act-1", 30))
+        .await
+        .unwrap();
+    assert!(is_conflict(
+        s.register_instance(&instance("mi-4", "act-1", 40)).await,
+        "no registrations left"
+    ));
+    // Its records stay readable.
+    let t = s.get_task("t-done", "mi-1").await.unwrap().unwrap();
+    assert_eq!(t.state.status, S::Success);
+    assert_eq!(
+        result_keys(
+            s,
+            &h,
+            ResultFilter {
+                instance_id: Some("mi-1".into()),
+                ..Default::default()
+            },
+            all()
+        )
+        .await
+        .0,
+        2
+    );
+    assert_eq!(s.full_output("t-done", "mi-1").await.unwrap(), Some(vec![]));
+    // Its live task is still there for the dispatcher to end.
+    assert_eq!(
+        s.tasks_for_instance("mi-1", &[S::Pending])
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    // Twice: the second finds nothing, and counts nothing.
+    assert_eq!(s.deregister_instance(&h, "mi-1").await.unwrap(), None);
+    assert_eq!(
+        s.get_activation("act-1")
+            .await
+            .unwrap()
+            .unwrap()
+            .deregistered_count,
+        1
+    );
+    // A heartbeat of the gone instance changes nothing.
+    s.touch_instance("mi-1", 500, "2.0", "h", "linux")
+        .await
+        .unwrap();
+    assert_eq!(s.get_instance("mi-1").await.unwrap(), None);
+}
+
+async fn renaming(s: &SqliteStore) {
+    let h = home();
+    s.insert_activation(&activation("act-1", 3)).await.unwrap();
+    s.register_instance(&instance("mi-1", "act-1", 10))
+        .await
+        .unwrap();
+    for o in outsiders() {
+        assert_eq!(s.rename_instance(&o, "mi-1", "pwned").await.unwrap(), None);
+    }
+    assert_eq!(s.rename_instance(&h, "mi-9", "x").await.unwrap(), None);
+    assert_eq!(s.get_instance("mi-1").await.unwrap().unwrap().name, "web");
+    let renamed = s
+        .rename_instance(&h, "mi-1", "db-primary")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(renamed.name, "db-primary");
+    assert_eq!(s.get_instance("mi-1").await.unwrap(), Some(renamed));
+    let by_name = InstanceFilter {
+        name: Some("db-primary".into()),
+        ..Default::default()
+    };
+    assert_eq!(
+        s.list_instances(&h, &by_name, all()).await.unwrap().total,
+        1
+    );
+}
+
+/// A database from before fleet management: its activations have no deregistrations.
+#[tokio::test]
+async fn the_fleet_migration_counts_no_deregistration() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("oca.db");
+    {
+        let before = schema::MIGRATIONS
+            .iter()
+            .position(|m| *m == schema::FLEET)
+            .unwrap();
+        let mut c = rusqlite::Connection::open(&path).unwrap();
+        schema::migrate_to(&mut c, before).unwrap();
+        c.execute_batch(
+            "INSERT INTO activations (activation_id, account_id, region_id, code_hash, \
+               instance_name, description, instance_count, registered_count, \
+               ip_address_range, created, expires, disabled) \
+             VALUES ('act-old', 'acct-1', 'cn-hangzhou', 'ab', 'web', '', 5, 2, \
+               '0.0.0.0/0', 1, 1000, 0);",
+        )
+        .unwrap();
+    }
+    let s = SqliteStore::open(&path).unwrap();
+    let a = s.get_activation("act-old").await.unwrap().unwrap();
+    assert_eq!((a.registered_count, a.deregistered_count), (2, 0));
+    assert_eq!(
+        activation_ids(&s, &home(), ActivationFilter::default(), all()).await,
+        (1, strs(&["act-old"]))
+    );
 }
