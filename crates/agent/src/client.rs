@@ -141,6 +141,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         let began = Instant::now();
         match agent.session(&url, &identity).await {
             Ok(()) => tracing::info!("disconnected from the server"),
+            Err(e) if is_unauthorized(&e) => {
+                tracing::warn!("connection to {url} refused: {e:#}");
+                agent.refused();
+            }
             Err(e) => tracing::warn!("connection to {url} failed: {e:#}"),
         }
         if agent.welcomed && began.elapsed() >= HEALTHY_AFTER {
@@ -150,6 +154,17 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         tracing::debug!(?pause, "reconnecting");
         agent.offline(tokio::time::sleep(pause)).await;
     }
+}
+
+/// Whether the server refused the agent's credentials (HTTP 401 on connect).
+fn is_unauthorized(e: &anyhow::Error) -> bool {
+    e.chain().any(|cause| {
+        matches!(
+            cause.downcast_ref::<tokio_tungstenite::tungstenite::Error>(),
+            Some(tokio_tungstenite::tungstenite::Error::Http(response))
+                if response.status() == 401
+        )
+    })
 }
 
 /// Registers with the activation code; retries while the server cannot be reached,
@@ -717,6 +732,41 @@ impl Agent {
         Ok(())
     }
 
+    /// Ends a task: its schedule (if it repeats) and its run in progress (if any).
+    fn stop(&mut self, invoke_id: &str) {
+        if self.schedules.contains_key(invoke_id) {
+            tracing::info!(%invoke_id, "schedule ended by Stop");
+            self.forget_schedule(invoke_id);
+        }
+        let mut known = false;
+        for (_, e) in self.runs_mut(invoke_id) {
+            known = true;
+            if let Some(stop) = e.stop.take() {
+                tracing::info!(%invoke_id, "stopping");
+                let _ = stop.send(());
+            }
+        }
+        if !known {
+            tracing::debug!(%invoke_id, "Stop for a task without a run");
+        }
+    }
+
+    /// The server no longer knows this instance (it was deregistered while the agent
+    /// was away): nothing it scheduled may run on, so every schedule and run ends.
+    fn refused(&mut self) {
+        let ids: Vec<String> = self.schedules.keys().cloned().collect();
+        if !ids.is_empty() {
+            tracing::error!(
+                schedules = ids.len(),
+                "the server refuses this instance's credentials (deregistered?): \
+                 dropping its schedules; register again with a new activation"
+            );
+        }
+        for id in ids {
+            self.stop(&id);
+        }
+    }
+
     async fn on_server_msg(&mut self, msg: ServerMsg, sink: &mut Sink) -> anyhow::Result<()> {
         match msg {
             ServerMsg::Welcome { .. } => {}
@@ -732,23 +782,7 @@ impl Agent {
                     }
                 }
             },
-            ServerMsg::Stop { invoke_id } => {
-                if self.schedules.contains_key(&invoke_id) {
-                    tracing::info!(%invoke_id, "schedule ended by Stop");
-                    self.forget_schedule(&invoke_id);
-                }
-                let mut known = false;
-                for (_, e) in self.runs_mut(&invoke_id) {
-                    known = true;
-                    if let Some(stop) = e.stop.take() {
-                        tracing::info!(%invoke_id, "stopping");
-                        let _ = stop.send(());
-                    }
-                }
-                if !known {
-                    tracing::debug!(%invoke_id, "Stop for a task without a run");
-                }
-            }
+            ServerMsg::Stop { invoke_id } => self.stop(&invoke_id),
             ServerMsg::Ack { invoke_id, run } => {
                 let key = (invoke_id, run);
                 if self.tasks.get(&key).is_some_and(|e| e.result.is_some()) {

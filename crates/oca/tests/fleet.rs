@@ -706,3 +706,49 @@ fn the_cli_deregisters_an_instance() {
         String::from_utf8_lossy(&again.stderr)
     );
 }
+
+/// An agent deregistered while it was away learns it when it reconnects (its
+/// credentials are refused) and drops its schedules: a removed host runs nothing more.
+#[test]
+fn an_agent_deregistered_while_away_drops_its_schedules() {
+    let server = Server::start_with(&["--min-cron-interval-secs", "1"]);
+    let mut agent = server.agent("away");
+    let c = server.client();
+    let dir = scratch_dir();
+    let log = dir.join("runs");
+    let count = || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .count()
+    };
+    c.run(
+        &format!("echo run >> {}", log.display()),
+        &[&agent.instance_id],
+        &[
+            ("RepeatMode", "Period"),
+            ("Frequency", "*/1 * * * * ?"),
+            ("Timeout", "10"),
+        ],
+    );
+    wait_for(Duration::from_secs(20), || (count() >= 2).then_some(())).expect("runs");
+    agent.kill9();
+    c.ok(
+        "DeregisterManagedInstance",
+        &[("InstanceId", &agent.instance_id)],
+    );
+    agent.restart();
+    // The first connect is refused; give it a moment, then nothing more may run.
+    std::thread::sleep(Duration::from_secs(3));
+    let settled = count();
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        count(),
+        settled,
+        "a deregistered host kept running its schedule"
+    );
+    let files = std::fs::read_dir(agent.state.path().join("schedule"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    assert_eq!(files, 0, "schedules left on disk");
+}
