@@ -1,12 +1,12 @@
 //! Activations and managed instances.
 
-use super::rows::{self, json_list, page_args, Where, ACTIVATION_COLS, INSTANCE_COLS};
+use super::rows::{self, json_list, Where, ACTIVATION_COLS, INSTANCE_COLS};
 use crate::{
     ActivationFilter, ActivationRecord, InstanceFilter, InstanceRecord, Listing, Page, Result,
     Scope, StoreError, Tag, TagResource,
 };
 use oca_domain::time::Millis;
-use rusqlite::{params, params_from_iter, Connection, OptionalExtension, TransactionBehavior};
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use std::collections::HashSet;
 
 pub(super) fn insert_activation(c: &Connection, a: &ActivationRecord) -> Result<()> {
@@ -96,30 +96,17 @@ pub(super) fn list_activations(
             tag,
         );
     }
-    let total: i64 = tx
-        .prepare_cached(&format!(
-            "SELECT COUNT(*) FROM activations a WHERE {}",
-            w.sql()
-        ))?
-        .query_row(params_from_iter(&w.args), |r| r.get(0))?;
-    let sql = format!(
-        "SELECT {ACTIVATION_COLS} FROM activations a WHERE {} \
-         ORDER BY a.created DESC, a.activation_id LIMIT ? OFFSET ?",
-        w.sql()
-    );
-    let items = tx
-        .prepare_cached(&sql)?
-        .query_map(
-            params_from_iter(w.args.iter().chain(page_args(page).iter())),
-            rows::activation,
-        )?
-        .collect::<rusqlite::Result<_>>()?;
+    let listing = rows::listing(
+        &tx,
+        ACTIVATION_COLS,
+        "activations a",
+        &w,
+        "a.created DESC, a.activation_id",
+        page,
+        rows::activation,
+    )?;
     tx.commit()?;
-    Ok(Listing {
-        total: total as u64,
-        items,
-        next: None,
-    })
+    Ok(listing)
 }
 
 /// Disables an activation in scope (again: no change); the activation after.
@@ -314,30 +301,17 @@ pub(super) fn list_instances(
     for tag in &f.tags {
         super::tags::carries(&mut w, "n.instance_id", scope, TagResource::Instance, tag);
     }
-    let total: i64 = tx
-        .prepare_cached(&format!(
-            "SELECT COUNT(*) FROM instances n WHERE {}",
-            w.sql()
-        ))?
-        .query_row(params_from_iter(&w.args), |r| r.get(0))?;
-    let sql = format!(
-        "SELECT {INSTANCE_COLS} FROM instances n WHERE {} \
-         ORDER BY n.registered DESC, n.instance_id LIMIT ? OFFSET ?",
-        w.sql()
-    );
-    let items = tx
-        .prepare_cached(&sql)?
-        .query_map(
-            params_from_iter(w.args.iter().chain(page_args(page).iter())),
-            rows::instance,
-        )?
-        .collect::<rusqlite::Result<_>>()?;
+    let listing = rows::listing(
+        &tx,
+        INSTANCE_COLS,
+        "instances n",
+        &w,
+        "n.registered DESC, n.instance_id",
+        page,
+        rows::instance,
+    )?;
     tx.commit()?;
-    Ok(Listing {
-        total: total as u64,
-        items,
-        next: None,
-    })
+    Ok(listing)
 }
 
 /// The instance in scope, inside the caller's transaction.

@@ -586,31 +586,18 @@ pub(super) fn list_runs(
     if let Some(i) = instance_id {
         w.and("r.instance_id = ?", i.to_string());
     }
-    let total: i64 = tx
-        .prepare_cached(&format!(
-            "SELECT COUNT(*) FROM task_runs r WHERE {}",
-            w.sql()
-        ))?
-        .query_row(params_from_iter(&w.args), |r| r.get(0))?;
-    let sql = format!(
-        "SELECT r.invoke_id, r.instance_id, r.run, r.status, r.exit_code, r.error_code, \
-         r.start_time, r.finish_time, r.output, r.dropped FROM task_runs r WHERE {} \
-         ORDER BY r.run DESC, r.instance_id LIMIT ? OFFSET ?",
-        w.sql()
-    );
-    let items = tx
-        .prepare_cached(&sql)?
-        .query_map(
-            params_from_iter(w.args.iter().chain(page_args(page).iter())),
-            rows::run,
-        )?
-        .collect::<rusqlite::Result<_>>()?;
+    let listing = rows::listing(
+        &tx,
+        "r.invoke_id, r.instance_id, r.run, r.status, r.exit_code, r.error_code, \
+         r.start_time, r.finish_time, r.output, r.dropped",
+        "task_runs r",
+        &w,
+        "r.run DESC, r.instance_id",
+        page,
+        rows::run,
+    )?;
     tx.commit()?;
-    Ok(Listing {
-        total: total as u64,
-        items,
-        next: None,
-    })
+    Ok(listing)
 }
 
 /// Applies ModifyInvocationAttribute's changes and bumps the revision; the invocation

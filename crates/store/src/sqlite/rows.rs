@@ -312,6 +312,40 @@ pub(super) fn json_list<S: AsRef<str>>(items: &[S]) -> String {
     serde_json::to_string(&v).expect("strings serialize")
 }
 
+// ---- simple listings --------------------------------------------------------------------
+
+/// A listing read in two statements in the caller's transaction: the count of the rows
+/// of `from` that `w` matches, and the page of them in `order`, read as `cols` by `row`.
+pub(super) fn listing<T>(
+    tx: &rusqlite::Connection,
+    cols: &str,
+    from: &str,
+    w: &Where,
+    order: &str,
+    page: Page,
+    row: fn(&Row) -> rusqlite::Result<T>,
+) -> crate::Result<crate::Listing<T>> {
+    let total: i64 = tx
+        .prepare_cached(&format!("SELECT COUNT(*) FROM {from} WHERE {}", w.sql()))?
+        .query_row(rusqlite::params_from_iter(&w.args), |r| r.get(0))?;
+    let sql = format!(
+        "SELECT {cols} FROM {from} WHERE {} ORDER BY {order} LIMIT ? OFFSET ?",
+        w.sql()
+    );
+    let items = tx
+        .prepare_cached(&sql)?
+        .query_map(
+            rusqlite::params_from_iter(w.args.iter().chain(page_args(page).iter())),
+            row,
+        )?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok(crate::Listing {
+        total: total.max(0) as u64,
+        items,
+        next: None,
+    })
+}
+
 // ---- WHERE builder ------------------------------------------------------------------
 
 /// A conjunction of conditions and their positional arguments.
