@@ -31,7 +31,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 
-pub use register::digest;
+pub use register::{digest, ip_range_is_valid};
 pub use task::build_task;
 
 /// How the dispatcher behaves; the defaults are the production ones.

@@ -38,8 +38,33 @@ fn refuse(status: StatusCode, code: &str, message: &str) -> Response {
         .into_response()
 }
 
+/// Whether `addr` may use an activation limited to `range` (a CIDR block or one address,
+/// IPv4 or IPv6; empty = any). An IPv4 peer seen as an IPv6-mapped address counts as
+/// its IPv4 address.
+pub fn allowed_by(range: &str, addr: std::net::IpAddr) -> bool {
+    let addr = match addr {
+        std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(addr, std::net::IpAddr::V4),
+        v4 => v4,
+    };
+    let range = range.trim();
+    if range.is_empty() {
+        return true;
+    }
+    match range.parse::<ipnet::IpNet>() {
+        Ok(net) => net.contains(&addr),
+        Err(_) => range.parse::<std::net::IpAddr>() == Ok(addr),
+    }
+}
+
+/// Whether `range` is an `IpAddressRange` [`allowed_by`] understands.
+pub fn ip_range_is_valid(range: &str) -> bool {
+    let range = range.trim();
+    range.parse::<ipnet::IpNet>().is_ok() || range.parse::<std::net::IpAddr>().is_ok()
+}
+
 pub async fn register(
     State(d): State<Arc<Dispatcher>>,
+    peer: Option<axum::Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>,
     Json(req): Json<RegisterRequest>,
 ) -> Response {
     let activation = match d.store.get_activation(&req.activation_id).await {
@@ -66,6 +91,19 @@ pub async fn register(
             "InvalidActivation",
             "the activation id or code is not valid",
         );
+    }
+    // The activation's IpAddressRange: checked after the code, so that it says nothing
+    // to whoever does not hold one. (Without a peer address, as in-process tests, it
+    // cannot be checked; the server always has one.)
+    if let Some(axum::Extension(axum::extract::ConnectInfo(peer))) = peer {
+        if !allowed_by(&activation.ip_address_range, peer.ip()) {
+            tracing::warn!(activation = %activation.activation_id, %peer, "registration from outside the activation's IpAddressRange");
+            return refuse(
+                StatusCode::FORBIDDEN,
+                "InvalidIpAddress",
+                "this host's address is outside the activation's IpAddressRange",
+            );
+        }
     }
     let token = ids::new_secret(48);
     let now = now_millis();
@@ -111,6 +149,41 @@ pub async fn register(
                 "InternalError",
                 "storage error",
             )
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ip_address_ranges() {
+        let ip = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
+        assert!(allowed_by("0.0.0.0/0", ip("203.0.113.9")));
+        assert!(allowed_by("", ip("203.0.113.9")));
+        assert!(allowed_by("10.0.0.0/8", ip("10.1.2.3")));
+        assert!(!allowed_by("10.0.0.0/8", ip("11.1.2.3")));
+        assert!(allowed_by("192.168.1.7", ip("192.168.1.7")));
+        assert!(!allowed_by("192.168.1.7", ip("192.168.1.8")));
+        assert!(
+            allowed_by("127.0.0.0/8", ip("::ffff:127.0.0.1")),
+            "IPv4-mapped"
+        );
+        assert!(allowed_by("2001:db8::/32", ip("2001:db8::1")));
+        assert!(!allowed_by("2001:db8::/32", ip("2001:db9::1")));
+        assert!(!allowed_by("not a range", ip("10.0.0.1")));
+        for good in [
+            "0.0.0.0/0",
+            "10.0.0.0/8",
+            "192.168.1.7",
+            "2001:db8::/32",
+            "::1",
+        ] {
+            assert!(ip_range_is_valid(good), "{good}");
+        }
+        for bad in ["", "10.0.0.0/33", "10.0.0", "x", "10.0.0.0/8,11.0.0.0/8"] {
+            assert!(!ip_range_is_valid(bad), "{bad}");
         }
     }
 }

@@ -162,9 +162,13 @@ async fn start(args: &ServeArgs, data: DataDir) -> Result<Running> {
         }
     });
     let server = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown_signal())
-            .await
+        // The peer's address is what an activation's IpAddressRange is checked against.
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(shutdown_signal())
+        .await
     });
     // Tests and scripts read this line to find the port.
     println!("OCA listening on http://{addr}");

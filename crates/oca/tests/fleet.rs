@@ -394,7 +394,7 @@ fn activations_are_listed_disabled_and_deleted() {
             ("Description", "web servers"),
             ("InstanceCount", "2"),
             ("TimeToLiveInHours", "8"),
-            ("IpAddressRange", "10.0.0.0/8"),
+            ("IpAddressRange", "127.0.0.0/8"), // the agents here register from 127.0.0.1
             ("ResourceGroupId", "rg-fleet"),
             ("Tag.1.Key", "env"),
             ("Tag.1.Value", "prod"),
@@ -427,7 +427,7 @@ fn activations_are_listed_disabled_and_deleted() {
     assert_eq!(a["InstanceCount"], 2);
     assert_eq!(a["RegisteredCount"], 0);
     assert_eq!(a["DeregisteredCount"], 0);
-    assert_eq!(a["IpAddressRange"], "10.0.0.0/8");
+    assert_eq!(a["IpAddressRange"], "127.0.0.0/8");
     assert_eq!(a["TimeToLiveInHours"], 8);
     assert_eq!(a["Disabled"], false);
     assert_eq!(a["ResourceGroupId"], "rg-fleet");
@@ -751,4 +751,55 @@ fn an_agent_deregistered_while_away_drops_its_schedules() {
         .map(|d| d.count())
         .unwrap_or(0);
     assert_eq!(files, 0, "schedules left on disk");
+}
+
+/// An activation's IpAddressRange is enforced on the registering host's address.
+#[test]
+fn an_activation_only_registers_hosts_in_its_address_range() {
+    let server = Server::start();
+    let c = server.client();
+    let create = |range: &str| {
+        let a = c.ok(
+            "CreateActivation",
+            &[("InstanceCount", "2"), ("IpAddressRange", range)],
+        );
+        (
+            a["ActivationId"].as_str().unwrap().to_string(),
+            a["ActivationCode"].as_str().unwrap().to_string(),
+        )
+    };
+    // This test's host registers from 127.0.0.1.
+    for (range, allowed) in [
+        ("10.0.0.0/8", false),
+        ("127.0.0.2", false),
+        ("127.0.0.0/8", true),
+        ("127.0.0.1", true),
+        ("0.0.0.0/0", true),
+    ] {
+        let (id, code) = create(range);
+        let a = register(&server, &id, &code, "ranged");
+        if allowed {
+            assert_eq!(a.status, 200, "{range}: {}", a.body);
+        } else {
+            assert_eq!(a.status, 403, "{range}: {}", a.body);
+            assert_eq!(a.json()["code"], "InvalidIpAddress", "{range}: {}", a.body);
+            // Nothing was used up.
+            assert_eq!(activation(&c, &id)["RegisteredCount"], 0);
+        }
+    }
+    // A wrong code is refused as such, whatever the range says.
+    let (id, _) = create("10.0.0.0/8");
+    let a = register(&server, &id, "not-the-code", "ranged");
+    assert_eq!(
+        (a.status, a.json()["code"].as_str()),
+        (403, Some("InvalidActivation"))
+    );
+    for bad in ["10.0.0.0/33", "ten", "10.0.0.0/8,11.0.0.0/8"] {
+        c.err(
+            "CreateActivation",
+            &[("IpAddressRange", bad)],
+            "InvalidParameter",
+            400,
+        );
+    }
 }

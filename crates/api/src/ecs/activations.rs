@@ -54,6 +54,18 @@ pub async fn create(api: &Api, ctx: &Ctx) -> Result<Response, ApiError> {
         }
     };
     let tags = p.tags("Tag", MAX_TAGS, super::tags::TAG_ERRORS)?;
+    // Registration is refused from outside this range (checked on the peer's address).
+    let ip_range = p
+        .non_empty("IpAddressRange")
+        .unwrap_or("0.0.0.0/0")
+        .trim()
+        .to_string();
+    if !oca_dispatch::ip_range_is_valid(&ip_range) {
+        return Err(ApiError::InvalidParameter(
+            "IpAddressRange".into(),
+            "it must be an IPv4 or IPv6 address or CIDR block, e.g. 10.0.0.0/8".into(),
+        ));
+    }
     let code = oca_domain::ids::new_secret(40);
     let now = now_millis();
     let activation = ActivationRecord {
@@ -74,7 +86,7 @@ pub async fn create(api: &Api, ctx: &Ctx) -> Result<Response, ApiError> {
         instance_count,
         registered_count: 0,
         deregistered_count: 0,
-        ip_address_range: p.get("IpAddressRange").unwrap_or("0.0.0.0/0").to_string(),
+        ip_address_range: ip_range,
         created: now,
         expires: now + ttl_hours * 3_600_000,
         disabled: false,
