@@ -356,7 +356,9 @@ mod tests {
     const RECENT: Millis = NOW - DAY;
     const NO_CAP: u64 = u64::MAX;
 
-    use super::super::tests::{disk_store, home, memory_store, on_both_stores, sc};
+    use super::super::tests::{
+        assert_tallies_consistent, disk_store, home, memory_store, on_both_stores, sc,
+    };
 
     on_both_stores!(
         old_records_go_recent_and_live_ones_stay,
@@ -496,38 +498,7 @@ mod tests {
     /// `scope_counts` equals a recount of the rows, and nothing is left that belonged
     /// to an invocation that is gone.
     fn assert_consistent(s: &SqliteStore) {
-        type Tallies = std::collections::BTreeMap<(String, String, String), i64>;
-        {
-            let c = lock(&s.inner.writer);
-            let tallies = |sql: &str| -> Tallies {
-                let mut stmt = c.prepare(sql).unwrap();
-                let rows = stmt
-                    .query_map([], |r| Ok(((r.get(0)?, r.get(1)?, r.get(2)?), r.get(3)?)))
-                    .unwrap();
-                rows.map(|r| r.unwrap()).collect()
-            };
-            let stored =
-                tallies("SELECT account_id, region_id, name, n FROM scope_counts WHERE n != 0");
-            let counted = tallies(
-                "SELECT account_id, region_id, \
-                   CASE kind WHEN 'file' THEN 'files' ELSE 'invocations' END, COUNT(*) \
-                   FROM invocations GROUP BY 1, 2, 3 \
-                 UNION ALL SELECT account_id, region_id, \
-                   CASE kind WHEN 'file' THEN 'files/' ELSE 'invocations/' END || invoke_status, \
-                   COUNT(*) FROM invocations GROUP BY 1, 2, 3 \
-                 UNION ALL SELECT account_id, region_id, \
-                   CASE kind WHEN 'file' THEN 'file-tasks' ELSE 'tasks' END, COUNT(*) \
-                   FROM tasks GROUP BY 1, 2, 3 \
-                 UNION ALL SELECT account_id, region_id, \
-                   CASE kind WHEN 'file' THEN 'file-tasks/' ELSE 'tasks/' END || coarse, \
-                   COUNT(*) FROM tasks GROUP BY 1, 2, 3",
-            );
-            assert_eq!(stored, counted, "scope_counts");
-            assert!(
-                stored.values().all(|n| *n > 0),
-                "no tally below zero: {stored:?}"
-            );
-        }
+        assert_tallies_consistent(s);
         let orphans = [
             "SELECT COUNT(*) FROM tasks WHERE invoke_id NOT IN (SELECT invoke_id FROM invocations)",
             "SELECT COUNT(*) FROM output_chunks o WHERE NOT EXISTS (SELECT 1 FROM tasks t \

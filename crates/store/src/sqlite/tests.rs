@@ -277,7 +277,7 @@ async fn assert_counts_consistent(s: &SqliteStore, scope: &Scope, invoke_id: &st
 
 /// `scope_counts` equals a count of the rows, and each task's `coarse` column is the
 /// coarse status of its status.
-fn assert_tallies_consistent(s: &SqliteStore) {
+pub(super) fn assert_tallies_consistent(s: &SqliteStore) {
     type Tallies = std::collections::BTreeMap<(String, String, String), i64>;
     let c = lock(&s.inner.writer);
     let tallies = |sql: &str| -> Tallies {
@@ -303,6 +303,10 @@ fn assert_tallies_consistent(s: &SqliteStore) {
            FROM tasks GROUP BY 1, 2, 3",
     );
     assert_eq!(stored, counted, "scope_counts");
+    assert!(
+        stored.values().all(|n| *n > 0),
+        "no tally below zero: {stored:?}"
+    );
     let mut stmt = c
         .prepare("SELECT DISTINCT status, coarse FROM tasks")
         .unwrap();
