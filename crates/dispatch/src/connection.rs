@@ -244,14 +244,7 @@ async fn reconcile(d: &Dispatcher, conn: &Conn, known: &[KnownTask]) {
             schedules.insert(k.invoke_id.as_str(), revision);
         }
     }
-    let live = match d
-        .store
-        .tasks_for_instance(
-            instance_id,
-            &[S::Pending, S::Running, S::Stopping, S::Scheduled],
-        )
-        .await
-    {
+    let live = match d.store.tasks_for_instance(instance_id, &S::LIVE).await {
         Ok(v) => v,
         Err(e) => {
             tracing::error!(instance = %instance_id, "could not read tasks: {e}");

@@ -227,14 +227,7 @@ impl Dispatcher {
     /// its connection is dropped ([`Self::forget`]).
     pub async fn deregistered(&self, instance_id: &str) {
         use oca_domain::status::InvocationStatus as S;
-        let live = match self
-            .store
-            .tasks_for_instance(
-                instance_id,
-                &[S::Pending, S::Running, S::Stopping, S::Scheduled],
-            )
-            .await
-        {
+        let live = match self.store.tasks_for_instance(instance_id, &S::LIVE).await {
             Ok(v) => v,
             Err(e) => {
                 tracing::warn!(instance = %instance_id, "could not read the tasks of a deregistered instance: {e}");

@@ -97,12 +97,17 @@ wire_enum!(
 );
 
 impl InvocationStatus {
+    /// The statuses of a run that is not over: every other one is terminal.
+    pub const LIVE: [InvocationStatus; 4] = [
+        Self::Pending,
+        Self::Running,
+        Self::Stopping,
+        Self::Scheduled,
+    ];
+
     /// A run in this status will not change any more (for a one-time task).
     pub fn is_terminal(self) -> bool {
-        !matches!(
-            self,
-            Self::Pending | Self::Running | Self::Stopping | Self::Scheduled
-        )
+        !Self::LIVE.contains(&self)
     }
 
     /// Ended by a person's StopInvocation.

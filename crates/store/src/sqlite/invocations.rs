@@ -655,11 +655,7 @@ pub(super) fn stop_invocation(
     let Some(mut inv) = get_invocation(&tx, scope, invoke_id)? else {
         return Ok(Vec::new());
     };
-    let live: Vec<&str> = InvocationStatus::ALL
-        .iter()
-        .filter(|s| !s.is_terminal())
-        .map(|s| s.as_str())
-        .collect();
+    let live: Vec<&str> = InvocationStatus::LIVE.iter().map(|s| s.as_str()).collect();
     let tasks: Vec<TaskRecord> = match only {
         None => {
             let sql = format!(
