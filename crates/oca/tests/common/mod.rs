@@ -12,12 +12,42 @@ use std::time::{Duration, Instant};
 pub const REGION: &str = "cn-hangzhou";
 pub const VERSION: &str = "2014-05-26";
 
+/// The `oca` binary under test. `OCA_TEST_BIN_DIR` points the suites at binaries
+/// built elsewhere (an older commit, to measure "before" figures).
 pub fn oca_bin() -> &'static str {
-    env!("CARGO_BIN_EXE_oca")
+    bin_in_dir("oca").unwrap_or(env!("CARGO_BIN_EXE_oca"))
 }
 
 pub fn agent_bin() -> &'static str {
-    env!("CARGO_BIN_EXE_oca-agent")
+    bin_in_dir("oca-agent").unwrap_or(env!("CARGO_BIN_EXE_oca-agent"))
+}
+
+fn bin_in_dir(name: &str) -> Option<&'static str> {
+    static DIR: std::sync::OnceLock<Option<PathBuf>> = std::sync::OnceLock::new();
+    let dir = DIR
+        .get_or_init(|| std::env::var_os("OCA_TEST_BIN_DIR").map(PathBuf::from))
+        .as_ref()?;
+    Some(Box::leak(
+        dir.join(name)
+            .to_string_lossy()
+            .into_owned()
+            .into_boxed_str(),
+    ))
+}
+
+/// What every request of this test binary met, for suites that print their figures.
+pub mod tally {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    pub static REQUESTS: AtomicU64 = AtomicU64::new(0);
+    pub static SERVER_ERRORS: AtomicU64 = AtomicU64::new(0);
+
+    /// Counts one answer with HTTP status `status` (0: none came).
+    pub fn answer(status: u16) {
+        REQUESTS.fetch_add(1, Ordering::Relaxed);
+        if status >= 500 || status == 0 {
+            SERVER_ERRORS.fetch_add(1, Ordering::Relaxed);
+        }
+    }
 }
 
 /// How a request is signed.
@@ -34,6 +64,8 @@ pub struct Server {
     pub secret: String,
     child: Option<Child>,
     extra_args: Vec<String>,
+    /// Where the server's stderr goes (appended across restarts); `None`: inherited.
+    pub log: Option<PathBuf>,
 }
 
 impl Server {
@@ -70,13 +102,58 @@ impl Server {
             port: 0,
             child: None,
             extra_args: extra.iter().map(|s| s.to_string()).collect(),
+            log: None,
         };
         server.spawn();
         server
     }
 
+    /// [`Self::start_with`], with the server's stderr kept in `server.log` in its data
+    /// directory (see [`Self::log_text`]).
+    pub fn start_logged(extra: &[&str]) -> Server {
+        let mut server = Self::start_with(extra);
+        server.kill9();
+        server.log = Some(server.dir.path().join("server.log"));
+        server.spawn();
+        server
+    }
+
+    /// What the server wrote to its log so far (empty when not logged).
+    pub fn log_text(&self) -> String {
+        self.log
+            .as_ref()
+            .and_then(|p| std::fs::read(p).ok())
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default()
+    }
+
+    /// The server process's id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
+    /// The server's peak resident memory so far (VmHWM), in bytes.
+    pub fn peak_rss(&self) -> Option<u64> {
+        proc_status_kib(self.pid()?, "VmHWM:").map(|k| k * 1024)
+    }
+
+    /// The server's resident memory now (VmRSS), in bytes.
+    pub fn rss(&self) -> Option<u64> {
+        proc_status_kib(self.pid()?, "VmRSS:").map(|k| k * 1024)
+    }
+
     fn spawn(&mut self) {
         let listen = format!("127.0.0.1:{}", self.port);
+        let stderr = match &self.log {
+            Some(path) => Stdio::from(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .expect("server log"),
+            ),
+            None => Stdio::inherit(),
+        };
         let mut child = Command::new(oca_bin())
             .arg("serve")
             .arg("--data-dir")
@@ -92,6 +169,7 @@ impl Server {
             .args(&self.extra_args)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
+            .stderr(stderr)
             .spawn()
             .expect("oca serve");
         let stdout = child.stdout.take().unwrap();
@@ -591,11 +669,17 @@ pub fn b64_bytes(s: &Value) -> Vec<u8> {
 /// A minimal HTTP/1.1 GET over a std TcpStream (loopback only), so the tests need
 /// no async runtime.
 pub fn http_get(host: &str, path_and_query: &str, headers: &[(String, String)]) -> Answer {
-    use std::io::{Read, Write};
     assert!(
         host.starts_with("127.0.0.1:"),
         "tests talk to loopback only"
     );
+    let answer = http_get_untallied(host, path_and_query, headers);
+    tally::answer(answer.status);
+    answer
+}
+
+fn http_get_untallied(host: &str, path_and_query: &str, headers: &[(String, String)]) -> Answer {
+    use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect(host).expect("connect");
     stream
         .set_read_timeout(Some(Duration::from_secs(30)))
@@ -643,6 +727,18 @@ fn dechunk(mut s: &str) -> String {
 
 pub fn data_path(s: &Server) -> &Path {
     s.dir.path()
+}
+
+/// A `kB` line of `/proc/<pid>/status` (`VmHWM:`, `VmRSS:`).
+pub fn proc_status_kib(pid: u32, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }
 
 pub fn proc_alive(pid: u32) -> bool {
