@@ -298,8 +298,24 @@ pub trait Store: Send + Sync + 'static {
         data: &[u8],
         cap: u64,
     ) -> Result<OutputAppend>;
+    /// At most `max` bytes of a run's stored output from byte `offset` on, with how
+    /// many bytes are stored in all; `None` if there is no such task. Reads only the
+    /// chunks that overlap the range.
+    async fn output_range(
+        &self,
+        invoke_id: &str,
+        instance_id: &str,
+        offset: u64,
+        max: u64,
+    ) -> Result<Option<(u64, Vec<u8>)>>;
+
     /// The whole stored output of a run.
-    async fn full_output(&self, invoke_id: &str, instance_id: &str) -> Result<Option<Vec<u8>>>;
+    async fn full_output(&self, invoke_id: &str, instance_id: &str) -> Result<Option<Vec<u8>>> {
+        Ok(self
+            .output_range(invoke_id, instance_id, 0, u64::MAX)
+            .await?
+            .map(|(_, data)| data))
+    }
 
     // ---- tags -------------------------------------------------------------------
     /// Sets tags on resources in scope (a key already there gets the new value).
@@ -402,6 +418,12 @@ pub trait Store: Send + Sync + 'static {
         hostname: &str,
         os_type: &str,
     ) -> Result<()>;
+
+    // ---- replay protection --------------------------------------------------------
+    /// Keeps each nonce (one transaction for all of them); for each, whether it was
+    /// new (`false`: the same key used it before and it has not expired, or it comes
+    /// twice in `nonces`). Also forgets a bounded number of nonces expired by `now`.
+    async fn record_nonces(&self, nonces: Vec<NonceRecord>, now: Millis) -> Result<Vec<bool>>;
 
     // ---- retention --------------------------------------------------------------
     /// Deletes, in one short write transaction, at most `batch` invocations that have

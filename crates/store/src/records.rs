@@ -16,6 +16,17 @@ pub struct AccountRecord {
     pub enabled: bool,
 }
 
+/// The nonce of a signed request that changed something, kept until no request
+/// carrying it could pass the time check, so that the request never runs twice,
+/// restart or not.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NonceRecord {
+    pub access_key_id: String,
+    /// A digest of the nonce (fixed size, whatever the nonce's length).
+    pub digest: Vec<u8>,
+    pub expires: Millis,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AccessKeyRecord {
     pub access_key_id: String,

@@ -55,6 +55,7 @@ mod accounts;
 mod catalog;
 mod instances;
 mod invocations;
+mod nonces;
 mod retention;
 mod rows;
 mod schema;
@@ -65,9 +66,9 @@ mod tests;
 use crate::{
     AccessKeyRecord, AccountRecord, ActivationFilter, ActivationRecord, CommandFilter,
     CommandRecord, DispatchItem, InstanceFilter, InstanceRecord, InvocationChange,
-    InvocationFilter, InvocationRecord, InvocationView, Listing, NewInvocation, OutputAppend, Page,
-    PriorInvocation, Result, ResultFilter, RunRecord, Scope, Store, StoreError, Tag, TagResource,
-    TaskRecord, WriteOp, WriteOutcome,
+    InvocationFilter, InvocationRecord, InvocationView, Listing, NewInvocation, NonceRecord,
+    OutputAppend, Page, PriorInvocation, Result, ResultFilter, RunRecord, Scope, Store, StoreError,
+    Tag, TagResource, TaskRecord, WriteOp, WriteOutcome,
 };
 use async_trait::async_trait;
 use oca_domain::status::InvocationStatus;
@@ -296,6 +297,12 @@ impl Store for SqliteStore {
     async fn delete_account(&self, account_id: &str) -> Result<bool> {
         let id = account_id.to_string();
         self.write(move |c| accounts::delete_account(c, &id)).await
+    }
+
+    // ---- replay protection ---------------------------------------------------------
+
+    async fn record_nonces(&self, nonces: Vec<NonceRecord>, now: Millis) -> Result<Vec<bool>> {
+        self.write(move |c| nonces::record(c, &nonces, now)).await
     }
 
     // ---- access keys ------------------------------------------------------------
@@ -545,9 +552,15 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn full_output(&self, invoke_id: &str, instance_id: &str) -> Result<Option<Vec<u8>>> {
+    async fn output_range(
+        &self,
+        invoke_id: &str,
+        instance_id: &str,
+        offset: u64,
+        max: u64,
+    ) -> Result<Option<(u64, Vec<u8>)>> {
         let (inv, inst) = (invoke_id.to_string(), instance_id.to_string());
-        self.read(move |c| invocations::full_output(c, &inv, &inst))
+        self.read(move |c| invocations::output_range(c, &inv, &inst, offset, max))
             .await
     }
 

@@ -1132,11 +1132,13 @@ pub(super) fn overdue_tasks(
     Ok(tasks)
 }
 
-pub(super) fn full_output(
+pub(super) fn output_range(
     c: &Connection,
     invoke_id: &str,
     instance_id: &str,
-) -> Result<Option<Vec<u8>>> {
+    offset: u64,
+    max: u64,
+) -> Result<Option<(u64, Vec<u8>)>> {
     let tx = c.unchecked_transaction()?;
     let len: Option<i64> = tx
         .prepare_cached("SELECT output_len FROM tasks WHERE invoke_id = ? AND instance_id = ?")?
@@ -1145,17 +1147,37 @@ pub(super) fn full_output(
     let Some(len) = len else {
         return Ok(None);
     };
-    let mut out = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
+    let len = len.max(0) as u64;
+    let end = len.min(offset.saturating_add(max));
+    if offset >= end {
+        return Ok(Some((len, Vec::new())));
+    }
+    // Chunks are contiguous, each at its byte position: the range starts in the last
+    // chunk that begins at or before `offset`.
+    let first: i64 = tx
+        .prepare_cached(
+            "SELECT COALESCE(MAX(pos), 0) FROM output_chunks              WHERE invoke_id = ? AND instance_id = ? AND pos <= ?",
+        )?
+        .query_row(params![invoke_id, instance_id, to_i64(offset)], |r| r.get(0))?;
+    let mut out = Vec::with_capacity(usize::try_from(end - offset).unwrap_or(0));
     let mut stmt = tx.prepare_cached(
-        "SELECT data FROM output_chunks WHERE invoke_id = ? AND instance_id = ? ORDER BY pos",
+        "SELECT pos, data FROM output_chunks          WHERE invoke_id = ? AND instance_id = ? AND pos >= ? AND pos < ? ORDER BY pos",
     )?;
-    let mut chunks = stmt.query([invoke_id, instance_id])?;
+    let mut chunks = stmt.query(params![invoke_id, instance_id, first, to_i64(end)])?;
     while let Some(row) = chunks.next()? {
-        let data = row.get_ref(0)?.as_blob();
-        out.extend_from_slice(data.map_err(|e| StoreError::Backend(format!("output chunk: {e}")))?);
+        let pos = row.get::<_, i64>(0)?.max(0) as u64;
+        let data = row
+            .get_ref(1)?
+            .as_blob()
+            .map_err(|e| StoreError::Backend(format!("output chunk: {e}")))?;
+        let from = usize::try_from(offset.saturating_sub(pos)).unwrap_or(usize::MAX);
+        let to = usize::try_from(end - pos).unwrap_or(usize::MAX);
+        if from < data.len() {
+            out.extend_from_slice(&data[from..to.min(data.len())]);
+        }
     }
     drop(chunks);
     drop(stmt);
     tx.commit()?;
-    Ok(Some(out))
+    Ok(Some((len, out)))
 }

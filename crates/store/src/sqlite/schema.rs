@@ -298,6 +298,19 @@ pub(super) const FLEET: &str = r#"
 ALTER TABLE activations ADD COLUMN deregistered_count INTEGER NOT NULL DEFAULT 0;
 "#;
 
+/// Replay protection: the nonces of signed requests that changed something, kept
+/// until they expire (`expires`, Unix ms), so a captured request never runs twice,
+/// even after a restart.
+pub(super) const NONCES: &str = r#"
+CREATE TABLE nonces (
+    access_key_id TEXT NOT NULL,
+    digest        BLOB NOT NULL,
+    expires       INTEGER NOT NULL,
+    PRIMARY KEY (access_key_id, digest)
+) WITHOUT ROWID;
+CREATE INDEX nonces_expires ON nonces (expires);
+"#;
+
 /// Every migration, in order. Index `i` brings the schema to version `i + 1`.
 pub(super) const MIGRATIONS: &[&str] = &[
     V1,
@@ -309,6 +322,7 @@ pub(super) const MIGRATIONS: &[&str] = &[
     REPEATING,
     RESOURCE_GROUPS,
     FLEET,
+    NONCES,
 ];
 
 /// The schema version this build writes.

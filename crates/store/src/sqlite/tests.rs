@@ -1249,6 +1249,26 @@ async fn whole_output(s: &SqliteStore) {
         "past the cap there is nothing to resend"
     );
     assert_eq!(full().await, b"abcdefghij");
+    // Any range of it, read from the chunks it overlaps (stored as abc|d|ef|ghij).
+    let whole = b"abcdefghij";
+    for offset in 0..12u64 {
+        for max in [0u64, 1, 2, 3, 5, 10, u64::MAX] {
+            let (len, data) = s
+                .output_range("t-1", "i-1", offset, max)
+                .await
+                .unwrap()
+                .unwrap();
+            let from = (offset as usize).min(10);
+            let to = (offset.saturating_add(max) as usize).min(10);
+            assert_eq!(len, 10);
+            assert_eq!(
+                data,
+                &whole[from..to.max(from)],
+                "offset {offset}, max {max}"
+            );
+        }
+    }
+    assert_eq!(s.output_range("t-9", "i-1", 0, 5).await.unwrap(), None);
     let t = s.get_task("t-1", "i-1").await.unwrap().unwrap();
     assert_eq!(t.output_len, 10);
     assert!(
