@@ -6,13 +6,15 @@
 //! of the database alone reveals no secret.
 
 use crate::error::ApiError;
-use crate::signature::{self, NonceCache, RequestParts, SignatureError};
+use crate::router::Endpoint;
+use crate::signature::{self, Claim, NonceCache, RequestParts, SignatureError};
 use chacha20poly1305::aead::{Aead, KeyInit};
 use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
 use oca_domain::time::now_millis;
-use oca_store::{AccessKeyRecord, Store};
+use oca_store::{AccessKeyRecord, NonceRecord, Store};
 use rand::Rng;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
+use tokio::sync::{mpsc, oneshot};
 
 /// Seals and opens access key secrets.
 pub struct SecretBox {
@@ -60,27 +62,52 @@ pub struct Principal {
     pub account_id: String,
 }
 
+/// An access key a request names, with its secret opened.
+pub struct SigningKey {
+    record: AccessKeyRecord,
+    secret: String,
+}
+
 pub struct Authenticator {
     store: Arc<dyn Store>,
     secrets: SecretBox,
     nonces: NonceCache,
+    /// The nonces of requests that change something, kept in the store.
+    durable: OnceLock<mpsc::UnboundedSender<DurableNonce>>,
     max_skew_ms: i64,
-    /// The second this authenticator started in. Nonces are remembered in memory only,
-    /// so a request stamped earlier could be a replay of one the previous process
-    /// served: it is refused. (A client whose clock is behind the server's by `d` is
-    /// refused for `d` after a restart; a replay is possible only of a request served
-    /// in the same second as the restart.)
+    /// The second this authenticator started in. Read-only requests' nonces are
+    /// remembered in memory only, so one stamped earlier could be a replay of one the
+    /// previous process served: it is refused. (A client whose clock is behind the
+    /// server's by `d` is refused reads for `d` after a restart.) Requests that change
+    /// something need no such rule: their nonces are in the store.
     started_ms: i64,
+}
+
+/// A nonce to keep in the store, and where to say whether it was new.
+struct DurableNonce {
+    record: NonceRecord,
+    reply: oneshot::Sender<Result<bool, String>>,
 }
 
 impl Authenticator {
     pub fn new(store: Arc<dyn Store>, secrets: SecretBox, max_skew_ms: i64) -> Self {
+        Self::with_nonces_per_key(store, secrets, max_skew_ms, NonceCache::DEFAULT_PER_KEY)
+    }
+
+    /// [`Self::new`] with another cap on the nonces remembered in memory per key.
+    pub fn with_nonces_per_key(
+        store: Arc<dyn Store>,
+        secrets: SecretBox,
+        max_skew_ms: i64,
+        per_key: usize,
+    ) -> Self {
         Authenticator {
             store,
             secrets,
             // A nonce must be remembered as long as a request carrying it could still
             // pass the time check: the skew on either side.
-            nonces: NonceCache::new(2 * max_skew_ms),
+            nonces: NonceCache::with_per_key(2 * max_skew_ms, per_key),
+            durable: OnceLock::new(),
             max_skew_ms,
             started_ms: now_millis() / 1000 * 1000,
         }
@@ -88,6 +115,11 @@ impl Authenticator {
 
     pub fn secrets(&self) -> &SecretBox {
         &self.secrets
+    }
+
+    /// The in-memory replay cache (for figures: its size and memory).
+    pub fn nonce_cache(&self) -> &NonceCache {
+        &self.nonces
     }
 
     /// Creates an access key for `account_id`; returns the record and the secret, which
@@ -108,26 +140,64 @@ impl Authenticator {
         Ok((record, secret))
     }
 
-    /// Checks the request's signature, timestamp and nonce.
+    /// Checks the request's signature, timestamp and nonce: [`Self::key_of`],
+    /// [`Self::verify`], [`Self::admit`] in one.
     pub async fn authenticate(
         &self,
         parts: &RequestParts<'_>,
         params: &[(String, String)],
+        endpoint: Endpoint,
     ) -> Result<Principal, ApiError> {
         let claim = signature::claim(parts, params)?;
-        let key = self
+        let key = self.key_of(&claim).await?;
+        self.verify(parts, params, &claim, &key)?;
+        self.admit(key, &claim, endpoint).await
+    }
+
+    /// The key the request claims to be signed with.
+    pub async fn key_of(&self, claim: &Claim) -> Result<SigningKey, ApiError> {
+        let record = self
             .store
             .get_access_key(&claim.access_key_id)
             .await?
             .ok_or(SignatureError::InvalidAccessKeyIdNotFound)?;
-        let secret = self.secrets.open(&key.secret_sealed).ok_or_else(|| {
+        let secret = self.secrets.open(&record.secret_sealed).ok_or_else(|| {
             ApiError::Internal(format!(
                 "the secret of {} cannot be opened with this server's master key",
-                key.access_key_id
+                record.access_key_id
             ))
         })?;
-        let now = now_millis();
-        signature::verify(parts, params, &claim, &secret, now, self.max_skew_ms)?;
+        Ok(SigningKey { record, secret })
+    }
+
+    /// The signature and the time check: CPU only (linear in the request's size).
+    pub fn verify(
+        &self,
+        parts: &RequestParts<'_>,
+        params: &[(String, String)],
+        claim: &Claim,
+        key: &SigningKey,
+    ) -> Result<(), ApiError> {
+        signature::verify(
+            parts,
+            params,
+            claim,
+            &key.secret,
+            now_millis(),
+            self.max_skew_ms,
+        )?;
+        Ok(())
+    }
+
+    /// After a verified signature: the key's and its account's state, then the nonce,
+    /// which is remembered (in the store too, when the action changes something).
+    pub async fn admit(
+        &self,
+        key: SigningKey,
+        claim: &Claim,
+        endpoint: Endpoint,
+    ) -> Result<Principal, ApiError> {
+        let key = key.record;
         // Read on every request, never cached: disabling a key or its account takes
         // effect on the next call. A key whose account is missing or disabled is
         // refused like a disabled key. Checked only after the signature, so that
@@ -139,8 +209,27 @@ impl Authenticator {
         if !account.is_some_and(|a| a.enabled) {
             return Err(SignatureError::InvalidAccessKeyIdInactive.into());
         }
-        if claim.timestamp_ms < self.started_ms {
-            return Err(SignatureError::SignedBeforeStart.into());
+        let now = now_millis();
+        if endpoint.is_read_only() {
+            if claim.timestamp_ms < self.started_ms {
+                return Err(SignatureError::SignedBeforeStart.into());
+            }
+        } else {
+            // The store is the authority for requests that change something: a
+            // request captured and sent again after a restart (or to another server
+            // on the same database) finds its nonce there.
+            if self.nonces.seen(&claim.access_key_id, &claim.nonce, now) {
+                return Err(SignatureError::SignatureNonceUsed.into());
+            }
+            let record = NonceRecord {
+                access_key_id: claim.access_key_id.clone(),
+                digest: signature::nonce_digest(&claim.nonce).to_be_bytes().to_vec(),
+                // As long as the request could pass the time check.
+                expires: claim.timestamp_ms.max(now) + self.max_skew_ms + 1000,
+            };
+            if !self.record_durably(record).await? {
+                return Err(SignatureError::SignatureNonceUsed.into());
+            }
         }
         if !self
             .nonces
@@ -152,6 +241,54 @@ impl Authenticator {
             access_key_id: key.access_key_id,
             account_id: key.account_id,
         })
+    }
+
+    /// Keeps a nonce in the store; `false` if it was there. Nonces of concurrent
+    /// requests share one transaction (group commit), so a burst of changes costs a
+    /// few syncs, not one each.
+    async fn record_durably(&self, record: NonceRecord) -> Result<bool, ApiError> {
+        let tx = self.durable.get_or_init(|| {
+            let (tx, rx) = mpsc::unbounded_channel();
+            tokio::spawn(nonce_writer(self.store.clone(), rx));
+            tx
+        });
+        let (reply, answer) = oneshot::channel();
+        tx.send(DurableNonce { record, reply })
+            .map_err(|_| ApiError::Internal("the nonce writer is gone".into()))?;
+        answer
+            .await
+            .map_err(|_| ApiError::Internal("the nonce writer is gone".into()))?
+            .map_err(ApiError::Internal)
+    }
+}
+
+/// The most nonces committed in one transaction.
+const NONCE_BATCH: usize = 512;
+
+/// Commits whatever nonces queued while the previous commit synced.
+async fn nonce_writer(store: Arc<dyn Store>, mut rx: mpsc::UnboundedReceiver<DurableNonce>) {
+    while let Some(first) = rx.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < NONCE_BATCH {
+            match rx.try_recv() {
+                Ok(n) => batch.push(n),
+                Err(_) => break,
+            }
+        }
+        let (records, replies): (Vec<_>, Vec<_>) =
+            batch.into_iter().map(|n| (n.record, n.reply)).unzip();
+        match store.record_nonces(records, now_millis()).await {
+            Ok(fresh) => {
+                for (reply, new) in replies.into_iter().zip(fresh) {
+                    let _ = reply.send(Ok(new));
+                }
+            }
+            Err(e) => {
+                for reply in replies {
+                    let _ = reply.send(Err(e.to_string()));
+                }
+            }
+        }
     }
 }
 

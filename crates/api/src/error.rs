@@ -10,6 +10,18 @@ pub enum ApiError {
     InvalidRegionId,
     MissingAction,
     InvalidAction(String),
+    /// `InvalidApi.NotFound`: nothing is served at this path (with this method); holds
+    /// the method and path.
+    InvalidApi(String),
+    /// `UnsupportedHTTPMethod`: the API takes GET and POST (400, as the vendor's client
+    /// error table at developer.aliyun.com/ask/278265 lists it).
+    UnsupportedHttpMethod(String),
+    /// The query string is longer than the server takes (holds the limit).
+    UrlTooLarge(usize),
+    /// The body is longer than the server takes (holds the limit).
+    BodyTooLarge(usize),
+    /// The body could not be read whole (the client hung up, or sent broken chunks).
+    IncompleteBody(String),
     InvalidVersion(String),
     /// A required parameter is absent: `MissingParameter`.
     MissingParameter(&'static str),
@@ -92,6 +104,14 @@ impl ApiError {
             InvalidRegionId => "InvalidRegionId.NotFound".into(),
             MissingAction => "MissingParameter.Action".into(),
             InvalidAction(_) => "InvalidAction.NotFound".into(),
+            InvalidApi(_) => "InvalidApi.NotFound".into(),
+            UnsupportedHttpMethod(_) => "UnsupportedHTTPMethod".into(),
+            // The vendor's API Gateway codes for these (its error code table for
+            // gateway instances: I413UL "Request URL too Large", I413RL "Request body
+            // too Large", both 413; I400BD "Invalid Body: ${Reason}", 400).
+            UrlTooLarge(_) => "I413UL".into(),
+            BodyTooLarge(_) => "I413RL".into(),
+            IncompleteBody(_) => "I400BD".into(),
             InvalidVersion(_) => "InvalidVersion".into(),
             MissingParameter(_) => "MissingParameter".into(),
             MissingParam(name) => format!("MissingParam.{name}"),
@@ -147,6 +167,11 @@ impl ApiError {
             InvalidRegionId => "The RegionId provided does not exist in our records.".into(),
             MissingAction => "The input parameter \u{201c}Action\u{201d} that is mandatory for processing this request is not supplied.".into(),
             InvalidAction(a) => format!("Specified api \u{201c}{a}\u{201d} is not found, please check your url and method."),
+            InvalidApi(what) => format!("Specified api is not found, please check your url and method: {what}. The API is served at / (GET or POST)."),
+            UnsupportedHttpMethod(m) => format!("This http method is not supported: {m}. Use GET or POST."),
+            UrlTooLarge(max) => format!("Request URL too Large: the query string may have at most {max} bytes; send large parameters in a form body (POST)."),
+            BodyTooLarge(max) => format!("Request body too Large: at most {max} bytes are taken."),
+            IncompleteBody(why) => format!("Invalid Body: {why}"),
             InvalidVersion(v) => format!("Specified parameter Version \u{201c}{v}\u{201d} is not valid; this server serves 2014-05-26."),
             MissingParameter(name) => format!("The input parameter \u{201c}{name}\u{201d} that is mandatory for processing this request is not supplied."),
             MissingParam(name) => format!("The parameter {name} is missing or empty."),
@@ -197,7 +222,10 @@ impl ApiError {
     pub fn status(&self) -> u16 {
         use ApiError::*;
         match self {
+            UrlTooLarge(_) | BodyTooLarge(_) => 413,
             MissingRegionId
+            | UnsupportedHttpMethod(_)
+            | IncompleteBody(_)
             | MissingAction
             | InvalidVersion(_)
             | MissingParameter(_)
@@ -234,6 +262,7 @@ impl ApiError {
             | ActivationIdInUse => 403,
             InvalidRegionId
             | InvalidAction(_)
+            | InvalidApi(_)
             | InvalidCmdType
             | InvalidRepeatMode
             | InvalidTerminationMode

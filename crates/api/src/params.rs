@@ -2,12 +2,25 @@
 //! that answer the vendor's errors for absent or malformed values.
 
 use crate::error::ApiError;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 /// The decoded parameters of one request, in arrival order (query first, then body).
+///
+/// Every name is checked once at parse time ([`Params::check`]): a name is letters,
+/// digits, `.`, `_` and `-`, and appears once. Both rules keep a signed request from
+/// being altered in transit: the V3 canonical query (as the SDKs build it) does not
+/// encode names, so `Username%3Dnobody%26WorkingDir=%2Ftmp` (one odd name) and
+/// `Username=nobody&WorkingDir=%2Ftmp` (two parameters) sign alike; and the canonical
+/// forms sort repeated names, so swapping two values of one name would keep the
+/// signature while changing which value counts. Lookups are by an index built in the
+/// same pass, so a request with 100,000 parameters costs linear time.
 #[derive(Debug, Clone, Default)]
 pub struct Params {
     pairs: Vec<(String, String)>,
+    /// Name → position in `pairs` of its (only) value.
+    index: HashMap<String, usize>,
+    /// The first name that breaks the rules, and why.
+    problem: Option<(String, &'static str)>,
 }
 
 /// How many rows per page, and which page.
@@ -88,33 +101,112 @@ pub struct TagErrors {
     pub too_many: fn() -> ApiError,
 }
 
+/// Whether `name` may name a parameter: letters, digits, `.`, `_`, `-` (every name the
+/// vendor's APIs define: `InstanceId.1`, `Tag.2.Key`, `x-acs-…` are all of these).
+pub fn is_parameter_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+/// Whether a name or description may hold `c`: no control character (names take none,
+/// descriptions take tab and line breaks), and nothing XML 1.0 cannot carry, so that
+/// what is stored can be shown in every format and every terminal.
+fn text_char_ok(c: char, multiline: bool) -> bool {
+    if multiline && matches!(c, '\t' | '\n' | '\r') {
+        return true;
+    }
+    !c.is_control() && !crate::render::forbidden_in_xml(c)
+}
+
+/// Refuses a name (`multiline = false`) or description (`true`) holding a character
+/// it may not: `InvalidParameter` naming the parameter and the character.
+pub fn check_text(param: &str, value: &str, multiline: bool) -> Result<(), ApiError> {
+    match value.chars().find(|&c| !text_char_ok(c, multiline)) {
+        None => Ok(()),
+        Some(c) => Err(ApiError::InvalidParameter(
+            param.to_string(),
+            format!(
+                "it contains the control character U+{:04X}; {}",
+                c as u32,
+                if multiline {
+                    "only tab and line breaks are taken"
+                } else {
+                    "a name takes none"
+                }
+            ),
+        )),
+    }
+}
+
+/// A name as quoted in an error message: at most 64 characters, escaped.
+fn quoted(name: &str) -> String {
+    let mut short: String = name.chars().take(64).collect();
+    if short.len() < name.len() {
+        short.push('…');
+    }
+    format!("{short:?}")
+}
+
 impl Params {
     pub fn from_pairs(pairs: Vec<(String, String)>) -> Self {
-        Params { pairs }
+        let mut params = Params {
+            pairs: Vec::with_capacity(pairs.len()),
+            ..Params::default()
+        };
+        for (k, v) in pairs {
+            params.push(k, v);
+        }
+        params
     }
 
-    /// Parses a raw query string and (when the body is a form) the body.
-    pub fn parse(raw_query: &str, form_body: Option<&[u8]>) -> Self {
-        let mut pairs: Vec<(String, String)> = form_urlencoded::parse(raw_query.as_bytes())
-            .into_owned()
-            .collect();
-        if let Some(body) = form_body {
-            pairs.extend(form_urlencoded::parse(body).into_owned());
+    fn push(&mut self, name: String, value: String) {
+        if self.problem.is_none() {
+            if !is_parameter_name(&name) {
+                self.problem = Some((
+                    quoted(&name),
+                    "a parameter name is made of letters, digits, \".\", \"_\" and \"-\"",
+                ));
+            } else if self.index.contains_key(&name) {
+                self.problem = Some((name.clone(), "it is given more than once"));
+            }
         }
-        Params { pairs }
+        self.index.entry(name.clone()).or_insert(self.pairs.len());
+        self.pairs.push((name, value));
+    }
+
+    /// Parses a raw query string and (when the body is a form) the body. Names that
+    /// break the rules are kept here and refused by [`Self::check`], so that the error
+    /// can still be written in the requested `Format`.
+    pub fn parse(raw_query: &str, form_body: Option<&[u8]>) -> Self {
+        let mut params = Params::default();
+        for (k, v) in form_urlencoded::parse(raw_query.as_bytes()) {
+            params.push(k.into_owned(), v.into_owned());
+        }
+        if let Some(body) = form_body {
+            for (k, v) in form_urlencoded::parse(body) {
+                params.push(k.into_owned(), v.into_owned());
+            }
+        }
+        params
+    }
+
+    /// Refuses a request with a malformed or repeated parameter name.
+    pub fn check(&self) -> Result<(), ApiError> {
+        match &self.problem {
+            None => Ok(()),
+            Some((name, why)) => Err(ApiError::InvalidParameter(name.clone(), why.to_string())),
+        }
     }
 
     pub fn pairs(&self) -> &[(String, String)] {
         &self.pairs
     }
 
-    /// The last value given for `name` (a value in the body wins over the query).
+    /// The value given for `name` (the first, should a malformed request repeat it).
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.pairs
-            .iter()
-            .rev()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
+        self.index.get(name).map(|&i| self.pairs[i].1.as_str())
     }
 
     /// A value that is present and not empty.
@@ -179,25 +271,39 @@ impl Params {
     }
 
     /// A repeated list `Name.1`, `Name.2`, … in index order (a JSON array in `Name`
-    /// itself is accepted too, as some SDK styles send). Empty values are skipped.
-    pub fn list(&self, name: &str) -> Result<Vec<String>, ApiError> {
+    /// itself is accepted too, as some SDK styles send). Empty values are skipped. More
+    /// than `max` entries is `too_many()`, found as soon as entry `max + 1` is read.
+    pub fn list(
+        &self,
+        name: &str,
+        max: usize,
+        too_many: impl Fn() -> ApiError,
+    ) -> Result<Vec<String>, ApiError> {
         let prefix = format!("{name}.");
-        let mut indexed: BTreeMap<u64, String> = BTreeMap::new();
+        let mut indexed: Vec<(u64, &str)> = Vec::new();
         for (k, v) in &self.pairs {
-            if let Some(idx) = k.strip_prefix(&prefix) {
-                let n: u64 = idx.parse().map_err(|_| {
-                    ApiError::InvalidParameter(k.clone(), "the list index is not a number".into())
-                })?;
-                if !v.is_empty() {
-                    indexed.insert(n, v.clone());
-                }
+            let Some(idx) = k.strip_prefix(&prefix) else {
+                continue;
+            };
+            let n: u64 = idx.parse().map_err(|_| {
+                ApiError::InvalidParameter(k.clone(), "the list index is not a number".into())
+            })?;
+            if indexed.len() == max {
+                return Err(too_many());
             }
+            indexed.push((n, v));
         }
-        let mut out: Vec<String> = indexed.into_values().collect();
+        indexed.sort_unstable_by_key(|(n, _)| *n);
+        let mut out: Vec<String> = indexed
+            .into_iter()
+            .filter(|(_, v)| !v.is_empty())
+            .map(|(_, v)| v.to_string())
+            .collect();
         if let Some(v) = self.non_empty(name) {
-            match serde_json::from_str::<Vec<String>>(v) {
-                Ok(list) => out.extend(list.into_iter().filter(|s| !s.is_empty())),
-                Err(_) => out.push(v.to_string()),
+            match bounded_json_strings(v, max.saturating_sub(out.len())) {
+                JsonList::Strings(list) => out.extend(list.into_iter().filter(|s| !s.is_empty())),
+                JsonList::TooMany => return Err(too_many()),
+                JsonList::NotAList => out.push(v.to_string()),
             }
         }
         Ok(out)
@@ -205,8 +311,8 @@ impl Params {
 
     /// A repeated list of tags `Name.N.Key` / `Name.N.Value`, in index order. Entries
     /// with neither key nor value are skipped; a value without a key is an error
-    /// (`missing`). At most `max`; keys at most 128 characters, values 128, each key
-    /// once.
+    /// (`missing`). At most `max` (`too_many` as soon as tag `max + 1` is read); keys at
+    /// most 128 characters, values 128, each key once.
     pub fn tags(
         &self,
         name: &str,
@@ -214,7 +320,7 @@ impl Params {
         errors: TagErrors,
     ) -> Result<Vec<oca_store::Tag>, ApiError> {
         let prefix = format!("{name}.");
-        let mut indexed: BTreeMap<u64, (Option<String>, Option<String>)> = BTreeMap::new();
+        let mut indexed: BTreeMap<u64, (Option<&str>, Option<&str>)> = BTreeMap::new();
         for (k, v) in &self.pairs {
             let Some(rest) = k.strip_prefix(&prefix) else {
                 continue;
@@ -222,21 +328,28 @@ impl Params {
             let Some((idx, field)) = rest.split_once('.') else {
                 continue;
             };
+            if field != "Key" && field != "Value" {
+                continue;
+            }
             let n: u64 = idx.parse().map_err(|_| {
                 ApiError::InvalidParameter(k.clone(), "the list index is not a number".into())
             })?;
+            if !indexed.contains_key(&n) && indexed.len() == max {
+                return Err((errors.too_many)());
+            }
             let entry = indexed.entry(n).or_default();
-            match field {
-                "Key" => entry.0 = Some(v.clone()),
-                "Value" => entry.1 = Some(v.clone()),
-                _ => {}
+            if field == "Key" {
+                entry.0 = Some(v);
+            } else {
+                entry.1 = Some(v);
             }
         }
         let mut tags: Vec<oca_store::Tag> = Vec::new();
+        let mut keys: HashSet<&str> = HashSet::new();
         for (_, (key, value)) in indexed {
             let key = match key.filter(|k| !k.is_empty()) {
                 Some(k) => k,
-                None if value.as_deref().unwrap_or("").is_empty() => continue,
+                None if value.unwrap_or("").is_empty() => continue,
                 None => return Err((errors.missing_key)()),
             };
             let value = value.unwrap_or_default();
@@ -246,13 +359,13 @@ impl Params {
             if value.chars().count() > 128 {
                 return Err((errors.bad_value)());
             }
-            if tags.iter().any(|t| t.key == key) {
+            if !keys.insert(key) {
                 return Err((errors.duplicate)());
             }
-            tags.push(oca_store::Tag { key, value });
-        }
-        if tags.len() > max {
-            return Err((errors.too_many)());
+            tags.push(oca_store::Tag {
+                key: key.to_string(),
+                value: value.to_string(),
+            });
         }
         Ok(tags)
     }
@@ -314,6 +427,47 @@ impl Params {
     }
 }
 
+/// What a JSON-array list parameter held.
+enum JsonList {
+    Strings(Vec<String>),
+    /// More than the most allowed: reading stopped there.
+    TooMany,
+    /// Not a JSON array of strings: the value is one item.
+    NotAList,
+}
+
+/// Reads `text` as a JSON array of at most `max` strings, stopping at string `max + 1`.
+fn bounded_json_strings(text: &str, max: usize) -> JsonList {
+    use serde::de::{Deserializer, Error, SeqAccess, Visitor};
+    const TOO_MANY: &str = "oca: too many items";
+    struct Bounded(usize);
+    impl<'de> Visitor<'de> for Bounded {
+        type Value = Vec<String>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a JSON array of strings")
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<String>, A::Error> {
+            let mut out = Vec::new();
+            while let Some(item) = seq.next_element::<String>()? {
+                if out.len() == self.0 {
+                    return Err(A::Error::custom(TOO_MANY));
+                }
+                out.push(item);
+            }
+            Ok(out)
+        }
+    }
+    let mut de = serde_json::Deserializer::from_str(text);
+    match de
+        .deserialize_seq(Bounded(max))
+        .and_then(|v| de.end().map(|()| v))
+    {
+        Ok(list) => JsonList::Strings(list),
+        Err(e) if e.to_string().starts_with(TOO_MANY) => JsonList::TooMany,
+        Err(_) => JsonList::NotAList,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -322,23 +476,132 @@ mod tests {
         Params::parse(q, None)
     }
 
-    #[test]
-    fn lists_come_in_index_order() {
-        let params = p("InstanceId.2=b&InstanceId.1=a&InstanceId.10=c&Other=x");
-        assert_eq!(params.list("InstanceId").unwrap(), vec!["a", "b", "c"]);
-        assert_eq!(
-            p("InstanceId=%5B%22a%22%5D").list("InstanceId").unwrap(),
-            vec!["a"]
-        );
-        assert!(p("InstanceId.x=a").list("InstanceId").is_err());
+    fn too_many() -> ApiError {
+        ApiError::InstanceIdsExceedLimit(3)
     }
 
     #[test]
-    fn body_values_win_and_are_merged() {
-        let params = Params::parse("A=1&B=2", Some(b"B=3&C=%20x"));
+    fn lists_come_in_index_order() {
+        let params = p("InstanceId.2=b&InstanceId.1=a&InstanceId.10=c&Other=x");
+        assert_eq!(
+            params.list("InstanceId", 3, too_many).unwrap(),
+            vec!["a", "b", "c"]
+        );
+        assert_eq!(
+            p("InstanceId=%5B%22a%22%5D")
+                .list("InstanceId", 3, too_many)
+                .unwrap(),
+            vec!["a"]
+        );
+        assert!(p("InstanceId.x=a").list("InstanceId", 3, too_many).is_err());
+    }
+
+    #[test]
+    fn lists_stop_at_their_limit() {
+        let four = p("InstanceId.1=a&InstanceId.2=b&InstanceId.3=c&InstanceId.4=d");
+        let e = four.list("InstanceId", 3, too_many).unwrap_err();
+        assert_eq!(e.code(), "InstanceIds.ExceedLimit");
+        let json = p("InstanceId=%5B%22a%22%2C%22b%22%2C%22c%22%2C%22d%22%5D");
+        let e = json.list("InstanceId", 3, too_many).unwrap_err();
+        assert_eq!(e.code(), "InstanceIds.ExceedLimit");
+        // Both forms count together.
+        let mixed = p("InstanceId.1=a&InstanceId.2=b&InstanceId=%5B%22c%22%2C%22d%22%5D");
+        assert!(mixed.list("InstanceId", 3, too_many).is_err());
+        assert_eq!(mixed.list("InstanceId", 4, too_many).unwrap().len(), 4);
+    }
+
+    #[test]
+    fn query_and_body_are_merged() {
+        let params = Params::parse("A=1&B=2", Some(b"C=%20x"));
+        params.check().unwrap();
         assert_eq!(params.get("A"), Some("1"));
-        assert_eq!(params.get("B"), Some("3"));
+        assert_eq!(params.get("B"), Some("2"));
         assert_eq!(params.get("C"), Some(" x"));
+    }
+
+    #[test]
+    fn names_are_plain_and_given_once() {
+        // The rewrite that would otherwise keep a V3 signature: one odd name.
+        let odd = p("Username%3Dnobody%26WorkingDir=%2Ftmp");
+        assert_eq!(odd.pairs().len(), 1);
+        let e = odd.check().unwrap_err();
+        assert_eq!((e.code().as_str(), e.status()), ("InvalidParameter", 400));
+        assert!(
+            e.message().contains("Username=nobody&WorkingDir"),
+            "{}",
+            e.message()
+        );
+        for bad in ["a%20b=1", "=1", "a%00=1", "%E4%B8%AD=1", "a+b=1", "a%2Fb=1"] {
+            assert!(p(bad).check().is_err(), "{bad}");
+        }
+        // A name given twice, in the query, or in the query and the body.
+        assert!(p("A=1&A=2").check().is_err());
+        assert!(Params::parse("A=1", Some(b"A=2")).check().is_err());
+        for good in ["InstanceId.1=x", "Tag.20.Key=k", "x-acs-a_b.c=1", "A="] {
+            p(good).check().unwrap();
+        }
+        // A long name is quoted short.
+        let long = format!("{}%3D=1", "n".repeat(10_000));
+        let e = p(&long).check().unwrap_err();
+        assert!(e.message().len() < 400, "{}", e.message());
+    }
+
+    #[test]
+    fn names_and_descriptions_take_no_control_characters() {
+        check_text("Name", "deploy web-1 (中文)", false).unwrap();
+        check_text("Description", "line 1\n\tline 2\r\n", true).unwrap();
+        for bad in [
+            "a\u{1}",
+            "nul\u{0}",
+            "esc\u{1b}[31m",
+            "del\u{7f}",
+            "c1\u{85}",
+            "\u{FFFF}",
+        ] {
+            let e = check_text("Description", bad, true).unwrap_err();
+            assert_eq!(
+                (e.code().as_str(), e.status()),
+                ("InvalidParameter", 400),
+                "{bad:?}"
+            );
+            assert!(check_text("Name", bad, false).is_err(), "{bad:?}");
+        }
+        assert!(check_text("Name", "two\nlines", false).is_err());
+        assert!(check_text("Name", "tab\t", false).is_err());
+    }
+
+    #[test]
+    fn tags_stop_at_their_limit_in_linear_time() {
+        use crate::ecs::tags::TAG_ERRORS;
+        let mut q = String::new();
+        for n in 1..=100_000 {
+            q.push_str(&format!("Tag.{n}.Key=k{n}&"));
+        }
+        let params = p(&q);
+        params.check().unwrap();
+        let t = std::time::Instant::now();
+        let e = params.tags("Tag", 20, TAG_ERRORS).unwrap_err();
+        assert_eq!(e.code(), "NumberExceed.Tags");
+        let e = params.list("Tag", 20, too_many).unwrap_err();
+        assert_eq!(
+            e.code(),
+            "InvalidParameter",
+            "Tag.1.Key is not a list index"
+        );
+        // Twenty distinct keys pass; a key twice is the duplicate error.
+        let twenty: String = (1..=20).map(|n| format!("Tag.{n}.Key=k{n}&")).collect();
+        assert_eq!(p(&twenty).tags("Tag", 20, TAG_ERRORS).unwrap().len(), 20);
+        let dup = p("Tag.1.Key=a&Tag.2.Key=a");
+        assert_eq!(
+            dup.tags("Tag", 20, TAG_ERRORS).unwrap_err().code(),
+            "Duplicate.TagKey"
+        );
+        // Generous: the point is that it is not quadratic (80,000 tags took 21 s).
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(2),
+            "{:?}",
+            t.elapsed()
+        );
     }
 
     #[test]

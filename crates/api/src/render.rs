@@ -22,6 +22,15 @@ impl Format {
             _ => Format::Json,
         }
     }
+
+    /// The format a raw query string asks for (before, or without, parsing the rest
+    /// of the request: for errors about the request itself).
+    pub fn from_raw_query(raw_query: &str) -> Format {
+        let format = form_urlencoded::parse(raw_query.as_bytes())
+            .find(|(k, _)| k == "Format")
+            .map(|(_, v)| v.into_owned());
+        Format::from_param(format.as_deref())
+    }
 }
 
 /// The wire form of an error.
@@ -66,9 +75,28 @@ fn serialize<T: Serialize>(root: &str, value: &T, format: Format) -> Result<Stri
                 .map_err(|e| e.to_string())?;
             ser.expand_empty_elements(true);
             value.serialize(ser).map_err(|e| e.to_string())?;
-            Ok(out)
+            Ok(xml_safe(out))
         }
     }
+}
+
+/// Whether XML 1.0 cannot carry `c` at all, not even as a character reference: the
+/// C0 controls but tab, line feed and carriage return, and U+FFFE / U+FFFF.
+pub fn forbidden_in_xml(c: char) -> bool {
+    matches!(c, '\u{0}'..='\u{8}' | '\u{B}' | '\u{C}' | '\u{E}'..='\u{1F}' | '\u{FFFE}' | '\u{FFFF}')
+}
+
+/// The document with every character XML 1.0 forbids replaced by U+FFFD, so that
+/// every answer parses whatever a field holds (a name stored before such names were
+/// refused, a host's error text, plain-text output with NUL bytes). Element names
+/// are ours, so only text can hold one.
+fn xml_safe(doc: String) -> String {
+    if !doc.chars().any(forbidden_in_xml) {
+        return doc;
+    }
+    doc.chars()
+        .map(|c| if forbidden_in_xml(c) { '\u{FFFD}' } else { c })
+        .collect()
 }
 
 /// A successful answer: `root` is the XML root element (`<Action>Response`).
@@ -165,6 +193,37 @@ mod tests {
             xml.contains("<Output>&lt;a &amp; 'b'&gt;</Output>"),
             "{xml}"
         );
+    }
+
+    #[test]
+    fn xml_is_well_formed_whatever_the_text() {
+        #[derive(Serialize)]
+        #[serde(rename_all = "PascalCase")]
+        struct T {
+            name: String,
+            output: String,
+        }
+        let value = T {
+            name: "a\u{1}b\u{0}c\u{FFFF}d\te\nf".into(),
+            output: "nul \u{0} esc \u{1b}[0m".into(),
+        };
+        let xml = serialize("R", &value, Format::Xml).unwrap();
+        assert!(!xml.chars().any(forbidden_in_xml), "{xml:?}");
+        assert!(
+            xml.contains("<Name>a\u{FFFD}b\u{FFFD}c\u{FFFD}d\te\nf</Name>"),
+            "{xml:?}"
+        );
+        let mut reader = quick_xml::Reader::from_str(&xml);
+        loop {
+            match reader.read_event() {
+                Ok(quick_xml::events::Event::Eof) => break,
+                Ok(_) => {}
+                Err(e) => panic!("not well-formed: {e}: {xml:?}"),
+            }
+        }
+        // JSON carries every character (escaped).
+        let json = serialize("R", &value, Format::Json).unwrap();
+        assert!(json.contains("\\u0000"), "{json}");
     }
 
     #[test]

@@ -122,6 +122,13 @@ impl Endpoint {
         }
     }
 
+    /// Whether the action only reads (`Describe…`, `List…`): served twice, it changes
+    /// nothing. The nonces of every other action are kept in the store.
+    pub fn is_read_only(self) -> bool {
+        let action = self.action();
+        action.starts_with("Describe") || action.starts_with("List")
+    }
+
     const ECS: &'static [Endpoint] = &[
         Endpoint::CreateCommand,
         Endpoint::DescribeCommands,

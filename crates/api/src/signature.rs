@@ -39,6 +39,10 @@ pub const ACS3_HMAC_SHA256: &str = "ACS3-HMAC-SHA256";
 pub const HMAC_SHA1: &str = "HMAC-SHA1";
 /// The only V1 `SignatureVersion`.
 pub const SIGNATURE_VERSION_1: &str = "1.0";
+/// The longest `SignatureNonce` / `x-acs-signature-nonce` taken, in bytes. The SDKs
+/// send a UUID (36 characters) or 32 hex digits; a nonce is remembered for half an hour,
+/// so its size is what a caller can make the server keep.
+pub const MAX_NONCE_LEN: usize = 128;
 /// The vendor's limit on the distance between a request's time and the server's.
 pub const DEFAULT_MAX_SKEW_MS: i64 = 15 * 60 * 1000;
 /// `hex(sha256(""))`, the `x-acs-content-sha256` of an empty body.
@@ -129,6 +133,9 @@ pub struct Claim {
 ///   the vendor's PolarDB client error table); `MissingTimestamp` / "Timestamp is
 ///   mandatory for this action." (an STS answer quoted in aliyun/credentials-python#27).
 ///
+/// `InvalidSignatureNonce` (a nonce longer than [`MAX_NONCE_LEN`]) follows the same
+/// `Invalid{ParameterName}` pattern.
+///
 /// Guessed (no vendor source found): the code for an absent V3 *header*; we use the
 /// generic `MissingParameter` (400) with the vendor's generic "The input parameter
 /// ... is not supplied." wording. `InvalidSignatureVersion` follows the documented
@@ -156,6 +163,8 @@ pub enum SignatureError {
         server_time: String,
         max_skew_ms: i64,
     },
+    /// The nonce is longer than [`MAX_NONCE_LEN`] bytes.
+    InvalidSignatureNonce(usize),
     /// The nonce was seen for this access key within the replay window.
     SignatureNonceUsed,
     /// The request is stamped before the server started: its nonce may have been used
@@ -193,6 +202,7 @@ impl SignatureError {
             InvalidSignatureVersion(_) => "InvalidSignatureVersion",
             InvalidTimeStampFormat(_) => "InvalidTimeStamp.Format",
             InvalidTimeStampExpired { .. } => "InvalidTimeStamp.Expired",
+            InvalidSignatureNonce(_) => "InvalidSignatureNonce",
             SignatureNonceUsed | SignedBeforeStart => "SignatureNonceUsed",
             InvalidAccessKeyIdNotFound => "InvalidAccessKeyId.NotFound",
             InvalidAccessKeyIdInactive => "InvalidAccessKeyId.Inactive",
@@ -227,6 +237,9 @@ impl SignatureError {
             } => format!(
                 "Specified time stamp or date value is expired. The request time {timestamp} is more than {} seconds away from the server time {server_time}; check the client's clock.",
                 max_skew_ms / 1000
+            ),
+            InvalidSignatureNonce(len) => format!(
+                "Specified parameter SignatureNonce is not valid: it has {len} bytes, at most {MAX_NONCE_LEN} are taken (a UUID, as the SDKs send, has 36)."
             ),
             SignatureNonceUsed => "Specified signature nonce was used already.".to_string(),
             SignedBeforeStart => "Specified signature nonce was used already, or may have been: the request is stamped before the server started, and nonces used before then are not remembered. Sign the request again (and check the client's clock if this persists).".to_string(),
@@ -503,6 +516,20 @@ pub fn claim(parts: &RequestParts, params: &[(String, String)]) -> Result<Claim,
     Err(SignatureError::MissingParameter("AccessKeyId"))
 }
 
+fn check_nonce(nonce: &str) -> Result<(), SignatureError> {
+    if nonce.len() > MAX_NONCE_LEN {
+        return Err(SignatureError::InvalidSignatureNonce(nonce.len()));
+    }
+    Ok(())
+}
+
+/// Refuses an `Authorization` header of the V3 family that cannot be read (an unknown
+/// `ACS3-` algorithm, missing items): what is wrong with the signature comes before
+/// anything read from the headers it should sign, such as the action.
+pub fn check_authorization(parts: &RequestParts) -> Result<(), SignatureError> {
+    parse_v3_authorization(parts.headers).map(|_| ())
+}
+
 fn claim_v1(params: &[(String, String)]) -> Result<Claim, SignatureError> {
     let access_key_id =
         param(params, "AccessKeyId").ok_or(SignatureError::MissingParameter("AccessKeyId"))?;
@@ -526,6 +553,7 @@ fn claim_v1(params: &[(String, String)]) -> Result<Claim, SignatureError> {
     }
     let nonce = param(params, "SignatureNonce")
         .ok_or(SignatureError::MissingParameter("SignatureNonce"))?;
+    check_nonce(nonce)?;
     let ts = param(params, "Timestamp").ok_or(SignatureError::MissingParameter("Timestamp"))?;
     let timestamp_ms = parse_timestamp(ts)
         .ok_or_else(|| SignatureError::InvalidTimeStampFormat(ts.to_string()))?;
@@ -541,6 +569,7 @@ fn claim_v3(parts: &RequestParts, auth: &V3Authorization) -> Result<Claim, Signa
     let date = header_first(parts.headers, H_DATE).ok_or(SignatureError::MissingHeader(H_DATE))?;
     let nonce =
         header_first(parts.headers, H_NONCE).ok_or(SignatureError::MissingHeader(H_NONCE))?;
+    check_nonce(&nonce)?;
     for name in MUST_SIGN_IF_PRESENT {
         if parts.headers.contains_key(name) && !auth.signed_headers.iter().any(|h| h == name) {
             return Err(SignatureError::IncompleteSignature(format!(
@@ -771,74 +800,135 @@ fn verify_v3(parts: &RequestParts, secret: &str) -> Result<(), SignatureError> {
 ///
 /// Use a window of twice the allowed clock skew: a request stamped `t` passes the time
 /// check from `t - skew` to `t + skew`, so a replay may come up to `2 * skew` after the
-/// first use. Memory is bounded: entries older than the window are dropped as new ones
-/// come, and beyond `max_entries` the oldest are dropped early.
+/// first use. Memory is bounded per key: a nonce is kept as a 128-bit digest (whatever
+/// its length, itself capped at [`MAX_NONCE_LEN`]), entries older than the window go
+/// as new ones come, and a key with more than `per_key` nonces in the window forgets
+/// its own oldest — never another key's, so one busy (or hostile) tenant cannot make
+/// the server forget another's nonces. Only keys whose signatures verified get here, so
+/// the number of keys is the number of real keys. The server keeps the nonces of
+/// requests that change something in its store as well (see `auth.rs`), so a forgotten
+/// nonce can only replay a read.
 pub struct NonceCache {
     window_ms: i64,
-    max_entries: usize,
+    per_key: usize,
     inner: Mutex<NonceInner>,
 }
 
 #[derive(Default)]
 struct NonceInner {
-    /// (access key, nonce) -> when it was first seen.
-    seen: HashMap<(String, String), i64>,
+    keys: HashMap<String, KeyNonces>,
+    /// Inserts since the last sweep of idle keys.
+    since_sweep: usize,
+}
+
+#[derive(Default)]
+struct KeyNonces {
+    /// Digest → when it was first seen.
+    seen: HashMap<u128, i64>,
     /// The same entries, oldest first.
-    order: VecDeque<(i64, (String, String))>,
+    order: VecDeque<(i64, u128)>,
+}
+
+impl KeyNonces {
+    fn expire(&mut self, now_ms: i64, window_ms: i64) {
+        while let Some(&(at, digest)) = self.order.front() {
+            if now_ms - at < window_ms {
+                break;
+            }
+            self.order.pop_front();
+            if self.seen.get(&digest) == Some(&at) {
+                self.seen.remove(&digest);
+            }
+        }
+    }
+}
+
+/// A nonce's digest: the first 128 bits of its SHA-256.
+pub fn nonce_digest(nonce: &str) -> u128 {
+    let d = Sha256::digest(nonce.as_bytes());
+    u128::from_be_bytes(d[..16].try_into().expect("16 bytes"))
 }
 
 impl NonceCache {
-    /// The default cap on remembered nonces.
-    pub const DEFAULT_MAX_ENTRIES: usize = 1_000_000;
+    /// The default cap on nonces remembered per key: at the vendor's 15-minute skew
+    /// (a 30-minute window), 55 requests a second, sustained, from one key.
+    pub const DEFAULT_PER_KEY: usize = 100_000;
 
     pub fn new(window_ms: i64) -> Self {
-        Self::with_max_entries(window_ms, Self::DEFAULT_MAX_ENTRIES)
+        Self::with_per_key(window_ms, Self::DEFAULT_PER_KEY)
     }
 
-    pub fn with_max_entries(window_ms: i64, max_entries: usize) -> Self {
+    pub fn with_per_key(window_ms: i64, per_key: usize) -> Self {
         NonceCache {
             window_ms,
-            max_entries: max_entries.max(1),
+            per_key: per_key.max(1),
             inner: Mutex::new(NonceInner::default()),
         }
+    }
+
+    /// Whether this nonce was seen for this key within the window (without
+    /// remembering it).
+    pub fn seen(&self, access_key_id: &str, nonce: &str, now_ms: i64) -> bool {
+        let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        inner
+            .keys
+            .get(access_key_id)
+            .and_then(|k| k.seen.get(&nonce_digest(nonce)))
+            .is_some_and(|&at| now_ms - at < self.window_ms)
     }
 
     /// `false` if this nonce was seen for this key within the window; otherwise
     /// remembers it and returns `true`.
     pub fn check_and_insert(&self, access_key_id: &str, nonce: &str, now_ms: i64) -> bool {
+        let digest = nonce_digest(nonce);
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        let NonceInner { seen, order } = &mut *inner;
-        while let Some((at, _)) = order.front() {
-            if now_ms - *at < self.window_ms && order.len() < self.max_entries {
-                break;
-            }
-            let (at, key) = order.pop_front().expect("front exists");
-            if seen.get(&key) == Some(&at) {
-                seen.remove(&key);
-            }
+        inner.since_sweep += 1;
+        if inner.since_sweep >= 4096 {
+            // Keys that went quiet keep their old entries until they are used again;
+            // now and then every key is swept, and emptied keys are dropped.
+            inner.since_sweep = 0;
+            let window = self.window_ms;
+            inner.keys.retain(|_, k| {
+                k.expire(now_ms, window);
+                !k.order.is_empty()
+            });
         }
-        let key = (access_key_id.to_string(), nonce.to_string());
-        if let Some(&at) = seen.get(&key) {
+        let key = inner.keys.entry(access_key_id.to_string()).or_default();
+        key.expire(now_ms, self.window_ms);
+        if let Some(&at) = key.seen.get(&digest) {
             if now_ms - at < self.window_ms {
                 return false;
             }
         }
-        seen.insert(key.clone(), now_ms);
-        order.push_back((now_ms, key));
+        key.seen.insert(digest, now_ms);
+        key.order.push_back((now_ms, digest));
+        if key.order.len() > self.per_key {
+            let (at, old) = key.order.pop_front().expect("longer than the cap");
+            if key.seen.get(&old) == Some(&at) {
+                key.seen.remove(&old);
+            }
+        }
         true
     }
 
     /// How many nonces are remembered.
     pub fn len(&self) -> usize {
-        self.inner
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .seen
-            .len()
+        let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        inner.keys.values().map(|k| k.seen.len()).sum()
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// An upper estimate of the memory the remembered nonces take, in bytes.
+    pub fn approx_bytes(&self) -> usize {
+        let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        inner
+            .keys
+            .iter()
+            .map(|(id, k)| id.len() + 128 + k.seen.capacity() * 40 + k.order.capacity() * 32)
+            .sum()
     }
 }
 
@@ -1999,12 +2089,50 @@ mod tests {
             assert!(cache.check_and_insert("ak", &format!("n{i}"), NOW + i));
             assert!(cache.len() <= 1_000, "{} entries at {i}", cache.len());
         }
-        let capped = NonceCache::with_max_entries(1_000_000, 100);
+        let capped = NonceCache::with_per_key(1_000_000, 100);
         for i in 0..1_000i64 {
             assert!(capped.check_and_insert("ak", &format!("n{i}"), NOW));
         }
         assert_eq!(capped.len(), 100);
         assert!(!capped.check_and_insert("ak", "n999", NOW + 1));
+    }
+
+    #[test]
+    fn one_key_cannot_make_the_cache_forget_another_keys_nonces() {
+        let cache = NonceCache::with_per_key(1_000_000, 100);
+        assert!(cache.check_and_insert("victim", "v1", NOW));
+        for i in 0..10_000i64 {
+            cache.check_and_insert("flooder", &format!("n{i}"), NOW + i);
+        }
+        assert!(!cache.check_and_insert("victim", "v1", NOW + 20_000));
+        assert_eq!(cache.len(), 101, "the flooder keeps its own 100");
+        assert!(cache.seen("victim", "v1", NOW + 20_000));
+        assert!(!cache.seen("victim", "v2", NOW + 20_000));
+    }
+
+    #[test]
+    fn nonce_cache_memory_is_bounded_whatever_the_nonces() {
+        // 1 MB nonces are refused before the cache (MAX_NONCE_LEN); what the cache
+        // keeps per nonce is a fixed-size digest.
+        let cache = NonceCache::with_per_key(1_000_000, 10_000);
+        let long = "x".repeat(MAX_NONCE_LEN - 8);
+        for i in 0..10_000i64 {
+            cache.check_and_insert("ak", &format!("{long}{i:08}"), NOW);
+        }
+        let bytes = cache.approx_bytes();
+        assert!(bytes < 10_000 * 120, "{bytes} bytes for 10,000 nonces");
+        // Idle keys are swept.
+        for i in 0..5_000i64 {
+            cache.check_and_insert(&format!("k{i}"), "n", NOW + 2_000_000 + i);
+        }
+        assert!(cache.len() <= 5_000, "{}", cache.len());
+    }
+
+    #[test]
+    fn long_nonces_are_refused_before_anything_else() {
+        let e = check_nonce(&"n".repeat(MAX_NONCE_LEN + 1)).unwrap_err();
+        assert_eq!((e.code(), e.http_status()), ("InvalidSignatureNonce", 400));
+        check_nonce(&"n".repeat(MAX_NONCE_LEN)).unwrap();
     }
 
     #[test]

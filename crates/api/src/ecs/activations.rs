@@ -66,6 +66,18 @@ pub async fn create(api: &Api, ctx: &Ctx) -> Result<Response, ApiError> {
             "it must be an IPv4 or IPv6 address or CIDR block, e.g. 10.0.0.0/8".into(),
         ));
     }
+    let instance_name = p
+        .string_max("InstanceName", 128, || {
+            ApiError::InvalidParameterNamed("InstanceName")
+        })?
+        .unwrap_or_default();
+    crate::params::check_text("InstanceName", &instance_name, false)?;
+    let description = p
+        .string_max("Description", 100, || {
+            ApiError::InvalidParameterNamed("Description")
+        })?
+        .unwrap_or_default();
+    crate::params::check_text("Description", &description, true)?;
     let code = oca_domain::ids::new_secret(40);
     let now = now_millis();
     let activation = ActivationRecord {
@@ -73,16 +85,8 @@ pub async fn create(api: &Api, ctx: &Ctx) -> Result<Response, ApiError> {
         account_id: ctx.scope.account_id.clone(),
         region_id: ctx.scope.region_id.clone(),
         code_hash: oca_dispatch::digest(&code),
-        instance_name: p
-            .string_max("InstanceName", 128, || {
-                ApiError::InvalidParameterNamed("InstanceName")
-            })?
-            .unwrap_or_default(),
-        description: p
-            .string_max("Description", 100, || {
-                ApiError::InvalidParameterNamed("Description")
-            })?
-            .unwrap_or_default(),
+        instance_name,
+        description,
         instance_count,
         registered_count: 0,
         deregistered_count: 0,

@@ -64,13 +64,21 @@ pub fn working_dir(params: &Params) -> Result<Option<String>, ApiError> {
 }
 
 pub fn name(params: &Params) -> Result<Option<String>, ApiError> {
-    params.string_max("Name", cmd::MAX_NAME_LEN, || ApiError::CmdNameExceedLimit)
+    let name = params.string_max("Name", cmd::MAX_NAME_LEN, || ApiError::CmdNameExceedLimit)?;
+    if let Some(n) = &name {
+        crate::params::check_text("Name", n, false)?;
+    }
+    Ok(name)
 }
 
 pub fn description(params: &Params) -> Result<Option<String>, ApiError> {
-    params.string_max("Description", cmd::MAX_DESCRIPTION_LEN, || {
+    let description = params.string_max("Description", cmd::MAX_DESCRIPTION_LEN, || {
         ApiError::CmdDescExceedLimit
-    })
+    })?;
+    if let Some(d) = &description {
+        crate::params::check_text("Description", d, true)?;
+    }
+    Ok(description)
 }
 
 /// The custom parameter names of content with `EnableParameter=true`.

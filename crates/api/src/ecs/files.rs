@@ -17,11 +17,15 @@ use oca_domain::time::{format_api, format_api_opt, now_millis};
 use oca_store::{FileSpec, InvocationFilter, InvocationKind, InvocationRecord, NewInvocation};
 use serde::Serialize;
 
-/// The longest file name and description.
+/// The longest file name and description, in characters (the vendor's SendFile
+/// reference: Name "不得超过255个字符", Description 512, TargetDir 255). A file name
+/// is also at most 255 *bytes*, and so is each directory of TargetDir: what Linux file
+/// systems take (NAME_MAX), so that a name the API takes is one the host can write.
 const MAX_NAME_LEN: usize = 255;
+const MAX_NAME_BYTES: usize = 255;
 const MAX_DESCRIPTION_LEN: usize = 512;
 /// The longest target directory, owner and group.
-const MAX_TARGET_DIR_LEN: usize = 4096;
+const MAX_TARGET_DIR_LEN: usize = 255;
 const MAX_OWNER_LEN: usize = 64;
 /// The most instances one SendFile writes to.
 const MAX_INSTANCES: usize = 100;
@@ -30,6 +34,13 @@ const MAX_CONTENT_BASE64_LEN: usize = 32 * 1024;
 /// Timeouts below this are raised to it, as the vendor does; the default is 60 s.
 const MIN_TIMEOUT_SECS: i64 = 10;
 const DEFAULT_TIMEOUT_SECS: i64 = 60;
+
+/// Whether an octal `FileMode` (as the host reads it, e.g. `4755`, `06755`) sets the
+/// setuid or setgid bit. A mode that is not octal is left to the host, which refuses
+/// it with the official agent's `InvalidFileMode`.
+fn setuid_or_setgid(mode: &str) -> bool {
+    u32::from_str_radix(mode.trim(), 8).is_ok_and(|m| m & 0o6000 != 0)
+}
 
 fn invalid(name: &str, why: &str) -> ApiError {
     ApiError::InvalidParameter(name.into(), why.into())
@@ -56,20 +67,31 @@ struct SendFileResponse {
 pub async fn send_file(api: &Api, ctx: &Ctx) -> Result<Response, ApiError> {
     let p = &ctx.params;
     let name = p.required("Name")?;
-    if name.chars().count() > MAX_NAME_LEN {
+    if name.chars().count() > MAX_NAME_LEN || name.len() > MAX_NAME_BYTES {
         return Err(invalid(
             "Name",
-            &format!("it is longer than {MAX_NAME_LEN} characters"),
+            &format!(
+                "it is longer than {MAX_NAME_LEN} characters or {MAX_NAME_BYTES} bytes (UTF-8)"
+            ),
         ));
     }
+    crate::params::check_text("Name", name, false)?;
     let description = bounded(ctx, "Description", MAX_DESCRIPTION_LEN)?.unwrap_or_default();
+    crate::params::check_text("Description", description, true)?;
     let target_dir = p.required("TargetDir")?;
     if !target_dir.starts_with('/') || target_dir.chars().count() > MAX_TARGET_DIR_LEN {
         return Err(invalid(
             "TargetDir",
-            "it must be an absolute directory (starting with /)",
+            &format!("it must be an absolute directory (starting with /) of at most {MAX_TARGET_DIR_LEN} characters"),
         ));
     }
+    if target_dir.split('/').any(|d| d.len() > MAX_NAME_BYTES) {
+        return Err(invalid(
+            "TargetDir",
+            &format!("a directory name in it is longer than {MAX_NAME_BYTES} bytes (UTF-8)"),
+        ));
+    }
+    crate::params::check_text("TargetDir", target_dir, false)?;
     let content_type = match p.non_empty("ContentType") {
         None => ContentEncoding::PlainText,
         Some(t) => ContentEncoding::parse(t)
@@ -94,21 +116,27 @@ pub async fn send_file(api: &Api, ctx: &Ctx) -> Result<Response, ApiError> {
     let owner = bounded(ctx, "FileOwner", MAX_OWNER_LEN)?.unwrap_or_default();
     let group = bounded(ctx, "FileGroup", MAX_OWNER_LEN)?.unwrap_or_default();
     let mode = bounded(ctx, "FileMode", 8)?.unwrap_or_default();
+    if setuid_or_setgid(mode) {
+        return Err(invalid(
+            "FileMode",
+            "setuid and setgid modes (4000, 2000) are not taken: a file sent as root must not run as root",
+        ));
+    }
     let timeout_secs = match p.int("Timeout")? {
         None => DEFAULT_TIMEOUT_SECS,
         Some(t) if t > cmd::MAX_TIMEOUT_SECS => return Err(ApiError::InvalidTimeout),
         Some(t) => t.max(MIN_TIMEOUT_SECS),
     };
+    let max = MAX_INSTANCES.min(api.config.max_instances_per_invocation);
     let mut seen = std::collections::HashSet::new();
     let instance_ids: Vec<String> = p
-        .list("InstanceId")?
+        .list("InstanceId", max, || ApiError::InstanceIdsExceedLimit(max))?
         .into_iter()
         .filter(|id| seen.insert(id.clone()))
         .collect();
     if instance_ids.is_empty() {
         return Err(ApiError::MissingParam("InstanceId"));
     }
-    let max = MAX_INSTANCES.min(api.config.max_instances_per_invocation);
     if instance_ids.len() > max {
         return Err(ApiError::InstanceIdsExceedLimit(max));
     }

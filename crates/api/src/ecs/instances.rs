@@ -61,10 +61,9 @@ struct DescribeCloudAssistantStatusResponse {
 }
 
 fn instance_filter(ctx: &Ctx, os_param: &str) -> Result<InstanceFilter, ApiError> {
-    let ids = ctx.params.list("InstanceId")?;
-    if ids.len() > MAX_STATUS_IDS {
-        return Err(ApiError::InstanceIdsExceedLimit(MAX_STATUS_IDS));
-    }
+    let ids = ctx.params.list("InstanceId", MAX_STATUS_IDS, || {
+        ApiError::InstanceIdsExceedLimit(MAX_STATUS_IDS)
+    })?;
     Ok(InstanceFilter {
         instance_ids: (!ids.is_empty()).then_some(ids),
         os_type: ctx

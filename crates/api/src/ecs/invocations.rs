@@ -22,6 +22,11 @@ use std::collections::BTreeMap;
 
 /// The longest `Username`.
 const MAX_USERNAME_LEN: usize = 255;
+/// `InstanceId.N` of StopInvocation: at most 100 (the SDK's metadata, maxItems 100).
+const MAX_STOP_IDS: usize = 100;
+/// `InstanceId.N` of ModifyInvocationAttribute: at most 200 (the SDK's metadata lists
+/// maxItems 201 for it, as it lists 501 for RunCommand's 500 and 21 for 20 tags).
+const MAX_MODIFY_IDS: usize = 200;
 
 /// What an invocation adds to its command.
 struct InvokeOptions {
@@ -163,9 +168,10 @@ pub(crate) struct Started {
 fn invoke_options(api: &Api, ctx: &Ctx, username_param: &str) -> Result<InvokeOptions, ApiError> {
     let p = &ctx.params;
     // Each instance once, in the order given.
+    let max = api.config.max_instances_per_invocation;
     let mut seen = std::collections::HashSet::new();
     let instance_ids: Vec<String> = p
-        .list("InstanceId")?
+        .list("InstanceId", max, || ApiError::InstanceIdsExceedLimit(max))?
         .into_iter()
         .filter(|id| seen.insert(id.clone()))
         .collect();
@@ -175,7 +181,6 @@ fn invoke_options(api: &Api, ctx: &Ctx, username_param: &str) -> Result<InvokeOp
         (false, false) => return Err(ApiError::InvalidResourceTagConflict),
         _ => {}
     }
-    let max = api.config.max_instances_per_invocation;
     if instance_ids.len() > max {
         return Err(ApiError::InstanceIdsExceedLimit(max));
     }
@@ -627,7 +632,9 @@ async fn require_invocation(
 pub async fn stop(api: &Api, ctx: &Ctx) -> Result<Response, ApiError> {
     let p = &ctx.params;
     let invoke_id = p.required("InvokeId")?;
-    let instance_ids = p.list("InstanceId")?;
+    let instance_ids = p.list("InstanceId", MAX_STOP_IDS, || {
+        ApiError::InstanceIdsExceedLimit(MAX_STOP_IDS)
+    })?;
     require_invocation(api, ctx, invoke_id).await?;
     let only = (!instance_ids.is_empty()).then_some(instance_ids.as_slice());
     let changed = api
@@ -653,8 +660,11 @@ struct InvokeInstance {
     instance_id: String,
     instance_invoke_status: String,
     invocation_status: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    exit_code: Option<i64>,
+    /// Always present, as the vendor's are: 0 until a run ends with one (the official
+    /// agent reports 0 with a run it refused or that failed before it started:
+    /// `SendError` sends its `exit_code`, still 0, in aliyun_assist_client's
+    /// agent/taskengine/basetask.go).
+    exit_code: i64,
     error_code: String,
     error_info: String,
     output: String,
@@ -802,7 +812,7 @@ pub async fn describe(api: &Api, ctx: &Ctx) -> Result<Response, ApiError> {
                                             .as_str()
                                             .to_string(),
                                         invocation_status: s.status.as_str().to_string(),
-                                        exit_code: s.exit_code,
+                                        exit_code: s.exit_code.unwrap_or(0),
                                         error_code,
                                         error_info,
                                         output: if include_output {
@@ -852,8 +862,11 @@ struct InvocationResult {
     command_id: String,
     invocation_status: String,
     invoke_record_status: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    exit_code: Option<i64>,
+    /// Always present, as the vendor's are: 0 until a run ends with one (the official
+    /// agent reports 0 with a run it refused or that failed before it started:
+    /// `SendError` sends its `exit_code`, still 0, in aliyun_assist_client's
+    /// agent/taskengine/basetask.go).
+    exit_code: i64,
     error_code: String,
     error_info: String,
     output: String,
@@ -941,7 +954,7 @@ pub async fn results(api: &Api, ctx: &Ctx) -> Result<Response, ApiError> {
                         InvocationResult {
                             invocation_status: s.status.as_str().to_string(),
                             invoke_record_status: s.status.coarse().as_str().to_string(),
-                            exit_code: s.exit_code,
+                            exit_code: s.exit_code.unwrap_or(0),
                             error_code,
                             error_info,
                             output: encoding.render(&s.output),
@@ -1005,7 +1018,7 @@ async fn history(
                         InvocationResult {
                             invocation_status: r.status.as_str().to_string(),
                             invoke_record_status: r.status.coarse().as_str().to_string(),
-                            exit_code: r.exit_code,
+                            exit_code: r.exit_code.unwrap_or(0),
                             error_code,
                             error_info,
                             output: encoding.render(&r.output),
@@ -1049,7 +1062,12 @@ pub async fn modify(api: &Api, ctx: &Ctx) -> Result<Response, ApiError> {
     ) {
         return Err(ApiError::InvalidInvokeIdNotRunning);
     }
-    if !p.list("InstanceId")?.is_empty() {
+    if !p
+        .list("InstanceId", MAX_MODIFY_IDS, || {
+            ApiError::InstanceIdsExceedLimit(MAX_MODIFY_IDS)
+        })?
+        .is_empty()
+    {
         return Err(ApiError::InvalidParameter(
             "InstanceId".into(),
             "adding instances to an invocation is not supported by this server".into(),
@@ -1135,31 +1153,71 @@ struct DescribeInvocationOutputResponse {
     request_id: String,
     invoke_id: String,
     instance_id: String,
+    /// The bytes from `Offset` on (at most `Length`).
     output: String,
+    /// Where this page starts.
+    offset: u64,
+    /// Bytes in this page.
+    length: u64,
+    /// Where the next page starts (= `OutputLength` once everything is read).
+    next_offset: u64,
+    /// Bytes stored for the run in all.
     output_length: u64,
 }
 
+/// The most bytes of output one DescribeInvocationOutput answers with, and its
+/// default: a page costs the server a few times this in memory however large the
+/// output is (16 MiB by default), so many readers at once stay cheap.
+pub const MAX_OUTPUT_PAGE: u64 = 1 << 20;
+
 /// OCA's own action: the whole stored output of one run (up to the server's cap),
-/// where `DescribeInvocationResults` keeps 24 KB.
+/// where `DescribeInvocationResults` keeps 24 KB, a page at a time: `Offset` (bytes,
+/// default 0) and `Length` (at most and by default [`MAX_OUTPUT_PAGE`]). With
+/// `ContentEncoding=PlainText` a page may end inside a UTF-8 character; Base64 pages
+/// join back byte for byte.
 pub async fn output(api: &Api, ctx: &Ctx) -> Result<Response, ApiError> {
     let p = &ctx.params;
     let invoke_id = p.required("InvokeId")?;
     let instance_id = p.required("InstanceId")?;
     let encoding = content_encoding(p, ContentEncoding::Base64)?;
+    let offset = match p.int("Offset")? {
+        None => 0,
+        Some(o) if o >= 0 => o as u64,
+        Some(_) => {
+            return Err(ApiError::InvalidParameter(
+                "Offset".into(),
+                "it must be 0 or more".into(),
+            ))
+        }
+    };
+    let length = match p.int("Length")? {
+        None => MAX_OUTPUT_PAGE,
+        Some(l) if (1..=MAX_OUTPUT_PAGE as i64).contains(&l) => l as u64,
+        Some(_) => {
+            return Err(ApiError::InvalidParameter(
+                "Length".into(),
+                format!("it must be between 1 and {MAX_OUTPUT_PAGE}"),
+            ))
+        }
+    };
     require_invocation(api, ctx, invoke_id).await?;
-    let bytes = api
+    let (total, bytes) = api
         .store
-        .full_output(invoke_id, instance_id)
+        .output_range(invoke_id, instance_id, offset, length)
         .await?
         .ok_or_else(|| ApiError::InvalidInstanceNotFound(instance_id.to_string()))?;
+    let length = bytes.len() as u64;
     Ok(render::ok(
         "DescribeInvocationOutput",
         &DescribeInvocationOutputResponse {
             request_id: ctx.request_id.clone(),
             invoke_id: invoke_id.to_string(),
             instance_id: instance_id.to_string(),
-            output_length: bytes.len() as u64,
             output: encoding.render(&bytes),
+            offset,
+            length,
+            next_offset: offset + length,
+            output_length: total,
         },
         ctx.format,
     ))

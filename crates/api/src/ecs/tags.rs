@@ -103,15 +103,13 @@ fn resource_type(ctx: &Ctx) -> Result<TagResource, ApiError> {
 }
 
 fn resource_ids(ctx: &Ctx) -> Result<Vec<String>, ApiError> {
-    let ids = ctx.params.list("ResourceId")?;
-    if ids.len() > MAX_RESOURCES {
-        return Err(ApiError::Tagging(
+    ctx.params.list("ResourceId", MAX_RESOURCES, || {
+        ApiError::Tagging(
             "NumberExceed.ResourceIds",
             "The maximum number of ResourceIds is exceeded.",
             400,
-        ));
-    }
-    Ok(ids)
+        )
+    })
 }
 
 /// Every resource must exist in the caller's scope; elsewhere it is simply not found.
@@ -202,7 +200,8 @@ pub async fn untag(api: &Api, ctx: &Ctx) -> Result<Response, ApiError> {
     if ids.is_empty() {
         return Err(ApiError::MissingParameter("ResourceId"));
     }
-    let keys = ctx.params.list("TagKey")?;
+    // UntagResources takes TagKey.1 … TagKey.20, as many as a resource can carry.
+    let keys = ctx.params.list("TagKey", MAX_TAGS, TAG_ERRORS.too_many)?;
     let all = ctx.params.bool("All")?.unwrap_or(false);
     if keys.is_empty() && !all {
         return Err(ApiError::MissingParameter("TagKey"));

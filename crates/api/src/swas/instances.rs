@@ -20,12 +20,11 @@ struct Status {
 
 /// `InstanceIds`: required, at most [`MAX_IDS`].
 fn instance_ids(p: &crate::params::Params) -> Result<Vec<String>, ApiError> {
-    let ids = p.list("InstanceIds")?;
+    let ids = p.list("InstanceIds", MAX_IDS, || {
+        ApiError::InstanceIdsExceedLimit(MAX_IDS)
+    })?;
     if ids.is_empty() {
         return Err(ApiError::MissingParameter("InstanceIds"));
-    }
-    if ids.len() > MAX_IDS {
-        return Err(ApiError::InstanceIdsExceedLimit(MAX_IDS));
     }
     Ok(ids)
 }

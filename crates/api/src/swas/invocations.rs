@@ -118,8 +118,11 @@ struct InvocationResult {
     instance_id: String,
     invocation_status: String,
     invoke_record_status: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    exit_code: Option<i64>,
+    /// Always present, as the vendor's are: 0 until a run ends with one (the official
+    /// agent reports 0 with a run it refused or that failed before it started:
+    /// `SendError` sends its `exit_code`, still 0, in aliyun_assist_client's
+    /// agent/taskengine/basetask.go).
+    exit_code: i64,
     error_code: String,
     error_info: String,
     output: String,
@@ -168,7 +171,7 @@ pub async fn result(api: &Api, ctx: &Ctx) -> Result<Response, ApiError> {
         invocation_result: InvocationResult {
             invocation_status: s.status.as_str().to_string(),
             invoke_record_status: s.status.coarse().as_str().to_string(),
-            exit_code: s.exit_code,
+            exit_code: s.exit_code.unwrap_or(0),
             error_code,
             error_info,
             output: ContentEncoding::Base64.render(&s.output),
@@ -191,8 +194,11 @@ pub async fn result(api: &Api, ctx: &Ctx) -> Result<Response, ApiError> {
 struct InvokeInstance {
     instance_id: String,
     invocation_status: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    exit_code: Option<i64>,
+    /// Always present, as the vendor's are: 0 until a run ends with one (the official
+    /// agent reports 0 with a run it refused or that failed before it started:
+    /// `SendError` sends its `exit_code`, still 0, in aliyun_assist_client's
+    /// agent/taskengine/basetask.go).
+    exit_code: i64,
     error_code: String,
     error_info: String,
     output: String,
@@ -274,7 +280,7 @@ pub async fn describe_command_invocations(api: &Api, ctx: &Ctx) -> Result<Respon
                         InvokeInstance {
                             instance_id: t.instance_id.clone(),
                             invocation_status: s.status.as_str().to_string(),
-                            exit_code: s.exit_code,
+                            exit_code: s.exit_code.unwrap_or(0),
                             error_code,
                             error_info,
                             output: ContentEncoding::Base64.render(&s.output),
