@@ -11,6 +11,7 @@ mod admin;
 mod cli;
 mod client;
 mod config;
+mod listener;
 mod retention;
 mod server;
 
@@ -64,6 +65,12 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // Everything this program writes (the database, its journal, the master key,
+    // credentials) is private to its user, whatever umask it was started with.
+    // SAFETY: umask only sets the process's file mode creation mask.
+    unsafe {
+        libc::umask(0o077);
+    }
     let args = Args::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_env("RUST_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));

@@ -65,6 +65,21 @@ pub struct ServeArgs {
     /// vendor's minimum is 10 s and no less than the timeout).
     #[arg(long, hide = true)]
     pub min_cron_interval_secs: Option<u64>,
+    /// Seconds a client has to send a request's headers; a connection idle between
+    /// requests is closed after as long.
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    pub header_read_timeout_secs: u64,
+    /// The most HTTP connections from one address (an IPv6 /64); more make room by
+    /// closing that address's longest-idle one. Agents' WebSockets are not counted.
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_connections_per_address: u64,
+    /// The most HTTP connections in all [default: half the open-file limit].
+    #[arg(long)]
+    pub max_connections: Option<usize>,
+    /// The most signature nonces remembered in memory per access key (older ones of
+    /// the same key are forgotten first; nonces of changes are also kept on disk).
+    #[arg(long, default_value_t = oca_api::signature::NonceCache::DEFAULT_PER_KEY, hide = true)]
+    pub nonces_per_key: usize,
 }
 
 #[derive(clap::Args, Debug)]
@@ -90,6 +105,7 @@ pub(crate) fn open_data_dir(path: &Path) -> Result<DataDir> {
         .mode(0o700)
         .create(path)
         .with_context(|| format!("creating {}", path.display()))?;
+    make_private(path)?;
     let key_path = path.join("master.key");
     let key: [u8; 32] = match std::fs::read(&key_path) {
         Ok(bytes) => bytes
@@ -109,6 +125,38 @@ pub(crate) fn open_data_dir(path: &Path) -> Result<DataDir> {
         store: Arc::new(store),
         secrets: SecretBox::new(&key),
     })
+}
+
+/// Takes group and other permissions off the data directory and the files in it (a
+/// directory made by hand with mode 755, files from an older version or another
+/// umask): they hold the access keys' sealed secrets, the master key, every command and
+/// every output.
+fn make_private(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let tighten = |p: &Path, mode: u32| -> Result<()> {
+        let meta =
+            std::fs::symlink_metadata(p).with_context(|| format!("reading {}", p.display()))?;
+        if meta.file_type().is_symlink() {
+            return Ok(());
+        }
+        if meta.permissions().mode() & 0o077 != 0 {
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode))
+                .with_context(|| format!("making {} private", p.display()))?;
+            tracing::warn!("{} was readable by others: made private", p.display());
+        }
+        Ok(())
+    };
+    tighten(dir, 0o700)?;
+    for entry in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
+        let entry = entry?;
+        let kind = entry.file_type()?;
+        if kind.is_file() {
+            tighten(&entry.path(), 0o600)?;
+        } else if kind.is_dir() {
+            tighten(&entry.path(), 0o700)?;
+        }
+    }
+    Ok(())
 }
 
 struct Running {
@@ -143,36 +191,81 @@ async fn start(args: &ServeArgs, data: DataDir) -> Result<Running> {
         min_cron_interval_secs: args.min_cron_interval_secs,
         ..ApiConfig::default()
     };
-    let api = Arc::new(Api {
-        store: data.store.clone(),
-        auth: Authenticator::new(data.store.clone(), data.secrets, api_config.max_skew_ms),
-        dispatcher: dispatcher.clone(),
-        config: api_config,
-    });
-    let app = api.routes().merge(dispatcher.routes());
+    let auth = Authenticator::with_nonces_per_key(
+        data.store.clone(),
+        data.secrets,
+        api_config.max_skew_ms,
+        args.nonces_per_key,
+    );
+    let host_id = api_config.host_id.clone();
+    let max_head_bytes = api_config.max_query_bytes + 64 * 1024;
+    let api = Arc::new(Api::new(
+        data.store.clone(),
+        dispatcher.clone(),
+        auth,
+        api_config,
+    ));
+    // Whatever path or method nothing serves answers the API's error document.
+    let fallback_api = api.clone();
+    let not_found = move |method: axum::http::Method, uri: axum::http::Uri| {
+        let api = fallback_api.clone();
+        async move { api.not_found(&method, uri.path(), uri.query().unwrap_or("")) }
+    };
+    let fallback_api = api.clone();
+    let not_allowed = move |method: axum::http::Method, uri: axum::http::Uri| {
+        let api = fallback_api.clone();
+        async move { api.method_not_allowed(&method, uri.query().unwrap_or("")) }
+    };
+    let app = api
+        .routes()
+        .merge(dispatcher.routes())
+        .fallback(not_found)
+        .method_not_allowed_fallback(not_allowed);
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("listening on {}", args.listen))?;
     let addr = listener.local_addr()?;
-    // Small messages (a task to an agent, an Ack) must leave at once: with Nagle's
-    // algorithm a second small write waits for the peer's delayed ACK (~40 ms).
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!("could not set TCP_NODELAY: {e}");
-        }
+    let open_files = raise_open_file_limit();
+    let tracker = crate::listener::Tracker::new(crate::listener::Limits {
+        header_read_timeout: Duration::from_secs(args.header_read_timeout_secs),
+        max_per_address: args.max_connections_per_address as usize,
+        max_connections: args
+            .max_connections
+            .unwrap_or((open_files / 2).max(64) as usize),
+        max_head_bytes,
     });
     let server = tokio::spawn(async move {
-        // The peer's address is what an activation's IpAddressRange is checked against.
-        axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(shutdown_signal())
-        .await
+        crate::listener::serve(listener, app, tracker, host_id, shutdown_signal()).await;
+        Ok(())
     });
     // Tests and scripts read this line to find the port.
     println!("OCA listening on http://{addr}");
     Ok(Running { addr, api, server })
+}
+
+/// Raises this process's soft limit on open files to its hard limit (every agent holds
+/// a connection); the limit in force.
+fn raise_open_file_limit() -> u64 {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the struct given.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return 1024;
+        }
+        if lim.rlim_cur < lim.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: lim.rlim_max,
+                rlim_max: lim.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                lim.rlim_cur = lim.rlim_max;
+            }
+        }
+    }
+    lim.rlim_cur
 }
 
 async fn shutdown_signal() {
