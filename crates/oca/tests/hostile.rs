@@ -12,9 +12,20 @@ mod common;
 #[path = "hostile/figures.rs"]
 mod figures;
 
+#[path = "hostile/connections.rs"]
+mod connections;
+#[path = "hostile/output.rs"]
+mod output;
+#[path = "hostile/requests.rs"]
+mod requests;
+
 use figures::Case;
 
 fn main() {
-    let cases: Vec<Case> = [].into_iter().collect();
+    let cases: Vec<Case> = [requests::CASES, output::CASES, connections::CASES]
+        .into_iter()
+        .flatten()
+        .copied()
+        .collect();
     figures::run(cases);
 }

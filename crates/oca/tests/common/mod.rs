@@ -447,6 +447,17 @@ pub struct Client {
     pub sig: Sig,
 }
 
+/// A signed request as it goes on the wire ([`Client::sign`]).
+#[derive(Debug, Clone)]
+pub struct Signed {
+    pub host: String,
+    pub method: String,
+    /// The raw query string (without `?`).
+    pub query: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
 /// An answer: HTTP status and JSON (or raw text for XML).
 pub struct Answer {
     pub status: u16,
@@ -569,6 +580,95 @@ impl Client {
         http_get(&host, &format!("/?{}", qs.join("&")), &headers)
     }
 
+    /// A signed request, not sent: exactly what [`Self::send`] puts on the wire, for
+    /// tests that tamper with it. With `in_body`, the parameters travel in a form body
+    /// (POST); else in the query string (GET).
+    pub fn sign(
+        &self,
+        action: &str,
+        mut params: Vec<(String, String)>,
+        in_body: bool,
+        now_ms: i64,
+        nonce: &str,
+    ) -> Signed {
+        let host = self.url.trim_start_matches("http://").to_string();
+        let method = if in_body { "POST" } else { "GET" };
+        let encode = |params: &[(String, String)]| -> String {
+            params
+                .iter()
+                .map(|(k, v)| format!("{}={}", rfc3986(k), rfc3986(v)))
+                .collect::<Vec<_>>()
+                .join("&")
+        };
+        let (query, body, headers) = match self.sig {
+            Sig::V3 => {
+                let body = if in_body {
+                    encode(&params)
+                } else {
+                    String::new()
+                };
+                let query = if in_body { vec![] } else { params.clone() };
+                let headers = oca_api::signature::sign_v3(
+                    method,
+                    "/",
+                    &query,
+                    body.as_bytes(),
+                    action,
+                    VERSION,
+                    &host,
+                    &self.key_id,
+                    &self.secret,
+                    now_ms,
+                    nonce,
+                );
+                (encode(&query), body, headers)
+            }
+            Sig::V1 => {
+                params.push(("Action".into(), action.into()));
+                params.push(("Version".into(), VERSION.into()));
+                oca_api::signature::sign_v1(
+                    method,
+                    &mut params,
+                    &self.key_id,
+                    &self.secret,
+                    now_ms,
+                    nonce,
+                );
+                let headers = if in_body {
+                    vec![(
+                        "content-type".to_string(),
+                        "application/x-www-form-urlencoded".to_string(),
+                    )]
+                } else {
+                    vec![]
+                };
+                if in_body {
+                    (String::new(), encode(&params), headers)
+                } else {
+                    (encode(&params), String::new(), headers)
+                }
+            }
+        };
+        Signed {
+            host,
+            method: method.to_string(),
+            query,
+            headers,
+            body: body.into_bytes(),
+        }
+    }
+
+    /// Sends a signed request (as signed, or as a test changed it).
+    pub fn send(&self, s: &Signed) -> Answer {
+        http_send(
+            &s.host,
+            &s.method,
+            &format!("/?{}", s.query),
+            &s.headers,
+            &s.body,
+        )
+    }
+
     /// Calls and expects success; returns the JSON answer.
     pub fn ok(&self, action: &str, params: &[(&str, &str)]) -> Value {
         let a = self.call(action, params);
@@ -679,21 +779,63 @@ pub fn http_get(host: &str, path_and_query: &str, headers: &[(String, String)]) 
 }
 
 fn http_get_untallied(host: &str, path_and_query: &str, headers: &[(String, String)]) -> Answer {
+    http_send_untallied(host, "GET", path_and_query, headers, b"")
+}
+
+/// [`http_get`] with any method and a body (sent with its Content-Length). The server
+/// may answer before reading the whole body; the answer is read all the same.
+pub fn http_send(
+    host: &str,
+    method: &str,
+    path_and_query: &str,
+    headers: &[(String, String)],
+    body: &[u8],
+) -> Answer {
+    assert!(
+        host.starts_with("127.0.0.1:"),
+        "tests talk to loopback only"
+    );
+    let answer = http_send_untallied(host, method, path_and_query, headers, body);
+    tally::answer(answer.status);
+    answer
+}
+
+fn http_send_untallied(
+    host: &str,
+    method: &str,
+    path_and_query: &str,
+    headers: &[(String, String)],
+    body: &[u8],
+) -> Answer {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect(host).expect("connect");
     stream
         .set_read_timeout(Some(Duration::from_secs(30)))
         .unwrap();
-    let mut req = format!("GET {path_and_query} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n");
+    let mut req =
+        format!("{method} {path_and_query} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n");
     for (k, v) in headers {
         if !k.eq_ignore_ascii_case("host") {
             req.push_str(&format!("{k}: {v}\r\n"));
         }
     }
+    if !body.is_empty() {
+        req.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
     req.push_str("\r\n");
-    stream.write_all(req.as_bytes()).unwrap();
+    let mut bytes = req.into_bytes();
+    bytes.extend_from_slice(body);
+    // A refusal may come (and the socket close) before all of it is sent.
+    let _ = stream.write_all(&bytes);
     let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).unwrap();
+    let mut buf = [0u8; 64 * 1024];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => raw.extend_from_slice(&buf[..n]),
+            Err(_) => break,
+        }
+    }
     let text = String::from_utf8_lossy(&raw).into_owned();
     let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
     let status: u16 = head
