@@ -70,6 +70,21 @@ impl ApiClient {
         action: &str,
         params: &[(String, String)],
     ) -> Result<Value> {
+        let (status, text) = self.send(method, action, params).await?;
+        if !status.is_success() {
+            bail!("{action} answered HTTP {status}: {}", clip(&text));
+        }
+        serde_json::from_str(&text)
+            .map_err(|e| anyhow!("{action}: answer is not JSON ({e}): {}", clip(&text)))
+    }
+
+    /// Signs and sends a call; the HTTP status and the body.
+    async fn send(
+        &self,
+        method: Method,
+        action: &str,
+        params: &[(String, String)],
+    ) -> Result<(reqwest::StatusCode, String)> {
         let now = oca_domain::time::now_millis();
         let nonce = oca_domain::ids::new_secret(24);
         let request = match method {
@@ -117,11 +132,27 @@ impl ApiClient {
             .text()
             .await
             .with_context(|| format!("{action}: reading the answer"))?;
-        if !status.is_success() {
-            bail!("{action} answered HTTP {status}: {}", clip(&text));
+        Ok((status, text))
+    }
+
+    /// Like [`call_owned`](Self::call_owned) for a request that should be refused:
+    /// the HTTP status and the error's `Code`.
+    pub async fn call_refused(
+        &self,
+        method: Method,
+        action: &str,
+        params: &[(String, String)],
+    ) -> Result<(u16, String)> {
+        let (status, text) = self.send(method, action, params).await?;
+        if status.is_success() {
+            bail!("{action} was not refused");
         }
-        serde_json::from_str(&text)
-            .map_err(|e| anyhow!("{action}: answer is not JSON ({e}): {}", clip(&text)))
+        let body: Value = serde_json::from_str(&text)
+            .map_err(|e| anyhow!("{action}: answer is not JSON ({e}): {}", clip(&text)))?;
+        Ok((
+            status.as_u16(),
+            body["Code"].as_str().unwrap_or("").to_string(),
+        ))
     }
 
     /// CreateActivation for `count` (≤ 1000) instances: (ActivationId, ActivationCode).

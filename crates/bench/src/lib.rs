@@ -14,6 +14,9 @@
 //!    percentiles and throughput with concurrent clients.
 //! 4. **Memory** — the server's RSS per connected agent; a real `oca-agent`'s idle RSS,
 //!    CPU and wake-ups.
+//! 5. **Hostile** — a request with 100,000 `Tag.N` refused fast, DescribeInvocations
+//!    latency while four such requests run, and what a flood of signed requests costs
+//!    the replay cache.
 //!
 //! Every loop is bounded in count and time, and every child process is killed on the
 //! way out. [`run`] is the whole bench; `main.rs` only parses flags and prints.
@@ -38,14 +41,16 @@ pub enum Section {
     Fanout = 2,
     Api = 3,
     Memory = 4,
+    Hostile = 5,
 }
 
 impl Section {
-    pub const ALL: [Section; 4] = [
+    pub const ALL: [Section; 5] = [
         Section::Dispatch,
         Section::Fanout,
         Section::Api,
         Section::Memory,
+        Section::Hostile,
     ];
 
     /// The name `--only` takes.
@@ -55,6 +60,7 @@ impl Section {
             Section::Fanout => "fanout",
             Section::Api => "api",
             Section::Memory => "memory",
+            Section::Hostile => "hostile",
         }
     }
 
@@ -64,6 +70,7 @@ impl Section {
             Section::Fanout => "Fan-out",
             Section::Api => "API over stored records",
             Section::Memory => "Memory and idle cost",
+            Section::Hostile => "Hostile requests",
         }
     }
 
@@ -96,6 +103,11 @@ pub struct Config {
     pub api_throughput: Duration,
     /// How long the real agent is watched idle.
     pub agent_idle: Duration,
+    /// `Tag.N` in the hostile section's requests, and how many are timed.
+    pub flood_tags: usize,
+    pub flood_requests: usize,
+    /// Signed requests from one key, for the replay cache's memory.
+    pub nonce_flood: usize,
 }
 
 impl Config {
@@ -112,6 +124,9 @@ impl Config {
             api_clients: 8,
             api_throughput: Duration::from_secs(2),
             agent_idle: Duration::from_secs(10),
+            flood_tags: 100_000,
+            flood_requests: 20,
+            nonce_flood: 100_000,
         }
     }
 
@@ -123,6 +138,7 @@ impl Config {
             records: 10_000,
             api_requests: 50,
             api_throughput: Duration::from_secs(1),
+            nonce_flood: 10_000,
             ..Config::full(oca_bin, agent_bin)
         }
     }
@@ -155,6 +171,10 @@ pub mod targets {
     pub const AGENT_IDLE_WAKEUPS: f64 = 10.0;
     /// Server memory per connected agent, KiB.
     pub const SERVER_KB_PER_AGENT: f64 = 50.0;
+    /// A request with 100,000 `Tag.N`, refused.
+    pub const FLOOD_ANSWER: Duration = Duration::from_millis(50);
+    /// DescribeInvocations p99 while four such requests run.
+    pub const DESCRIBE_UNDER_FLOOD_P99: Duration = Duration::from_millis(20);
 }
 
 /// Runs the sections `config` names; failures become error rows, not panics.
@@ -224,6 +244,13 @@ pub async fn run(config: &Config) -> Report {
         match sections::agent::run(config).await {
             Ok(rows) => report.rows.extend(rows),
             Err(e) => fail(&mut report, Section::Memory, e),
+        }
+    }
+    if wants(Section::Hostile) {
+        eprintln!("== 5. hostile requests ({} Tag.N)", config.flood_tags);
+        match sections::hostile::run(config).await {
+            Ok(rows) => report.rows.extend(rows),
+            Err(e) => fail(&mut report, Section::Hostile, e),
         }
     }
     report.elapsed = started.elapsed();

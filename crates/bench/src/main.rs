@@ -12,7 +12,8 @@ Starts the `oca` server next to this executable on 127.0.0.1 with many simulated
 agents and a real `oca-agent`, and prints a table of figures against their targets.
 
   --quick          smaller counts (1,000 agents, 10,000 records, 50 dispatches)
-  --only SECTION   run only this section (repeatable): dispatch, fanout, api, memory
+  --only SECTION   run only this section (repeatable): dispatch, fanout, api, memory,
+                   hostile
   --oca PATH       the oca binary (default: next to oca-bench)
   --agent PATH     the oca-agent binary (default: next to oca-bench)";
 
@@ -27,7 +28,7 @@ fn main() -> ExitCode {
             "--quick" => quick = true,
             "--only" => match args.next().as_deref().and_then(Section::parse) {
                 Some(s) => only.push(s),
-                None => return usage("--only needs one of dispatch, fanout, api, memory"),
+                None => return usage("--only needs one of dispatch, fanout, api, memory, hostile"),
             },
             "--oca" => match args.next() {
                 Some(p) => oca = Some(p.into()),

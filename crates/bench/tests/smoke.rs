@@ -35,6 +35,9 @@ fn every_section_runs_with_tiny_counts() {
         api_clients: 2,
         api_throughput: Duration::from_millis(200),
         agent_idle: Duration::from_secs(1),
+        flood_tags: 1_000,
+        flood_requests: 2,
+        nonce_flood: 40,
         ..Config::quick(binary("oca"), binary("oca-agent"))
     };
     let runtime = tokio::runtime::Runtime::new().unwrap();

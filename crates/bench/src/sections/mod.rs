@@ -5,6 +5,7 @@ pub mod agent;
 pub mod api;
 pub mod dispatch;
 pub mod fleet;
+pub mod hostile;
 
 use crate::api::ApiClient;
 use crate::server::{DataDir, Server};
