@@ -2,6 +2,7 @@
 //! invocations and their statuses that needs no I/O.
 //!
 //! - [`ids`]: resource ids (`c-…`, `t-…`, `mi-…`, request ids).
+//! - [`instance`]: the rule a managed instance's name obeys.
 //! - [`status`]: the per-instance and whole-invocation status rules of the seeds.
 //! - [`task`]: how one instance's run moves between statuses.
 //! - [`task_error`]: the `ErrorCode` / `ErrorInfo` pairs of seed 001, verbatim.
@@ -14,6 +15,7 @@
 pub mod command;
 pub mod frequency;
 pub mod ids;
+pub mod instance;
 pub mod output;
 pub mod params;
 pub mod status;
