@@ -10,6 +10,7 @@
 //! - [`params`]: `{{name}}` parameters and the `ACS::` built-ins.
 //! - [`command`]: command types, content encoding and the limits of a command.
 //! - [`time`]: the wire's time format.
+//! - [`throttle`]: failed authentications counted per source address.
 //! - [`frequency`]: `Frequency` of periodic invocations: rate, at and cron, zones, next run.
 
 pub mod command;
@@ -21,4 +22,5 @@ pub mod params;
 pub mod status;
 pub mod task;
 pub mod task_error;
+pub mod throttle;
 pub mod time;
