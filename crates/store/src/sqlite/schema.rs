@@ -298,6 +298,26 @@ pub(super) const FLEET: &str = r#"
 ALTER TABLE activations ADD COLUMN deregistered_count INTEGER NOT NULL DEFAULT 0;
 "#;
 
+/// Deleted accounts become tombstones (`deleted`: when; `enabled` is 0) rather than
+/// missing rows, so an account id is never given to another tenant: it would inherit
+/// the commands, invocations and instances the deleted one left. Accounts deleted
+/// before this version left no row: every account id that still owns records but has
+/// neither a row nor a key is such a one, and becomes a tombstone now.
+pub(super) const ACCOUNT_TOMBSTONES: &str = r#"
+ALTER TABLE accounts ADD COLUMN deleted INTEGER;
+INSERT OR IGNORE INTO accounts (account_id, name, enabled, created, deleted)
+    SELECT account_id, account_id, 0, MIN(created),
+           CAST(strftime('%s', 'now') AS INTEGER) * 1000
+    FROM (
+        SELECT account_id, created FROM commands
+        UNION ALL SELECT account_id, created FROM invocations
+        UNION ALL SELECT account_id, created FROM activations
+        UNION ALL SELECT account_id, registered FROM instances
+    )
+    WHERE account_id NOT IN (SELECT account_id FROM access_keys)
+    GROUP BY account_id;
+"#;
+
 /// Every migration, in order. Index `i` brings the schema to version `i + 1`.
 pub(super) const MIGRATIONS: &[&str] = &[
     V1,
@@ -309,6 +329,7 @@ pub(super) const MIGRATIONS: &[&str] = &[
     REPEATING,
     RESOURCE_GROUPS,
     FLEET,
+    ACCOUNT_TOMBSTONES,
 ];
 
 /// The schema version this build writes.
