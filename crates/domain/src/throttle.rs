@@ -209,7 +209,12 @@ mod tests {
             assert_eq!(l.check(A, 0), Ok(()));
             l.failed(A, 0);
         }
-        assert_eq!(l.check(A, 0), Err(Throttled { retry_after_ms: 1000 }));
+        assert_eq!(
+            l.check(A, 0),
+            Err(Throttled {
+                retry_after_ms: 1000
+            })
+        );
         assert_eq!(l.check(A, 999), Err(Throttled { retry_after_ms: 1 }));
         // Another source is not concerned.
         assert_eq!(l.check(B, 0), Ok(()));
@@ -240,7 +245,12 @@ mod tests {
         for _ in 0..50 {
             l.failed(A, 0);
         }
-        assert_eq!(l.check(A, 0), Err(Throttled { retry_after_ms: 1000 }));
+        assert_eq!(
+            l.check(A, 0),
+            Err(Throttled {
+                retry_after_ms: 1000
+            })
+        );
         assert_eq!(l.check(A, 1000), Ok(()));
     }
 
@@ -250,7 +260,10 @@ mod tests {
         let v6 = |s: &str| Source::of(IpAddr::V6(s.parse::<Ipv6Addr>().unwrap()));
         assert_eq!(v4("10.0.0.1"), v6("::ffff:10.0.0.1"));
         assert_ne!(v4("10.0.0.1"), v4("10.0.0.2"));
-        assert_eq!(v6("2001:db8:1:2::1"), v6("2001:db8:1:2:ffff:ffff:ffff:ffff"));
+        assert_eq!(
+            v6("2001:db8:1:2::1"),
+            v6("2001:db8:1:2:ffff:ffff:ffff:ffff")
+        );
         assert_ne!(v6("2001:db8:1:2::1"), v6("2001:db8:1:3::1"));
     }
 

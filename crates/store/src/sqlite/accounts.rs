@@ -29,10 +29,11 @@ fn deleted_error(id: &str) -> StoreError {
 
 /// `None`: no such account; `Some(true)`: a tombstone.
 fn is_deleted(c: &Connection, id: &str) -> Result<Option<bool>> {
-    Ok(c
-        .prepare_cached("SELECT deleted IS NOT NULL FROM accounts WHERE account_id = ?")?
-        .query_row([id], |r| r.get(0))
-        .optional()?)
+    Ok(
+        c.prepare_cached("SELECT deleted IS NOT NULL FROM accounts WHERE account_id = ?")?
+            .query_row([id], |r| r.get(0))
+            .optional()?,
+    )
 }
 
 pub(super) fn insert_account(c: &mut Connection, a: &AccountRecord) -> Result<()> {
