@@ -12,9 +12,18 @@ mod common;
 #[path = "hostile/figures.rs"]
 mod figures;
 
+#[path = "hostile/wire.rs"]
+mod wire;
+
+#[path = "hostile/agents.rs"]
+mod agents;
+
 use figures::Case;
 
 fn main() {
-    let cases: Vec<Case> = [].into_iter().collect();
+    let cases: Vec<Case> = []
+        .into_iter()
+        .chain(agents::CASES.iter().copied())
+        .collect();
     figures::run(cases);
 }
