@@ -18,12 +18,16 @@ mod wire;
 #[path = "hostile/agents.rs"]
 mod agents;
 
+#[path = "hostile/accounts.rs"]
+mod accounts;
+
 use figures::Case;
 
 fn main() {
     let cases: Vec<Case> = []
         .into_iter()
         .chain(agents::CASES.iter().copied())
+        .chain(accounts::CASES.iter().copied())
         .collect();
     figures::run(cases);
 }
