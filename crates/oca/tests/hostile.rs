@@ -21,6 +21,9 @@ mod agents;
 #[path = "hostile/accounts.rs"]
 mod accounts;
 
+#[path = "hostile/guessing.rs"]
+mod guessing;
+
 use figures::Case;
 
 fn main() {
@@ -28,6 +31,7 @@ fn main() {
         .into_iter()
         .chain(agents::CASES.iter().copied())
         .chain(accounts::CASES.iter().copied())
+        .chain(guessing::CASES.iter().copied())
         .collect();
     figures::run(cases);
 }
