@@ -90,7 +90,7 @@ impl Guard {
             tracing::warn!(
                 refused,
                 last_from = %peer,
-                "agent registrations or connections refused: too many failed authentications from their address"
+                "agent registrations or connections throttled since the last report: too many failed authentications from their address"
             );
         }
     }
