@@ -21,7 +21,7 @@ pub const CASES: &[Case] = &[
 
 /// Failures allowed at once, and the interval after which one is forgiven.
 const BURST: u64 = 10;
-const FORGIVE_MS: u64 = 2000;
+const FORGIVE_MS: u64 = 3000;
 
 fn start() -> Server {
     Server::start_logged(&[
