@@ -156,7 +156,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     }
 }
 
-/// Whether the server refused the agent's credentials (HTTP 401 on connect).
+/// Whether the server refused the agent's credentials (HTTP 401 on connect). A
+/// throttled address is answered 400 (`Throttling.User`): not a refusal, the agent
+/// retries after its backoff like after any other failure.
 fn is_unauthorized(e: &anyhow::Error) -> bool {
     e.chain().any(|cause| {
         matches!(
@@ -167,8 +169,8 @@ fn is_unauthorized(e: &anyhow::Error) -> bool {
     })
 }
 
-/// Registers with the activation code; retries while the server cannot be reached,
-/// gives up when it refuses.
+/// Registers with the activation code; retries while the server cannot be reached or
+/// throttles this address, gives up when it refuses.
 async fn register(config: &Config, url: &ServerUrl, hostname: &str) -> anyhow::Result<Identity> {
     let (Some(activation_id), Some(activation_code)) =
         (config.activation_id.clone(), config.activation_code.clone())
@@ -208,6 +210,12 @@ async fn register(config: &Config, url: &ServerUrl, hostname: &str) -> anyhow::R
                 let status = resp.status();
                 let body = resp.text().await.unwrap_or_default();
                 match serde_json::from_str::<RegisterError>(&body) {
+                    // The server throttles this address (too many failed attempts from
+                    // it, perhaps a neighbour's behind the same NAT): not a refusal of
+                    // this code. Wait and try again.
+                    Ok(e) if e.code == oca_domain::throttle::THROTTLING_CODE => {
+                        tracing::warn!("registration throttled ({status}): {}", e.message)
+                    }
                     Ok(e) => bail!("registration refused ({status}): {}: {}", e.code, e.message),
                     Err(_) => bail!("registration refused ({status}): {body}"),
                 }

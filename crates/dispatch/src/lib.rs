@@ -7,13 +7,18 @@
 //! - What agents report goes to the store as `TaskEvent`s through one group-commit
 //!   writer (`writer.rs`); a result is acknowledged only once it and all of its output
 //!   are stored.
-//! - A sweeper ends tasks that could not be delivered in time.
+//! - A sweeper ends tasks that could not be delivered in time, and cuts off the agents
+//!   of deleted accounts.
+//! - What agents send is bounded (`oca_proto::limits`, `limits.rs`), and a source
+//!   address that keeps failing to authenticate is throttled (`guard.rs`).
 //!
 //! Reading order: `lib.rs` (state and the API-facing calls), `connection.rs` (one
 //! agent's socket, top to bottom), `writer.rs` (group commit), `register.rs`,
-//! `task.rs` (building a `Task`).
+//! `guard.rs` (throttling), `limits.rs`, `task.rs` (building a `Task`).
 
 mod connection;
+mod guard;
+mod limits;
 mod register;
 mod task;
 mod writer;
@@ -22,6 +27,7 @@ use axum::routing::{get, post};
 use axum::Router;
 use oca_domain::task::{TaskEvent, TaskState};
 use oca_domain::task_error::TaskError;
+use oca_domain::throttle::FailureLimits;
 use oca_domain::time::{now_millis, Millis};
 use oca_proto::ServerMsg;
 use oca_store::{InstanceRecord, InvocationRecord, Store};
@@ -48,7 +54,21 @@ pub struct DispatchConfig {
     /// is ended as interrupted. Generous: a returning agent may hold the real result,
     /// which an early end would discard.
     pub lost_run_grace_ms: i64,
+    /// Failed registrations and agent authentications allowed per source address
+    /// before it is throttled (`oca_domain::throttle`).
+    pub auth_failures: FailureLimits,
 }
+
+/// The default of [`DispatchConfig::auth_failures`]: 60 failures at once, then one
+/// every half second (so a guesser makes at most two guesses a second, against
+/// secrets of 40 and 48 random characters); room for dozens of deregistered agents
+/// behind one NAT that keep retrying their dead tokens (every 30 s at most) without
+/// throttling their live neighbours. 65,536 sources tracked at most (a few MB).
+pub const DEFAULT_AUTH_FAILURES: FailureLimits = FailureLimits {
+    burst: 60,
+    forgive_ms: 500,
+    max_sources: 65_536,
+};
 
 impl Default for DispatchConfig {
     fn default() -> Self {
@@ -57,6 +77,7 @@ impl Default for DispatchConfig {
             delivery_timeout_ms: 60_000,
             output_cap: 16 << 20,
             lost_run_grace_ms: 10 * 60 * 1000,
+            auth_failures: DEFAULT_AUTH_FAILURES,
         }
     }
 }
@@ -73,12 +94,41 @@ struct Conn {
     /// The heartbeat last written to the store.
     stored_heartbeat: AtomicI64,
     active_tasks: AtomicU32,
-    /// Set when the server drops the connection (the instance was deregistered): the
-    /// writer sends what is queued, then a Close frame, and the reader stops.
-    closing: watch::Sender<bool>,
+    /// Set when the server ends the connection, with why: the writer sends what is
+    /// queued, then a Close frame, and the reader stops.
+    closing: watch::Sender<Option<Ending>>,
+}
+
+/// Why the server ends a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ending {
+    /// A newer connection of the same instance replaced it.
+    Replaced,
+    /// The instance was deregistered.
+    Deregistered,
+    /// The instance's account was deleted.
+    AccountDeleted,
+    /// The agent sent a message past `oca_proto::limits::MAX_MESSAGE_BYTES`.
+    TooBig,
 }
 
 impl Conn {
+    /// Ends the connection (the first reason given wins).
+    fn end(&self, ending: Ending) {
+        self.closing.send_if_modified(|current| {
+            let first = current.is_none();
+            if first {
+                *current = Some(ending);
+            }
+            first
+        });
+    }
+
+    /// Whether the server has ended the connection.
+    fn ended(&self) -> bool {
+        self.closing.borrow().is_some()
+    }
+
     /// The task this agent runs for `invocation`, with the instance's current name.
     fn task(&self, invocation: &InvocationRecord, output_cap: u64) -> oca_proto::Task {
         let name = self.name.read().expect("instance name lock");
@@ -100,6 +150,7 @@ pub struct Dispatcher {
     config: DispatchConfig,
     conns: RwLock<HashMap<String, Arc<Conn>>>,
     next_generation: AtomicU64,
+    guard: guard::Guard,
 }
 
 impl Dispatcher {
@@ -107,6 +158,7 @@ impl Dispatcher {
         Arc::new(Dispatcher {
             writer: writer::Writer::spawn(store.clone()),
             store,
+            guard: guard::Guard::new(config.auth_failures),
             config,
             conns: RwLock::new(HashMap::new()),
             next_generation: AtomicU64::new(1),
@@ -126,12 +178,59 @@ impl Dispatcher {
         (self.config.delivery_timeout_ms / 2).min(60_000)
     }
 
-    /// The agent endpoints: registration and the WebSocket.
+    /// The agent endpoints: registration (its body capped at
+    /// `oca_proto::limits::MAX_REGISTER_BODY`) and the WebSocket.
     pub fn routes(self: &Arc<Self>) -> Router {
+        let register = post(register::register).layer(axum::extract::DefaultBodyLimit::max(
+            oca_proto::limits::MAX_REGISTER_BODY,
+        ));
         Router::new()
-            .route(oca_proto::REGISTER_PATH, post(register::register))
+            .route(oca_proto::REGISTER_PATH, register)
             .route(oca_proto::CONNECT_PATH, get(connection::connect))
             .with_state(self.clone())
+    }
+
+    /// Lists a new connection of its instance; an older one is ended
+    /// ([`Ending::Replaced`]): one instance has one live connection.
+    fn install(&self, conn: Arc<Conn>) {
+        let instance_id = conn.instance.instance_id.clone();
+        let older = self
+            .conns
+            .write()
+            .expect("connection map lock")
+            .insert(instance_id.clone(), conn);
+        if let Some(older) = older {
+            older.end(Ending::Replaced);
+            tracing::info!(instance = %instance_id, "an older connection of the instance replaced");
+        }
+    }
+
+    /// Removes the connection from the map unless a newer one replaced it; whether it
+    /// was the current one.
+    fn forget_if_current(&self, instance_id: &str, generation: u64) -> bool {
+        let mut conns = self.conns.write().expect("connection map lock");
+        let current = conns.get(instance_id).map(|c| c.generation) == Some(generation);
+        if current {
+            conns.remove(instance_id);
+        }
+        current
+    }
+
+    /// Ends the instance's live connection, if any, for `ending`; whether there was one.
+    fn drop_conn(&self, instance_id: &str, ending: Ending) -> bool {
+        let conn = self
+            .conns
+            .write()
+            .expect("connection map lock")
+            .remove(instance_id);
+        match conn {
+            Some(conn) => {
+                conn.end(ending);
+                tracing::info!(instance = %instance_id, ?ending, "connection dropped by the server");
+                true
+            }
+            None => false,
+        }
     }
 
     fn conn(&self, instance_id: &str) -> Option<Arc<Conn>> {
@@ -205,19 +304,41 @@ impl Dispatcher {
     /// token invalid in the store (a connection that was being set up re-reads the
     /// instance once it is listed, so it cannot slip in after this).
     pub fn forget(&self, instance_id: &str) -> bool {
-        let conn = self
-            .conns
-            .write()
-            .expect("connection map lock")
-            .remove(instance_id);
-        match conn {
-            Some(conn) => {
-                conn.closing.send_replace(true);
-                tracing::info!(instance = %instance_id, "connection dropped by the server");
-                true
+        self.drop_conn(instance_id, Ending::Deregistered)
+    }
+
+    /// Cuts off the live connections of deleted accounts' instances (accounts are
+    /// deleted offline, by `oca accounts delete`, so the server learns of it here; a
+    /// new connection of theirs is refused when it authenticates). Returns how many.
+    pub async fn cut_deleted_accounts(&self) -> usize {
+        let deleted: std::collections::HashSet<String> = match self.store.list_accounts().await {
+            Ok(accounts) => accounts
+                .into_iter()
+                .filter(|a| a.deleted.is_some())
+                .map(|a| a.account_id)
+                .collect(),
+            Err(e) => {
+                tracing::warn!("sweeper could not read the accounts: {e}");
+                return 0;
             }
-            None => false,
+        };
+        if deleted.is_empty() {
+            return 0;
         }
+        let doomed: Vec<String> = self
+            .conns
+            .read()
+            .expect("connection map lock")
+            .iter()
+            .filter(|(_, c)| deleted.contains(&c.instance.account_id))
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in &doomed {
+            if self.drop_conn(id, Ending::AccountDeleted) {
+                tracing::warn!(instance = %id, "agent cut off: its account is deleted");
+            }
+        }
+        doomed.len()
     }
 
     /// After DeregisterManagedInstance (the instance is gone from the store): each of
@@ -351,6 +472,7 @@ impl Dispatcher {
                 tick.tick().await;
                 this.sweep_once().await;
                 this.sweep_lost_runs().await;
+                this.cut_deleted_accounts().await;
             }
         })
     }

@@ -1,13 +1,24 @@
 //! `POST /agent/v1/register`: an agent trades an activation id and code for an
 //! instance id and a token.
+//!
+//! The body is at most `MAX_REGISTER_BODY` bytes and each field has its cap
+//! (`oca_proto::limits`): a request past one is refused (`InvalidParameter`), never
+//! cut, so what is stored is what the host said. A wrong activation id or code counts
+//! against the sender's address (`guard.rs`).
 
 use crate::Dispatcher;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use oca_domain::ids;
 use oca_domain::time::now_millis;
+use oca_proto::limits::{
+    MAX_ACTIVATION_CODE, MAX_ACTIVATION_ID, MAX_AGENT_VERSION, MAX_HOSTNAME, MAX_MACHINE_ID,
+    MAX_OS_TYPE, MAX_REGISTER_BODY,
+};
 use oca_proto::{RegisterError, RegisterRequest, RegisterResponse};
 use oca_store::{InstanceRecord, StoreError};
 use std::sync::Arc;
@@ -62,40 +73,110 @@ pub fn ip_range_is_valid(range: &str) -> bool {
     range.parse::<ipnet::IpNet>().is_ok() || range.parse::<std::net::IpAddr>().is_ok()
 }
 
+/// An activation id or code that matches nothing.
+fn invalid_activation() -> Response {
+    refuse(
+        StatusCode::FORBIDDEN,
+        "InvalidActivation",
+        "the activation id or code is not valid",
+    )
+}
+
+fn storage_error(e: impl std::fmt::Display) -> Response {
+    tracing::error!("register: {e}");
+    refuse(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "InternalError",
+        "storage error",
+    )
+}
+
+/// A field of the request past its cap: refused, naming it.
+fn too_long(field: &str, max: usize) -> Response {
+    refuse(
+        StatusCode::BAD_REQUEST,
+        "InvalidParameter",
+        &format!("{field} is longer than {max} bytes"),
+    )
+}
+
+/// The name a newly registered instance gets: the activation's `InstanceName`, else
+/// the host's name, else (neither obeys the instance name rule that
+/// ModifyManagedInstance enforces, `oca_domain::instance`) the instance id, which
+/// does.
+pub fn instance_name(activation_name: &str, hostname: &str, instance_id: &str) -> String {
+    [activation_name, hostname]
+        .into_iter()
+        .find(|n| oca_domain::instance::check_instance_name(n).is_ok())
+        .unwrap_or(instance_id)
+        .to_string()
+}
+
 pub async fn register(
     State(d): State<Arc<Dispatcher>>,
     peer: Option<axum::Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>,
-    Json(req): Json<RegisterRequest>,
+    body: Result<Bytes, BytesRejection>,
 ) -> Response {
+    let peer = peer.map(|axum::Extension(axum::extract::ConnectInfo(addr))| addr);
+    // A throttled address is refused before anything it sent is looked at.
+    if let Some(answer) = d.guard.refusal(peer) {
+        return answer;
+    }
+    // The body is capped (`Dispatcher::routes`): a larger one is refused unread.
+    let body = match body {
+        Ok(b) => b,
+        Err(rejection) => {
+            return refuse(
+                rejection.status(),
+                "InvalidParameter",
+                &format!(
+                    "the request body could not be read (at most {MAX_REGISTER_BODY} bytes): {}",
+                    rejection.body_text()
+                ),
+            )
+        }
+    };
+    let Ok(req) = serde_json::from_slice::<RegisterRequest>(&body) else {
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            "InvalidParameter",
+            "the request body is not a JSON registration request",
+        );
+    };
+    for (field, value, max) in [
+        ("hostname", &req.hostname, MAX_HOSTNAME),
+        ("os_type", &req.os_type, MAX_OS_TYPE),
+        ("agent_version", &req.agent_version, MAX_AGENT_VERSION),
+        ("machine_id", &req.machine_id, MAX_MACHINE_ID),
+    ] {
+        if value.len() > max {
+            return too_long(field, max);
+        }
+    }
+    // Ids and codes longer than any real one match nothing: a failure, without a
+    // lookup.
+    if req.activation_id.len() > MAX_ACTIVATION_ID
+        || req.activation_code.len() > MAX_ACTIVATION_CODE
+    {
+        d.guard.failed(peer);
+        return invalid_activation();
+    }
     let activation = match d.store.get_activation(&req.activation_id).await {
         Ok(Some(a)) => a,
         Ok(None) => {
-            return refuse(
-                StatusCode::FORBIDDEN,
-                "InvalidActivation",
-                "the activation id or code is not valid",
-            )
+            d.guard.failed(peer);
+            return invalid_activation();
         }
-        Err(e) => {
-            tracing::error!("register: {e}");
-            return refuse(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "InternalError",
-                "storage error",
-            );
-        }
+        Err(e) => return storage_error(e),
     };
     if !digests_equal(&activation.code_hash, &digest(&req.activation_code)) {
-        return refuse(
-            StatusCode::FORBIDDEN,
-            "InvalidActivation",
-            "the activation id or code is not valid",
-        );
+        d.guard.failed(peer);
+        return invalid_activation();
     }
     // The activation's IpAddressRange: checked after the code, so that it says nothing
     // to whoever does not hold one. (Without a peer address, as in-process tests, it
     // cannot be checked; the server always has one.)
-    if let Some(axum::Extension(axum::extract::ConnectInfo(peer))) = peer {
+    if let Some(peer) = peer {
         if !allowed_by(&activation.ip_address_range, peer.ip()) {
             tracing::warn!(activation = %activation.activation_id, %peer, "registration from outside the activation's IpAddressRange");
             return refuse(
@@ -105,18 +186,34 @@ pub async fn register(
             );
         }
     }
+    // The activation's account must be live: a deleted one's activations are dead, a
+    // disabled one's wait until it is enabled again.
+    match d.store.get_account(&activation.account_id).await {
+        Ok(Some(a)) if a.deleted.is_some() => {
+            return refuse(
+                StatusCode::FORBIDDEN,
+                "ActivationUnavailable",
+                "the activation's account is deleted",
+            )
+        }
+        Ok(Some(a)) if !a.enabled => {
+            return refuse(
+                StatusCode::FORBIDDEN,
+                "ActivationUnavailable",
+                "the activation's account is disabled",
+            )
+        }
+        Ok(_) => {}
+        Err(e) => return storage_error(e),
+    }
     let token = ids::new_secret(48);
     let now = now_millis();
-    let name = if activation.instance_name.is_empty() {
-        req.hostname.clone()
-    } else {
-        activation.instance_name.clone()
-    };
+    let instance_id = ids::new_managed_instance_id();
     let instance = InstanceRecord {
-        instance_id: ids::new_managed_instance_id(),
+        name: instance_name(&activation.instance_name, &req.hostname, &instance_id),
+        instance_id,
         account_id: activation.account_id.clone(),
         region_id: activation.region_id.clone(),
-        name,
         hostname: req.hostname.clone(),
         os_type: req.os_type.clone(),
         agent_version: req.agent_version.clone(),
@@ -142,20 +239,26 @@ pub async fn register(
         Err(StoreError::Conflict(why)) => {
             refuse(StatusCode::FORBIDDEN, "ActivationUnavailable", &why)
         }
-        Err(e) => {
-            tracing::error!("register: {e}");
-            refuse(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "InternalError",
-                "storage error",
-            )
-        }
+        Err(e) => storage_error(e),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn instance_names_obey_the_rule() {
+        let id = "mi-0123456789abcdefghij";
+        assert_eq!(instance_name("web", "host-1", id), "web");
+        assert_eq!(instance_name("", "host-1", id), "host-1");
+        // An activation name that breaks the rule gives way to the host name, and a
+        // host name that does to the instance id.
+        assert_eq!(instance_name("web server", "host-1", id), "host-1");
+        assert_eq!(instance_name("", "1host", id), id);
+        assert_eq!(instance_name("", &"h".repeat(1 << 20), id), id);
+        assert_eq!(instance_name("", "", id), id);
+    }
 
     #[test]
     fn ip_address_ranges() {

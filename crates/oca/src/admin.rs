@@ -88,8 +88,9 @@ pub enum AccountsCommand {
         dir: DataDirArg,
         account_id: String,
     },
-    /// Delete an account; refused while it has access keys. Its records stay in the
-    /// database, unreachable.
+    /// Delete an account for good; refused while it has access keys. Its id can never
+    /// be created again, its agents are cut off, its records stay in the database,
+    /// visible to no one.
     Delete {
         #[command(flatten)]
         dir: DataDirArg,
@@ -104,6 +105,7 @@ pub fn default_account() -> AccountRecord {
         name: config::DEFAULT_ACCOUNT.to_string(),
         created: now_millis(),
         enabled: true,
+        deleted: None,
     }
 }
 
@@ -189,6 +191,9 @@ async fn create_key(dir: DataDirArg, account: &str) -> Result<ExitCode> {
     }
     match data.store.get_account(account).await? {
         None => bail!("no account {account:?} (create it first: oca accounts create {account})"),
+        Some(a) if a.deleted.is_some() => {
+            bail!("account {account:?} was deleted: it can have no access key")
+        }
         Some(a) if !a.enabled => {
             eprintln!("warning: account {account} is disabled; the key works once it is enabled")
         }
@@ -224,11 +229,20 @@ pub async fn accounts(command: AccountsCommand) -> Result<ExitCode> {
                 account_id,
                 created: now_millis(),
                 enabled: true,
+                deleted: None,
             };
             match data.store.insert_account(&record).await {
                 Ok(()) => {}
                 Err(StoreError::Conflict(_)) => {
-                    bail!("account {} already exists", record.account_id)
+                    let id = &record.account_id;
+                    match data.store.get_account(id).await? {
+                        Some(a) if a.deleted.is_some() => bail!(
+                            "account {id} was deleted on {}; a deleted account's id is never \
+                             used again (its records are kept): choose another id",
+                            created(a.deleted.unwrap_or_default())
+                        ),
+                        _ => bail!("account {id} already exists"),
+                    }
                 }
                 Err(e) => return Err(e).context("creating the account"),
             }
@@ -253,7 +267,11 @@ pub async fn accounts(command: AccountsCommand) -> Result<ExitCode> {
                     "{:<24} {:<24} {:<9} {:>4} {}",
                     a.account_id,
                     a.name,
-                    status(a.enabled),
+                    if a.deleted.is_some() {
+                        "deleted"
+                    } else {
+                        status(a.enabled)
+                    },
                     n,
                     created(a.created)
                 );
@@ -266,7 +284,12 @@ pub async fn accounts(command: AccountsCommand) -> Result<ExitCode> {
             let data = open_existing(&dir)?;
             match data.store.delete_account(&account_id).await {
                 Ok(true) => {}
-                Ok(false) => bail!("no account {account_id}"),
+                Ok(false) => match data.store.get_account(&account_id).await? {
+                    Some(a) if a.deleted.is_some() => {
+                        bail!("account {account_id} is already deleted")
+                    }
+                    _ => bail!("no account {account_id}"),
+                },
                 Err(StoreError::Conflict(_)) => bail!(
                     "account {account_id} still has access keys; delete them first \
                      (oca keys list --account {account_id}, oca keys delete <id>)"
@@ -274,6 +297,10 @@ pub async fn accounts(command: AccountsCommand) -> Result<ExitCode> {
                 Err(e) => return Err(e).context("deleting the account"),
             }
             println!("Deleted account {account_id}");
+            println!(
+                "Its id is never used again; a running server cuts its agents off within \
+                 seconds."
+            );
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -281,8 +308,11 @@ pub async fn accounts(command: AccountsCommand) -> Result<ExitCode> {
 
 async fn set_account(dir: &DataDirArg, id: &str, enabled: bool) -> Result<ExitCode> {
     let data = open_existing(dir)?;
-    if !data.store.set_account_enabled(id, enabled).await? {
-        bail!("no account {id}");
+    match data.store.set_account_enabled(id, enabled).await {
+        Ok(true) => {}
+        Ok(false) => bail!("no account {id}"),
+        Err(StoreError::Conflict(_)) => bail!("account {id} was deleted: it stays disabled"),
+        Err(e) => return Err(e).context("changing the account"),
     }
     println!("Account {id} {}", status(enabled));
     Ok(ExitCode::SUCCESS)

@@ -61,6 +61,21 @@ pub struct ServeArgs {
     /// Invocations purged per write transaction at most.
     #[arg(long, default_value_t = 500, hide = true, value_parser = clap::value_parser!(u64).range(1..))]
     pub retention_batch: u64,
+    /// Failed agent registrations and connections (wrong activation codes, wrong
+    /// tokens) a source address (an IPv4 address, an IPv6 /64) may make at once; then
+    /// it is throttled (`Throttling.User`), even with a right secret, until they drain.
+    #[arg(long, default_value_t = oca_dispatch::DEFAULT_AUTH_FAILURES.burst,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub agent_auth_burst: u32,
+    /// Milliseconds after which one failure of an address is forgiven: once throttled,
+    /// an address gets one more try per interval.
+    #[arg(long, default_value_t = oca_dispatch::DEFAULT_AUTH_FAILURES.forgive_ms as u64,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub agent_auth_forgive_ms: u64,
+    /// Source addresses whose failures are tracked at most (the stalest go first).
+    #[arg(long, default_value_t = oca_dispatch::DEFAULT_AUTH_FAILURES.max_sources,
+          hide = true)]
+    pub agent_auth_tracked: usize,
     /// Tests only: accept cron frequencies whose runs are this many seconds apart (the
     /// vendor's minimum is 10 s and no less than the timeout).
     #[arg(long, hide = true)]
@@ -173,6 +188,11 @@ async fn start(args: &ServeArgs, data: DataDir) -> Result<Running> {
             delivery_timeout_ms: args.delivery_timeout_ms,
             output_cap: args.output_cap,
             lost_run_grace_ms: args.lost_run_grace_ms,
+            auth_failures: oca_domain::throttle::FailureLimits {
+                burst: args.agent_auth_burst,
+                forgive_ms: i64::try_from(args.agent_auth_forgive_ms).unwrap_or(i64::MAX),
+                max_sources: args.agent_auth_tracked,
+            },
         },
     );
     dispatcher.spawn_sweeper();

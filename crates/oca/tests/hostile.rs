@@ -12,8 +12,17 @@ mod common;
 #[path = "hostile/figures.rs"]
 mod figures;
 
+#[path = "hostile/wire.rs"]
+mod wire;
+
+#[path = "hostile/accounts.rs"]
+mod accounts;
+#[path = "hostile/agents.rs"]
+mod agents;
 #[path = "hostile/connections.rs"]
 mod connections;
+#[path = "hostile/guessing.rs"]
+mod guessing;
 #[path = "hostile/output.rs"]
 mod output;
 #[path = "hostile/requests.rs"]
@@ -22,10 +31,17 @@ mod requests;
 use figures::Case;
 
 fn main() {
-    let cases: Vec<Case> = [requests::CASES, output::CASES, connections::CASES]
-        .into_iter()
-        .flatten()
-        .copied()
-        .collect();
+    let cases: Vec<Case> = [
+        requests::CASES,
+        output::CASES,
+        connections::CASES,
+        agents::CASES,
+        accounts::CASES,
+        guessing::CASES,
+    ]
+    .into_iter()
+    .flatten()
+    .copied()
+    .collect();
     figures::run(cases);
 }

@@ -521,9 +521,10 @@ fn a_disabled_accounts_keys_are_refused() {
     server.oca_ok(&["keys", "delete", &b.key_id]);
     server.oca_ok(&["keys", "delete", &b2.key_id]);
     server.oca_ok(&["accounts", "delete", "team-b"]);
-    assert!(!server
+    // A deleted account stays listed, as deleted (a tombstone: its id is never reused).
+    assert!(server
         .oca_ok(&["accounts", "list"])
         .lines()
-        .any(|l| l.starts_with("team-b ")));
+        .any(|l| l.starts_with("team-b ") && l.contains("deleted")));
     a.ok("DescribeCommands", &[]);
 }

@@ -23,6 +23,9 @@
 //!    agent sends the output from there and `Finished` again.
 //! 4. The agent sends [`AgentMsg::Heartbeat`] every `heartbeat_secs` of the `Welcome`.
 //!
+//! One instance has one live connection: a newer one replaces the older, which the
+//! server closes ([`CLOSE_REPLACED`]).
+//!
 //! Every step is idempotent: a `Run` for a task the agent already knows is ignored, a
 //! second `Finished` for a stored result is acknowledged again, output already stored is
 //! not appended twice.
@@ -46,6 +49,16 @@
 //! - `Stop` ends the schedule (and the current run, if any). In `Hello`, the agent
 //!   lists its repeating tasks with their revision: the server sends `Run` for a stale
 //!   revision and `Stop` for a task it has ended.
+//!
+//! ## Limits
+//! What an agent sends is bounded ([`limits`]): a message larger than
+//! [`limits::MAX_MESSAGE_BYTES`] ends the connection ([`CLOSE_TOO_BIG`]) before the
+//! server has read it; a registration with a field past its cap is refused
+//! ([`RegisterError`] `InvalidParameter`); a `Hello` field past its cap is cut to it.
+//! A source address that keeps failing to authenticate (wrong activation codes, wrong
+//! tokens) is throttled for a while: registration and connection alike answer HTTP 400
+//! with the [`RegisterError`] `Throttling.User` (`oca_domain::throttle`), even to a
+//! right secret; the agent waits and tries again.
 
 use oca_domain::command::{CommandType, RepeatMode, TerminationMode};
 use oca_domain::status::InvocationStatus;
@@ -58,6 +71,61 @@ pub const PROTOCOL_VERSION: u32 = 1;
 
 pub const REGISTER_PATH: &str = "/agent/v1/register";
 pub const CONNECT_PATH: &str = "/agent/v1/connect";
+
+/// The Close code of a connection replaced by a newer one of the same instance (a code
+/// of the private range, 4000–4999, of RFC 6455).
+pub const CLOSE_REPLACED: u16 = 4001;
+/// The Close code of a connection whose instance no longer exists for the server: it
+/// was deregistered, or its account was deleted (1008, policy violation).
+pub const CLOSE_GONE: u16 = 1008;
+/// The Close code of a connection that sent a message past
+/// [`limits::MAX_MESSAGE_BYTES`] (1009, message too big).
+pub const CLOSE_TOO_BIG: u16 = 1009;
+
+/// The bounds on what an agent sends (what a legitimate agent sends stays far below
+/// each).
+pub mod limits {
+    /// The largest WebSocket message (and frame) the server reads from an agent.
+    ///
+    /// What a legitimate agent sends at most:
+    /// - `Output`: at most 64 KiB of output (`oca_agent`'s `CHUNK_BYTES`), which is
+    ///   87,384 bytes of Base64, plus a ~100-byte envelope;
+    /// - `Finished`: the 24 KB head-and-tail view (`oca_domain::output::OUTPUT_LIMIT`),
+    ///   32,768 bytes of Base64, plus a ~300-byte envelope;
+    /// - `Hello`: ~90 bytes per known task (an invoke id of 22 characters), so
+    ///   [`MAX_KNOWN_TASKS`] of them take ~370 KB, and ~540 KB with ids of
+    ///   [`MAX_ID`] characters.
+    ///
+    /// 1 MiB is twelve times the largest message of the steady state, and room for a
+    /// full `Hello`; a host that sends more is cut off before the server has read it
+    /// (the limit applies to each frame as its header arrives, and to the message as
+    /// its frames are gathered), where the default of 64 MiB let one host push the
+    /// server past 500 MB.
+    pub const MAX_MESSAGE_BYTES: usize = 1 << 20;
+    /// The most tasks a `Hello` lists that the server takes into account: beyond, the
+    /// rest are ignored and the server, not knowing all the agent holds, does not end
+    /// runs as lost on that connection.
+    pub const MAX_KNOWN_TASKS: usize = 4096;
+    /// The longest id (invoke ids are 22 characters); an agent message about a longer
+    /// one is ignored.
+    pub const MAX_ID: usize = 64;
+    /// The longest host name (a fully qualified domain name has at most 253
+    /// characters; Linux's own host name at most 64).
+    pub const MAX_HOSTNAME: usize = 255;
+    /// The longest `os_type` (`linux`, `windows`).
+    pub const MAX_OS_TYPE: usize = 32;
+    /// The longest agent version.
+    pub const MAX_AGENT_VERSION: usize = 64;
+    /// The longest machine id (`/etc/machine-id` holds 32 hexadecimal digits, a
+    /// Windows MachineGuid 36 characters).
+    pub const MAX_MACHINE_ID: usize = 128;
+    /// The longest activation id (`act-` and 20 characters) worth looking up.
+    pub const MAX_ACTIVATION_ID: usize = 64;
+    /// The longest activation code worth checking (they have 40 characters).
+    pub const MAX_ACTIVATION_CODE: usize = 256;
+    /// The largest registration request body (a legitimate one has ~300 bytes).
+    pub const MAX_REGISTER_BODY: usize = 16 * 1024;
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RegisterRequest {
@@ -78,7 +146,8 @@ pub struct RegisterResponse {
     pub token: String,
 }
 
-/// An error the register endpoint answers with (HTTP 4xx), as JSON.
+/// An error the register endpoint answers with (HTTP 4xx), as JSON; the connect
+/// endpoint answers with it too when the agent's address is throttled.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RegisterError {
     pub code: String,

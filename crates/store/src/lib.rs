@@ -143,21 +143,27 @@ pub struct OutputAppend {
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     // ---- accounts -----------------------------------------------------------------
-    /// `Conflict` if the account already exists.
+    /// `Conflict` if the account already exists, or existed and was deleted (an account
+    /// id is never given to another tenant).
     async fn insert_account(&self, account: &AccountRecord) -> Result<()>;
-    /// Inserts the account unless one with its id exists; true if it was inserted.
+    /// Inserts the account unless one with its id exists (deleted ones included); true
+    /// if it was inserted.
     async fn ensure_account(&self, account: &AccountRecord) -> Result<bool>;
+    /// The account, a deleted one included (its `deleted` is set).
     async fn get_account(&self, account_id: &str) -> Result<Option<AccountRecord>>;
-    /// Every account, oldest first.
+    /// Every account, oldest first, deleted ones included.
     async fn list_accounts(&self) -> Result<Vec<AccountRecord>>;
-    /// Returns false if there is no such account. A disabled account's access keys are
-    /// refused.
+    /// Returns false if there is no such account; `Conflict` if it was deleted (it stays
+    /// disabled). A disabled account's access keys are refused.
     async fn set_account_enabled(&self, account_id: &str, enabled: bool) -> Result<bool>;
-    /// False if there is no such account; `Conflict` if it still has access keys. The
-    /// records it owns stay (unreachable without a key).
+    /// Deletes the account for good, leaving a tombstone: its id can never be created
+    /// again, it can have no key, its agents are refused, and the records it owns stay,
+    /// visible to no one. False if there is no such account or it was already deleted;
+    /// `Conflict` if it still has access keys.
     async fn delete_account(&self, account_id: &str) -> Result<bool>;
 
     // ---- access keys ------------------------------------------------------------
+    /// `Conflict` if the key's account was deleted.
     async fn insert_access_key(&self, key: &AccessKeyRecord) -> Result<()>;
     async fn get_access_key(&self, access_key_id: &str) -> Result<Option<AccessKeyRecord>>;
     async fn list_access_keys(&self, account_id: Option<&str>) -> Result<Vec<AccessKeyRecord>>;

@@ -7,6 +7,9 @@ use oca_domain::time::Millis;
 
 /// A tenant: everything it owns carries its `account_id`; its access keys work only
 /// while it is enabled.
+///
+/// A deleted account stays as a tombstone (`deleted` set, `enabled` false): its id is
+/// never given to another tenant, it can have no key, and its agents are refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AccountRecord {
     pub account_id: String,
@@ -14,6 +17,15 @@ pub struct AccountRecord {
     pub name: String,
     pub created: Millis,
     pub enabled: bool,
+    /// When the account was deleted; `None` while it lives.
+    pub deleted: Option<Millis>,
+}
+
+impl AccountRecord {
+    /// Its keys work and its agents may register: enabled and not deleted.
+    pub fn is_active(&self) -> bool {
+        self.enabled && self.deleted.is_none()
+    }
 }
 
 /// The nonce of a signed request that changed something, kept until no request

@@ -1,9 +1,15 @@
 //! Accounts (tenants).
+//!
+//! A deleted account is a tombstone, never a missing row: `deleted` holds when it was
+//! deleted and `enabled` is 0. Its id can then never be created again (another team
+//! would inherit its commands, invocations and instances, which are kept), nor can it
+//! be enabled again or get a key.
 
 use crate::{AccountRecord, Result, StoreError};
+use oca_domain::time::now_millis;
 use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
 
-const ACCOUNT_COLS: &str = "account_id, name, enabled, created";
+const ACCOUNT_COLS: &str = "account_id, name, enabled, created, deleted";
 
 fn account(r: &Row) -> rusqlite::Result<AccountRecord> {
     Ok(AccountRecord {
@@ -11,24 +17,65 @@ fn account(r: &Row) -> rusqlite::Result<AccountRecord> {
         name: r.get(1)?,
         enabled: r.get(2)?,
         created: r.get(3)?,
+        deleted: r.get(4)?,
     })
 }
 
-pub(super) fn insert_account(c: &Connection, a: &AccountRecord) -> Result<()> {
-    c.prepare_cached(
-        "INSERT INTO accounts (account_id, name, enabled, created) VALUES (?, ?, ?, ?)",
+fn deleted_error(id: &str) -> StoreError {
+    StoreError::Conflict(format!(
+        "account {id} was deleted; a deleted account's id is never used again"
+    ))
+}
+
+/// `None`: no such account; `Some(true)`: a tombstone.
+fn is_deleted(c: &Connection, id: &str) -> Result<Option<bool>> {
+    Ok(
+        c.prepare_cached("SELECT deleted IS NOT NULL FROM accounts WHERE account_id = ?")?
+            .query_row([id], |r| r.get(0))
+            .optional()?,
+    )
+}
+
+pub(super) fn insert_account(c: &mut Connection, a: &AccountRecord) -> Result<()> {
+    let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    match is_deleted(&tx, &a.account_id)? {
+        Some(true) => return Err(deleted_error(&a.account_id)),
+        Some(false) => {
+            return Err(StoreError::Conflict(format!(
+                "account {} already exists",
+                a.account_id
+            )))
+        }
+        None => {}
+    }
+    tx.prepare_cached(
+        "INSERT INTO accounts (account_id, name, enabled, created, deleted) \
+         VALUES (?, ?, ?, ?, ?)",
     )?
-    .execute(params![a.account_id, a.name, a.enabled, a.created])?;
+    .execute(params![
+        a.account_id,
+        a.name,
+        a.enabled && a.deleted.is_none(),
+        a.created,
+        a.deleted
+    ])?;
+    tx.commit()?;
     Ok(())
 }
 
 pub(super) fn ensure_account(c: &Connection, a: &AccountRecord) -> Result<bool> {
     let n = c
         .prepare_cached(
-            "INSERT OR IGNORE INTO accounts (account_id, name, enabled, created) \
-             VALUES (?, ?, ?, ?)",
+            "INSERT OR IGNORE INTO accounts (account_id, name, enabled, created, deleted) \
+             VALUES (?, ?, ?, ?, ?)",
         )?
-        .execute(params![a.account_id, a.name, a.enabled, a.created])?;
+        .execute(params![
+            a.account_id,
+            a.name,
+            a.enabled && a.deleted.is_none(),
+            a.created,
+            a.deleted
+        ])?;
     Ok(n > 0)
 }
 
@@ -48,15 +95,22 @@ pub(super) fn list_accounts(c: &Connection) -> Result<Vec<AccountRecord>> {
     Ok(accounts)
 }
 
-pub(super) fn set_account_enabled(c: &Connection, id: &str, enabled: bool) -> Result<bool> {
-    let n = c
-        .prepare_cached("UPDATE accounts SET enabled = ? WHERE account_id = ?")?
+pub(super) fn set_account_enabled(c: &mut Connection, id: &str, enabled: bool) -> Result<bool> {
+    let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    match is_deleted(&tx, id)? {
+        None => return Ok(false),
+        Some(true) => return Err(deleted_error(id)),
+        Some(false) => {}
+    }
+    tx.prepare_cached("UPDATE accounts SET enabled = ? WHERE account_id = ?")?
         .execute(params![enabled, id])?;
-    Ok(n > 0)
+    tx.commit()?;
+    Ok(true)
 }
 
-/// Refuses (`Conflict`) while the account has access keys; the check and the delete
-/// share one transaction, so a key created meanwhile cannot be orphaned.
+/// Refuses (`Conflict`) while the account has access keys; the check and the tombstone
+/// share one transaction, so a key created meanwhile cannot be orphaned (and none can
+/// be created afterwards: [`super::catalog::insert_access_key`] refuses).
 pub(super) fn delete_account(c: &mut Connection, id: &str) -> Result<bool> {
     let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let keys: i64 = tx
@@ -68,8 +122,11 @@ pub(super) fn delete_account(c: &mut Connection, id: &str) -> Result<bool> {
         )));
     }
     let n = tx
-        .prepare_cached("DELETE FROM accounts WHERE account_id = ?")?
-        .execute([id])?;
+        .prepare_cached(
+            "UPDATE accounts SET enabled = 0, deleted = ? \
+             WHERE account_id = ? AND deleted IS NULL",
+        )?
+        .execute(params![now_millis(), id])?;
     tx.commit()?;
     Ok(n > 0)
 }
@@ -85,6 +142,7 @@ mod tests {
             name: format!("team {id}"),
             created,
             enabled: true,
+            deleted: None,
         }
     }
 
@@ -131,8 +189,34 @@ mod tests {
         assert!(s.get_account("a").await.unwrap().is_some());
         assert!(s.delete_access_key("K1").await.unwrap());
         assert!(s.delete_account("a").await.unwrap());
-        assert!(!s.delete_account("a").await.unwrap());
-        assert_eq!(s.get_account("a").await.unwrap(), None);
+        assert!(!s.delete_account("a").await.unwrap(), "already deleted");
+        assert!(!s.delete_account("nope").await.unwrap());
+
+        // A tombstone: listed, disabled, and its id is never created again.
+        let gone = s.get_account("a").await.unwrap().unwrap();
+        assert!(gone.deleted.is_some() && !gone.enabled && !gone.is_active());
+        assert_eq!(gone.name, "team a");
+        assert!(s.list_accounts().await.unwrap().contains(&gone));
+        match s.insert_account(&acct("a", 9)).await {
+            Err(StoreError::Conflict(why)) => assert!(why.contains("deleted"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+        assert!(!s.ensure_account(&acct("a", 9)).await.unwrap());
+        assert_eq!(s.get_account("a").await.unwrap(), Some(gone.clone()));
+        // It cannot be enabled again nor get a key.
+        assert!(matches!(
+            s.set_account_enabled("a", true).await,
+            Err(StoreError::Conflict(_))
+        ));
+        assert!(matches!(
+            s.insert_access_key(&key("K2", "a")).await,
+            Err(StoreError::Conflict(_))
+        ));
+        assert_eq!(s.get_access_key("K2").await.unwrap(), None);
+        assert_eq!(s.get_account("a").await.unwrap(), Some(gone));
+        // Other accounts are not concerned.
+        s.insert_access_key(&key("K3", "b")).await.unwrap();
+        assert!(s.get_account("b").await.unwrap().unwrap().is_active());
     }
 
     #[tokio::test]
@@ -183,5 +267,49 @@ mod tests {
             })
             .collect();
         assert_eq!(ids, vec!["x", "y"]);
+    }
+
+    /// Accounts deleted before tombstones existed left their records without a row:
+    /// the migration makes tombstones of them (not of accounts that hold a key), so
+    /// their ids cannot be created again either.
+    #[tokio::test]
+    async fn the_migration_buries_accounts_deleted_before_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("oca.db");
+        {
+            let schema = super::super::schema::MIGRATIONS;
+            let before = schema
+                .iter()
+                .position(|m| *m == super::super::schema::ACCOUNT_TOMBSTONES)
+                .unwrap();
+            let mut c = rusqlite::Connection::open(&path).unwrap();
+            super::super::schema::migrate_to(&mut c, before).unwrap();
+            c.execute_batch(
+                "INSERT INTO accounts (account_id, name, enabled, created) \
+                     VALUES ('live', 'live', 1, 5); \
+                 INSERT INTO access_keys (access_key_id, account_id, enabled, created, \
+                     secret_sealed) VALUES ('K1', 'keyed', 1, 1, X'00'); \
+                 INSERT INTO commands (command_id, account_id, region_id, name, description, \
+                     command_type, working_dir, timeout_secs, enable_parameter, \
+                     parameter_names, created, invoke_times, visible, content) VALUES \
+                     ('c-1', 'team-c', 'r', 'n', '', 'RunShellScript', '', 60, 0, '[]', 7, \
+                      0, 1, X'00'), \
+                     ('c-2', 'live', 'r', 'n', '', 'RunShellScript', '', 60, 0, '[]', 8, \
+                      0, 1, X'00'), \
+                     ('c-3', 'keyed', 'r', 'n', '', 'RunShellScript', '', 60, 0, '[]', 9, \
+                      0, 1, X'00');",
+            )
+            .unwrap();
+        }
+        let s = SqliteStore::open(&path).unwrap();
+        let c = s.get_account("team-c").await.unwrap().unwrap();
+        assert!(c.deleted.is_some() && !c.enabled, "{c:?}");
+        assert_eq!(c.created, 7);
+        assert!(matches!(
+            s.insert_account(&acct("team-c", 9)).await,
+            Err(StoreError::Conflict(_))
+        ));
+        assert!(s.get_account("live").await.unwrap().unwrap().is_active());
+        assert_eq!(s.get_account("keyed").await.unwrap(), None);
     }
 }

@@ -2,24 +2,34 @@
 
 use super::rows::{self, page_args, Where, ACCESS_KEY_COLS, COMMAND_COLS};
 use crate::{
-    AccessKeyRecord, CommandFilter, CommandRecord, Listing, Page, Result, Scope, TagResource,
+    AccessKeyRecord, CommandFilter, CommandRecord, Listing, Page, Result, Scope, StoreError,
+    TagResource,
 };
 use rusqlite::{params, params_from_iter, Connection, OptionalExtension};
 
 // ---- access keys ------------------------------------------------------------------
 
+/// Refuses (`Conflict`) a key of a deleted account, in the same statement as the insert.
 pub(super) fn insert_access_key(c: &Connection, k: &AccessKeyRecord) -> Result<()> {
-    c.prepare_cached(
-        "INSERT INTO access_keys (access_key_id, secret_sealed, account_id, enabled, created) \
-         VALUES (?, ?, ?, ?, ?)",
-    )?
-    .execute(params![
-        k.access_key_id,
-        k.secret_sealed,
-        k.account_id,
-        k.enabled,
-        k.created
-    ])?;
+    let n = c
+        .prepare_cached(
+            "INSERT INTO access_keys (access_key_id, secret_sealed, account_id, enabled, created) \
+             SELECT ?1, ?2, ?3, ?4, ?5 WHERE NOT EXISTS \
+             (SELECT 1 FROM accounts WHERE account_id = ?3 AND deleted IS NOT NULL)",
+        )?
+        .execute(params![
+            k.access_key_id,
+            k.secret_sealed,
+            k.account_id,
+            k.enabled,
+            k.created
+        ])?;
+    if n == 0 {
+        return Err(StoreError::Conflict(format!(
+            "account {} was deleted: it can have no access key",
+            k.account_id
+        )));
+    }
     Ok(())
 }
 

@@ -311,6 +311,26 @@ CREATE TABLE nonces (
 CREATE INDEX nonces_expires ON nonces (expires);
 "#;
 
+/// Deleted accounts become tombstones (`deleted`: when; `enabled` is 0) rather than
+/// missing rows, so an account id is never given to another tenant: it would inherit
+/// the commands, invocations and instances the deleted one left. Accounts deleted
+/// before this version left no row: every account id that still owns records but has
+/// neither a row nor a key is such a one, and becomes a tombstone now.
+pub(super) const ACCOUNT_TOMBSTONES: &str = r#"
+ALTER TABLE accounts ADD COLUMN deleted INTEGER;
+INSERT OR IGNORE INTO accounts (account_id, name, enabled, created, deleted)
+    SELECT account_id, account_id, 0, MIN(created),
+           CAST(strftime('%s', 'now') AS INTEGER) * 1000
+    FROM (
+        SELECT account_id, created FROM commands
+        UNION ALL SELECT account_id, created FROM invocations
+        UNION ALL SELECT account_id, created FROM activations
+        UNION ALL SELECT account_id, registered FROM instances
+    )
+    WHERE account_id NOT IN (SELECT account_id FROM access_keys)
+    GROUP BY account_id;
+"#;
+
 /// Every migration, in order. Index `i` brings the schema to version `i + 1`.
 pub(super) const MIGRATIONS: &[&str] = &[
     V1,
@@ -323,6 +343,7 @@ pub(super) const MIGRATIONS: &[&str] = &[
     RESOURCE_GROUPS,
     FLEET,
     NONCES,
+    ACCOUNT_TOMBSTONES,
 ];
 
 /// The schema version this build writes.
