@@ -21,6 +21,7 @@
 //! `Resend` is the same code path).
 
 use crate::exec::{self, Observer};
+use crate::isolation::{self, Isolation, Mode};
 use crate::proc;
 use crate::schedule::{self, host_zone, read_boot_id, Kept, Next, ScheduleStore, BOOT_ID_PATH};
 use crate::spool::{self, Spool, TaskDir, TaskFile};
@@ -78,6 +79,8 @@ pub struct Config {
     /// Where this boot's id is read (reboot tasks fire on a new one); default
     /// [`BOOT_ID_PATH`]. Tests point it at a file of their own.
     pub boot_id_file: Option<PathBuf>,
+    /// How runs' processes are kept together ([`crate::isolation`]).
+    pub task_isolation: Mode,
 }
 
 /// What registration gave the agent, kept in `<state_dir>/identity.json`.
@@ -114,12 +117,21 @@ impl Identity {
     }
 }
 
-/// Runs the agent until a fatal error (registration refused, state dir unusable).
+/// The agent's umask: what it writes is its own.
+pub const AGENT_UMASK: libc::mode_t = 0o077;
+
+/// Runs the agent until a fatal error (registration refused, state dir unusable,
+/// `--task-isolation cgroup` where cgroups cannot be used).
 pub async fn run(config: Config) -> anyhow::Result<()> {
+    // SAFETY: umask only sets the process's file mode creation mask.
+    unsafe { libc::umask(AGENT_UMASK) };
     proc::init();
     let url = ServerUrl::parse(&config.server)?;
     let spool = Spool::open(&config.state_dir)
         .with_context(|| format!("opening the state dir {}", config.state_dir.display()))?;
+    let isolation = Isolation::detect(config.task_isolation, &config.state_dir)
+        .await
+        .map_err(|why| anyhow::anyhow!("--task-isolation cgroup: {why}"))?;
     let hostname = config.hostname.clone().unwrap_or_else(local_hostname);
     let identity = match Identity::load(&config.state_dir)? {
         Some(i) => i,
@@ -127,14 +139,32 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     };
     let store = ScheduleStore::open(&config.state_dir)
         .with_context(|| format!("opening the state dir {}", config.state_dir.display()))?;
+    // What an agent with a looser umask left readable.
+    for path in [
+        Identity::path(&config.state_dir).as_path(),
+        spool.root(),
+        store.root(),
+    ] {
+        match spool::tighten(path) {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(path = %path.display(), "{n} entries made private"),
+            Err(e) => tracing::warn!(path = %path.display(), "cannot make private: {e}"),
+        }
+    }
     let boot_id = read_boot_id(
         config
             .boot_id_file
             .as_deref()
             .unwrap_or(Path::new(BOOT_ID_PATH)),
     );
-    tracing::info!(instance_id = %identity.instance_id, server = %url, %boot_id, "agent starting");
-    let mut agent = Agent::new(spool, store, hostname, boot_id, host_zone());
+    tracing::info!(
+        instance_id = %identity.instance_id,
+        server = %url,
+        %boot_id,
+        task_isolation = isolation.name(),
+        "agent starting"
+    );
+    let mut agent = Agent::new(spool, store, hostname, boot_id, host_zone(), isolation);
     agent.load().await;
     let mut backoff = Backoff::new();
     loop {
@@ -330,6 +360,8 @@ struct Agent {
     boot_id: String,
     /// The host's zone, for cron expressions without one.
     zone: Zone,
+    /// How runs' processes are kept together.
+    isolation: Isolation,
     tasks: BTreeMap<RunKey, Entry>,
     schedules: BTreeMap<String, Armed>,
     events_tx: mpsc::UnboundedSender<Event>,
@@ -346,6 +378,7 @@ impl Agent {
         hostname: String,
         boot_id: String,
         zone: Zone,
+        isolation: Isolation,
     ) -> Agent {
         let (events_tx, events_rx) = mpsc::unbounded_channel();
         Agent {
@@ -354,6 +387,7 @@ impl Agent {
             hostname,
             boot_id,
             zone,
+            isolation,
             tasks: BTreeMap::new(),
             schedules: BTreeMap::new(),
             events_tx,
@@ -381,6 +415,8 @@ impl Agent {
             self.schedules.insert(id, Armed { kept, next: None });
         }
         self.load_spool().await;
+        // The cgroups of runs that ended before a restart, once empty.
+        self.isolation.tidy();
         let done: Vec<String> = self
             .schedules
             .iter()
@@ -425,6 +461,9 @@ impl Agent {
                 }
                 None => {
                     tracing::warn!(invoke_id = %key.0, run = key.1, "the agent stopped during this run: interrupted");
+                    if let Some(cgroup) = &s.file.cgroup {
+                        isolation::kill_leftover(cgroup).await;
+                    }
                     proc::kill_tree(None, &s.file.marker, Duration::from_secs(5)).await;
                     let mut r = s.dir.interrupted_result(&s.file.task);
                     r.run = s.file.run;
@@ -509,6 +548,7 @@ impl Agent {
                 hostname: self.hostname.clone(),
                 os_type: OS_TYPE.to_string(),
                 known: self.known(),
+                task_isolation: self.isolation.name().to_string(),
             },
         )
         .await?;
@@ -644,6 +684,7 @@ impl Agent {
                 if key.1 > 0 {
                     self.after_run(&key.0, key.1);
                 }
+                self.isolation.tidy();
                 Some(Event::Finished(result))
             }
         }
@@ -1005,6 +1046,7 @@ impl Agent {
             task,
             run,
             marker: String::new(),
+            cgroup: None,
             received_at: now_millis(),
         };
         let dir = match self.spool.create(&file) {
@@ -1040,6 +1082,7 @@ impl Agent {
     fn start(&mut self, task: Task, run: u64, more: bool) {
         let key = (task.invoke_id.clone(), run);
         let file = TaskFile {
+            cgroup: self.isolation.cgroup_for(&task.invoke_id, run),
             task,
             run,
             marker: format!("{:032x}", rand::random::<u128>()),
@@ -1103,7 +1146,15 @@ impl Agent {
                     std::future::pending::<()>().await;
                 }
             };
-            let mut result = exec::execute(&file.task, &dir, &file.marker, stop, &*progress).await;
+            let mut result = exec::execute(
+                &file.task,
+                &dir,
+                &file.marker,
+                file.cgroup.as_deref(),
+                stop,
+                &*progress,
+            )
+            .await;
             result.run = run;
             result.more = more && result.status != InvocationStatus::Terminated;
             if let Err(e) = dir.write_result(&result) {

@@ -47,7 +47,7 @@ async fn run_with(
     let tmp = tempfile::tempdir().unwrap();
     let dir = TaskDir::at(tmp.path().join(&task.invoke_id)).unwrap();
     let marker = format!("{:032x}", rand::random::<u128>());
-    let result = execute(&task, &dir, &marker, stop, observer).await;
+    let result = execute(&task, &dir, &marker, None, stop, observer).await;
     let view = decode_base64(&result.output).unwrap();
     let spooled = std::fs::read(dir.output_path()).unwrap_or_default();
     Ran {

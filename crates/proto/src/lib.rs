@@ -216,6 +216,10 @@ pub enum AgentMsg {
         hostname: String,
         os_type: String,
         known: Vec<KnownTask>,
+        /// How the agent keeps a run's processes together so that its timeout or stop
+        /// ends them all: `cgroup` or `process-tree` (empty from older agents).
+        #[serde(default)]
+        task_isolation: String,
     },
     Heartbeat {
         active_tasks: u32,
