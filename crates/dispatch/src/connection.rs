@@ -64,16 +64,25 @@ async fn serve(d: Arc<Dispatcher>, instance: InstanceRecord, socket: WebSocket) 
         hostname,
         os_type,
         known,
+        task_isolation,
         ..
     }) = hello
     else {
         tracing::warn!(instance = %instance_id, "agent did not say hello");
         return;
     };
+    let task_isolation = stored_isolation(task_isolation);
     let now = now_millis();
     if let Err(e) = d
         .store
-        .touch_instance(&instance_id, now, &agent_version, &hostname, &os_type)
+        .touch_instance(
+            &instance_id,
+            now,
+            &agent_version,
+            &hostname,
+            &os_type,
+            &task_isolation,
+        )
         .await
     {
         tracing::error!(instance = %instance_id, "could not record the agent: {e}");
@@ -93,6 +102,7 @@ async fn serve(d: Arc<Dispatcher>, instance: InstanceRecord, socket: WebSocket) 
             agent_version,
             hostname,
             os_type,
+            task_isolation,
             ..instance
         },
         last_heartbeat: AtomicI64::new(now),
@@ -203,9 +213,24 @@ async fn serve(d: Arc<Dispatcher>, instance: InstanceRecord, socket: WebSocket) 
             &i.agent_version,
             &i.hostname,
             &i.os_type,
+            &i.task_isolation,
         )
         .await;
     tracing::info!(instance = %instance_id, "agent disconnected");
+}
+
+/// What an agent said of its task isolation, as stored: a short word (`cgroup`,
+/// `process-tree`, or what a later agent calls its method), else nothing.
+fn stored_isolation(said: String) -> String {
+    let word = said.len() <= 32
+        && said
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    if word {
+        said
+    } else {
+        String::new()
+    }
 }
 
 /// Removes the connection from the map unless a newer one replaced it.
@@ -318,7 +343,14 @@ async fn handle(d: &Dispatcher, conn: &Conn, msg: AgentMsg) {
             let i = &conn.instance;
             if let Err(e) = d
                 .store
-                .touch_instance(instance_id, now, &i.agent_version, &i.hostname, &i.os_type)
+                .touch_instance(
+                    instance_id,
+                    now,
+                    &i.agent_version,
+                    &i.hostname,
+                    &i.os_type,
+                    &i.task_isolation,
+                )
                 .await
             {
                 tracing::warn!(instance = %instance_id, "heartbeat not stored: {e}");

@@ -323,6 +323,12 @@ mod tests {
                 run: 0
             }
         );
+        // An older agent's Hello says nothing of its task isolation.
+        let json = r#"{"type":"hello","protocol":1,"agent_version":"0.1","hostname":"h","os_type":"linux","known":[]}"#;
+        match serde_json::from_str::<AgentMsg>(json).unwrap() {
+            AgentMsg::Hello { task_isolation, .. } => assert_eq!(task_isolation, ""),
+            other => panic!("{other:?}"),
+        }
         let json = r#"{"type":"started","invoke_id":"t-1","start_time":5}"#;
         assert_eq!(
             serde_json::from_str::<AgentMsg>(json).unwrap(),

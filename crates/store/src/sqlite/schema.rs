@@ -298,6 +298,12 @@ pub(super) const FLEET: &str = r#"
 ALTER TABLE activations ADD COLUMN deregistered_count INTEGER NOT NULL DEFAULT 0;
 "#;
 
+/// How an instance's agent keeps a run's processes together (its `Hello`:
+/// `cgroup`, `process-tree`; '' until an agent that says so connects).
+pub(super) const TASK_ISOLATION: &str = r#"
+ALTER TABLE instances ADD COLUMN task_isolation TEXT NOT NULL DEFAULT '';
+"#;
+
 /// Every migration, in order. Index `i` brings the schema to version `i + 1`.
 pub(super) const MIGRATIONS: &[&str] = &[
     V1,
@@ -309,6 +315,7 @@ pub(super) const MIGRATIONS: &[&str] = &[
     REPEATING,
     RESOURCE_GROUPS,
     FLEET,
+    TASK_ISOLATION,
 ];
 
 /// The schema version this build writes.
