@@ -12,9 +12,15 @@ mod common;
 #[path = "hostile/figures.rs"]
 mod figures;
 
+#[path = "hostile/agent_escape.rs"]
+mod agent_escape;
+
 use figures::Case;
 
 fn main() {
-    let cases: Vec<Case> = [].into_iter().collect();
+    let cases: Vec<Case> = []
+        .into_iter()
+        .chain(agent_escape::CASES.iter().copied())
+        .collect();
     figures::run(cases);
 }
