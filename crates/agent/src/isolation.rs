@@ -134,7 +134,7 @@ impl Isolation {
         }
     }
 
-    /// The cgroup of a run (see [`crate::spool::run_name`]), `None` under process-tree.
+    /// The cgroup of a run (named like its spool directory), `None` under process-tree.
     pub fn cgroup_for(&self, invoke_id: &str, run: u64) -> Option<PathBuf> {
         let c = self.cgroups.as_ref()?;
         let name = format!("{}.{}", c.key, crate::spool::run_name(invoke_id, run));
