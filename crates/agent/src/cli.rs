@@ -1,6 +1,7 @@
 //! The `oca-agent` command line.
 
 use crate::client::{self, Config};
+use crate::isolation::Mode;
 use clap::Parser;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -31,6 +32,11 @@ pub struct Args {
         default_value = crate::schedule::BOOT_ID_PATH
     )]
     pub boot_id_file: PathBuf,
+    /// How a run's processes are kept together so that its timeout or stop ends them
+    /// all: a cgroup per run (`cgroup`), the session, descendants and an environment
+    /// marker (`process-tree`), or cgroup when it works here (`auto`).
+    #[arg(long, env = "OCA_TASK_ISOLATION", value_enum, default_value_t = Mode::Auto)]
+    pub task_isolation: Mode,
 }
 
 impl From<Args> for Config {
@@ -42,6 +48,7 @@ impl From<Args> for Config {
             activation_code: a.activation_code,
             hostname: a.hostname,
             boot_id_file: Some(a.boot_id_file),
+            task_isolation: a.task_isolation,
         }
     }
 }

@@ -95,6 +95,7 @@ async fn a_refused_registration_stops_the_agent() {
         activation_code: Some("wrong".into()),
         hostname: Some("testhost".into()),
         boot_id_file: None,
+        task_isolation: Default::default(),
     };
     let err = tokio::time::timeout(WAIT, oca_agent::run(cfg))
         .await

@@ -384,6 +384,8 @@ async fn session(
                     repeating: None,
                 })
                 .collect(),
+            // Simulated agents run no processes.
+            task_isolation: String::new(),
         };
         sink.send(Message::Text(hello.to_json().into())).await?;
         let welcome = tokio::time::timeout(HANDSHAKE_TIMEOUT, stream.next())

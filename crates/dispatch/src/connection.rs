@@ -184,6 +184,7 @@ async fn serve(d: Arc<Dispatcher>, instance: InstanceRecord, socket: WebSocket) 
         hostname,
         os_type,
         known,
+        task_isolation,
         ..
     }) = hello
     else {
@@ -191,6 +192,7 @@ async fn serve(d: Arc<Dispatcher>, instance: InstanceRecord, socket: WebSocket) 
         return;
     };
     let hello = Hello::bounded(&instance_id, agent_version, hostname, os_type, known);
+    let task_isolation = stored_isolation(task_isolation);
     let now = now_millis();
 
     // 2. List the connection; it replaces (and ends) an older one of the instance.
@@ -206,6 +208,7 @@ async fn serve(d: Arc<Dispatcher>, instance: InstanceRecord, socket: WebSocket) 
             agent_version: hello.agent_version,
             hostname: hello.hostname,
             os_type: hello.os_type,
+            task_isolation,
             ..instance
         },
         last_heartbeat: AtomicI64::new(now),
@@ -236,7 +239,14 @@ async fn serve(d: Arc<Dispatcher>, instance: InstanceRecord, socket: WebSocket) 
         Ok(())
     } else {
         d.store
-            .touch_instance(&instance_id, now, &i.agent_version, &i.hostname, &i.os_type)
+            .touch_instance(
+                &instance_id,
+                now,
+                &i.agent_version,
+                &i.hostname,
+                &i.os_type,
+                &i.task_isolation,
+            )
             .await
     };
     if let Err(e) = recorded {
@@ -340,6 +350,7 @@ async fn serve(d: Arc<Dispatcher>, instance: InstanceRecord, socket: WebSocket) 
                 &i.agent_version,
                 &i.hostname,
                 &i.os_type,
+                &i.task_isolation,
             )
             .await;
     }
@@ -352,6 +363,20 @@ async fn ended(closing: &mut watch::Receiver<Option<Ending>>) -> Ending {
         Ok(ending) => ending.unwrap_or(Ending::Deregistered),
         // The connection itself is gone: as good as ended.
         Err(_) => Ending::Deregistered,
+    }
+}
+
+/// What an agent said of its task isolation, as stored: a short word (`cgroup`,
+/// `process-tree`, or what a later agent calls its method), else nothing.
+fn stored_isolation(said: String) -> String {
+    let word = said.len() <= 32
+        && said
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    if word {
+        said
+    } else {
+        String::new()
     }
 }
 
@@ -470,7 +495,14 @@ async fn handle(d: &Dispatcher, conn: &Conn, msg: AgentMsg) {
             let i = &conn.instance;
             if let Err(e) = d
                 .store
-                .touch_instance(instance_id, now, &i.agent_version, &i.hostname, &i.os_type)
+                .touch_instance(
+                    instance_id,
+                    now,
+                    &i.agent_version,
+                    &i.hostname,
+                    &i.os_type,
+                    &i.task_isolation,
+                )
                 .await
             {
                 tracing::warn!(instance = %instance_id, "heartbeat not stored: {e}");

@@ -226,6 +226,8 @@ pub async fn register(
         invocation_count: 0,
         // An instance belongs to its activation's resource group.
         resource_group_id: activation.resource_group_id.clone(),
+        // Said by the agent when it connects.
+        task_isolation: String::new(),
     };
     match d.store.register_instance(&instance).await {
         Ok(()) => {

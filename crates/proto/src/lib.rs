@@ -285,6 +285,10 @@ pub enum AgentMsg {
         hostname: String,
         os_type: String,
         known: Vec<KnownTask>,
+        /// How the agent keeps a run's processes together so that its timeout or stop
+        /// ends them all: `cgroup` or `process-tree` (empty from older agents).
+        #[serde(default)]
+        task_isolation: String,
     },
     Heartbeat {
         active_tasks: u32,
@@ -388,6 +392,12 @@ mod tests {
                 run: 0
             }
         );
+        // An older agent's Hello says nothing of its task isolation.
+        let json = r#"{"type":"hello","protocol":1,"agent_version":"0.1","hostname":"h","os_type":"linux","known":[]}"#;
+        match serde_json::from_str::<AgentMsg>(json).unwrap() {
+            AgentMsg::Hello { task_isolation, .. } => assert_eq!(task_isolation, ""),
+            other => panic!("{other:?}"),
+        }
         let json = r#"{"type":"started","invoke_id":"t-1","start_time":5}"#;
         assert_eq!(
             serde_json::from_str::<AgentMsg>(json).unwrap(),

@@ -415,7 +415,8 @@ pub trait Store: Send + Sync + 'static {
         instance_id: &str,
         name: &str,
     ) -> Result<Option<InstanceRecord>>;
-    /// Records an agent's heartbeat and what it says of itself.
+    /// Records an agent's heartbeat and what it says of itself (its version, host name,
+    /// OS and task isolation).
     async fn touch_instance(
         &self,
         instance_id: &str,
@@ -423,6 +424,7 @@ pub trait Store: Send + Sync + 'static {
         agent_version: &str,
         hostname: &str,
         os_type: &str,
+        task_isolation: &str,
     ) -> Result<()>;
 
     // ---- replay protection --------------------------------------------------------

@@ -329,6 +329,9 @@ pub struct InstanceRecord {
     pub invocation_count: i64,
     /// Its activation's resource group; empty: none.
     pub resource_group_id: String,
+    /// How its agent keeps a run's processes together, as its `Hello` said:
+    /// `cgroup`, `process-tree`; empty until an agent that says so connects.
+    pub task_isolation: String,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

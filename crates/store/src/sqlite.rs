@@ -715,14 +715,16 @@ impl Store for SqliteStore {
         agent_version: &str,
         hostname: &str,
         os_type: &str,
+        task_isolation: &str,
     ) -> Result<()> {
         let id = instance_id.to_string();
-        let (v, h, o) = (
+        let (v, h, o, t) = (
             agent_version.to_string(),
             hostname.to_string(),
             os_type.to_string(),
+            task_isolation.to_string(),
         );
-        self.write(move |c| instances::touch_instance(c, &id, at, &v, &h, &o))
+        self.write(move |c| instances::touch_instance(c, &id, at, &v, &h, &o, &t))
             .await
     }
 

@@ -331,6 +331,12 @@ INSERT OR IGNORE INTO accounts (account_id, name, enabled, created, deleted)
     GROUP BY account_id;
 "#;
 
+/// How an instance's agent keeps a run's processes together (its `Hello`:
+/// `cgroup`, `process-tree`; '' until an agent that says so connects).
+pub(super) const TASK_ISOLATION: &str = r#"
+ALTER TABLE instances ADD COLUMN task_isolation TEXT NOT NULL DEFAULT '';
+"#;
+
 /// Every migration, in order. Index `i` brings the schema to version `i + 1`.
 pub(super) const MIGRATIONS: &[&str] = &[
     V1,
@@ -344,6 +350,7 @@ pub(super) const MIGRATIONS: &[&str] = &[
     FLEET,
     NONCES,
     ACCOUNT_TOMBSTONES,
+    TASK_ISOLATION,
 ];
 
 /// The schema version this build writes.

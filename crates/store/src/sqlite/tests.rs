@@ -1336,6 +1336,7 @@ fn instance(id: &str, activation_id: &str, registered: Millis) -> InstanceRecord
         last_invoked: None,
         invocation_count: 0,
         resource_group_id: String::new(),
+        task_isolation: String::new(),
     }
 }
 
@@ -1470,10 +1471,10 @@ async fn activations_and_instances(s: &SqliteStore) {
     assert_eq!(list(no_ids, all()).await, (0, vec![]));
 
     // Heartbeats and invocation counts.
-    s.touch_instance("mi-1", 500, "2.0", "new-host", "linux")
+    s.touch_instance("mi-1", 500, "2.0", "new-host", "linux", "cgroup")
         .await
         .unwrap();
-    s.touch_instance("mi-x", 500, "2.0", "new-host", "linux")
+    s.touch_instance("mi-x", 500, "2.0", "new-host", "linux", "cgroup")
         .await
         .unwrap();
     let got = s.get_instance("mi-1").await.unwrap().unwrap();
@@ -1481,9 +1482,10 @@ async fn activations_and_instances(s: &SqliteStore) {
         (
             got.last_heartbeat,
             got.agent_version.as_str(),
-            got.hostname.as_str()
+            got.hostname.as_str(),
+            got.task_isolation.as_str()
         ),
-        (Some(500), "2.0", "new-host")
+        (Some(500), "2.0", "new-host", "cgroup")
     );
     // Invocations count on their instances (each instance once per invocation).
     let inv_a = invocation("t-n1", &h, 600);
@@ -3643,7 +3645,7 @@ async fn deregistration(s: &SqliteStore) {
         1
     );
     // A heartbeat of the gone instance changes nothing.
-    s.touch_instance("mi-1", 500, "2.0", "h", "linux")
+    s.touch_instance("mi-1", 500, "2.0", "h", "linux", "cgroup")
         .await
         .unwrap();
     assert_eq!(s.get_instance("mi-1").await.unwrap(), None);
@@ -3705,4 +3707,36 @@ async fn the_fleet_migration_counts_no_deregistration() {
         activation_ids(&s, &home(), ActivationFilter::default(), all()).await,
         (1, strs(&["act-old"]))
     );
+}
+
+/// A database from before task isolation was reported: its instances read '' until
+/// their agent says.
+#[tokio::test]
+async fn the_task_isolation_migration_reads_empty_until_an_agent_says() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("oca.db");
+    {
+        let before = schema::MIGRATIONS
+            .iter()
+            .position(|m| *m == schema::TASK_ISOLATION)
+            .unwrap();
+        let mut c = rusqlite::Connection::open(&path).unwrap();
+        schema::migrate_to(&mut c, before).unwrap();
+        c.execute_batch(
+            "INSERT INTO instances (instance_id, account_id, region_id, name, hostname, \
+               os_type, agent_version, machine_id, activation_id, token_hash, registered, \
+               last_heartbeat, last_invoked, invocation_count) \
+             VALUES ('mi-old', 'acct-1', 'cn-hangzhou', 'web', 'h', 'linux', '1.0', '', \
+               'act-old', 'ab', 1, NULL, NULL, 0);",
+        )
+        .unwrap();
+    }
+    let s = SqliteStore::open(&path).unwrap();
+    let i = s.get_instance("mi-old").await.unwrap().unwrap();
+    assert_eq!(i.task_isolation, "");
+    s.touch_instance("mi-old", 5, "2.0", "h", "linux", "process-tree")
+        .await
+        .unwrap();
+    let i = s.get_instance("mi-old").await.unwrap().unwrap();
+    assert_eq!(i.task_isolation, "process-tree");
 }
