@@ -650,20 +650,12 @@ impl Agent {
             Err(e) => {
                 // Without a spool the run cannot keep its promises: do not start it.
                 tracing::error!(invoke_id = %key.0, run, "cannot spool the task: {e}");
-                let error = TaskError::ExecutionException;
-                let result = TaskResult {
-                    invoke_id: key.0.clone(),
-                    status: error.status(),
-                    exit_code: None,
-                    error: Some(error),
-                    start_time: None,
-                    finish_time: now_millis(),
-                    output: String::new(),
-                    dropped: 0,
-                    output_len: 0,
+                let result = TaskResult::not_started(
+                    &key.0,
                     run,
-                    more: false,
-                };
+                    TaskError::ExecutionException,
+                    now_millis(),
+                );
                 let progress = self.progress(&key, 0);
                 self.tasks.insert(
                     key.clone(),

@@ -277,19 +277,7 @@ pub async fn execute(
 
 /// A result for a task that could not run as asked.
 fn invalid(task: &Task, error: TaskError) -> TaskResult {
-    TaskResult {
-        invoke_id: task.invoke_id.clone(),
-        status: error.status(),
-        exit_code: None,
-        error: Some(error),
-        start_time: None,
-        finish_time: now_millis(),
-        output: String::new(),
-        dropped: 0,
-        output_len: 0,
-        run: 0,
-        more: false,
-    }
+    TaskResult::not_started(&task.invoke_id, 0, error, now_millis())
 }
 
 async fn read_some(reader: &mut Option<pipe::Receiver>, buf: &mut [u8]) -> Option<usize> {

@@ -12,6 +12,7 @@ pub mod ecs;
 pub mod error;
 pub mod params;
 pub mod render;
+pub mod replay;
 pub mod router;
 pub mod signature;
 pub mod swas;

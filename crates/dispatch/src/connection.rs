@@ -234,20 +234,10 @@ async fn serve(d: Arc<Dispatcher>, instance: InstanceRecord, socket: WebSocket) 
         }
     }
     // What the agent says of itself, unless a newer connection already took over.
-    let i = &conn.instance;
     let recorded = if conn.ended() {
         Ok(())
     } else {
-        d.store
-            .touch_instance(
-                &instance_id,
-                now,
-                &i.agent_version,
-                &i.hostname,
-                &i.os_type,
-                &i.task_isolation,
-            )
-            .await
+        conn.record_seen(&d, now).await
     };
     if let Err(e) = recorded {
         tracing::error!(instance = %instance_id, "could not record the agent: {e}");
@@ -341,18 +331,7 @@ async fn serve(d: Arc<Dispatcher>, instance: InstanceRecord, socket: WebSocket) 
     writer.abort();
     if current {
         let last = conn.last_heartbeat.load(Ordering::Relaxed);
-        let i = &conn.instance;
-        let _ = d
-            .store
-            .touch_instance(
-                &instance_id,
-                last,
-                &i.agent_version,
-                &i.hostname,
-                &i.os_type,
-                &i.task_isolation,
-            )
-            .await;
+        let _ = conn.record_seen(&d, last).await;
     }
     tracing::info!(instance = %instance_id, "agent disconnected");
 }
@@ -492,19 +471,7 @@ async fn handle(d: &Dispatcher, conn: &Conn, msg: AgentMsg) {
                 return;
             }
             conn.stored_heartbeat.store(now, Ordering::Relaxed);
-            let i = &conn.instance;
-            if let Err(e) = d
-                .store
-                .touch_instance(
-                    instance_id,
-                    now,
-                    &i.agent_version,
-                    &i.hostname,
-                    &i.os_type,
-                    &i.task_isolation,
-                )
-                .await
-            {
+            if let Err(e) = conn.record_seen(d, now).await {
                 tracing::warn!(instance = %instance_id, "heartbeat not stored: {e}");
             }
         }

@@ -129,6 +129,21 @@ impl Conn {
         self.closing.borrow().is_some()
     }
 
+    /// Stores that the agent was seen at `at`, with what it says of itself.
+    async fn record_seen(&self, d: &Dispatcher, at: i64) -> oca_store::Result<()> {
+        let i = &self.instance;
+        d.store
+            .touch_instance(
+                &i.instance_id,
+                at,
+                &i.agent_version,
+                &i.hostname,
+                &i.os_type,
+                &i.task_isolation,
+            )
+            .await
+    }
+
     /// The task this agent runs for `invocation`, with the instance's current name.
     fn task(&self, invocation: &InvocationRecord, output_cap: u64) -> oca_proto::Task {
         let name = self.name.read().expect("instance name lock");

@@ -93,7 +93,7 @@ pub struct ServeArgs {
     pub max_connections: Option<usize>,
     /// The most signature nonces remembered in memory per access key (older ones of
     /// the same key are forgotten first; nonces of changes are also kept on disk).
-    #[arg(long, default_value_t = oca_api::signature::NonceCache::DEFAULT_PER_KEY, hide = true)]
+    #[arg(long, default_value_t = oca_api::replay::NonceCache::DEFAULT_PER_KEY, hide = true)]
     pub nonces_per_key: usize,
 }
 

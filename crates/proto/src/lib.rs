@@ -276,6 +276,27 @@ pub struct TaskResult {
     pub more: bool,
 }
 
+impl TaskResult {
+    /// The result of a run that ended before it started (`error` says why: a user
+    /// that does not exist, a spool that cannot be written, …): no exit code, no
+    /// output, the schedule of a repeating task ends.
+    pub fn not_started(invoke_id: &str, run: u64, error: TaskError, at: Millis) -> TaskResult {
+        TaskResult {
+            invoke_id: invoke_id.to_string(),
+            status: error.status(),
+            exit_code: None,
+            error: Some(error),
+            start_time: None,
+            finish_time: at,
+            output: String::new(),
+            dropped: 0,
+            output_len: 0,
+            run,
+            more: false,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum AgentMsg {

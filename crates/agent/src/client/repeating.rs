@@ -217,19 +217,7 @@ impl Agent {
     /// and reports it like any other.
     pub(super) fn refuse(&mut self, task: Task, run: u64, error: TaskError) {
         let key = (task.invoke_id.clone(), run);
-        let result = TaskResult {
-            invoke_id: task.invoke_id.clone(),
-            status: error.status(),
-            exit_code: None,
-            error: Some(error),
-            start_time: None,
-            finish_time: now_millis(),
-            output: String::new(),
-            dropped: 0,
-            output_len: 0,
-            run,
-            more: false,
-        };
+        let result = TaskResult::not_started(&task.invoke_id, run, error, now_millis());
         let file = TaskFile {
             task,
             run,
