@@ -86,6 +86,8 @@ pub struct Api {
     /// Permits for CPU-heavy request work ([`HEAVY_REQUEST_BYTES`]): one less than the
     /// cores (at least one), so a core stays free for everything else.
     heavy: tokio::sync::Semaphore,
+    /// How much of a request's parameters is read.
+    parse_limits: params::ParseLimits,
 }
 
 /// One authenticated request, as handlers see it.
@@ -109,6 +111,7 @@ impl Api {
             store,
             dispatcher,
             auth,
+            parse_limits: params::ParseLimits::for_instances(config.max_instances_per_invocation),
             config,
             heavy: tokio::sync::Semaphore::new(cores.saturating_sub(1).max(1)),
         }
@@ -198,13 +201,18 @@ async fn handle(State(api): State<Arc<Api>>, request: Request) -> Response {
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
     let heavy = raw_query.len() + body.len() > HEAVY_REQUEST_BYTES;
-    let parse = || Params::parse(raw_query, is_form.then_some(&body[..]));
+    let parse =
+        || Params::parse_bounded(raw_query, is_form.then_some(&body[..]), &api.parse_limits);
     let params = if heavy {
         api.heavy(parse).await
     } else {
         parse()
     };
-    let format = Format::from_param(params.get("Format"));
+    let format = match params.get("Format") {
+        Some(f) => Format::from_param(Some(f)),
+        // Reading may have stopped short of it (a refused request).
+        None => Format::from_raw_query(raw_query),
+    };
     let parts = signature::RequestParts {
         method: head.method.as_str(),
         path: head.uri.path(),

@@ -50,7 +50,7 @@ struct InvokeOptions {
 }
 
 /// The vendor's errors for `ResourceTag.N`.
-const RESOURCE_TAG_ERRORS: TagErrors = TagErrors {
+pub(crate) const RESOURCE_TAG_ERRORS: TagErrors = TagErrors {
     missing_key: || {
         ApiError::Tagging(
             "MissingParameter.ResourceTagKey",
