@@ -40,6 +40,11 @@ pub mod tally {
     use std::sync::atomic::{AtomicU64, Ordering};
     pub static REQUESTS: AtomicU64 = AtomicU64::new(0);
     pub static SERVER_ERRORS: AtomicU64 = AtomicU64::new(0);
+    /// Servers started, the highest peak memory of any (read as each is stopped), and
+    /// the panics their logs show (servers started with `Server::start_logged`).
+    pub static SERVERS: AtomicU64 = AtomicU64::new(0);
+    pub static PEAK_RSS: AtomicU64 = AtomicU64::new(0);
+    pub static SERVER_PANICS: AtomicU64 = AtomicU64::new(0);
 
     /// Counts one answer with HTTP status `status` (0: none came).
     pub fn answer(status: u16) {
@@ -205,6 +210,9 @@ impl Server {
     }
 
     pub fn kill9(&mut self) {
+        if let Some(peak) = self.peak_rss() {
+            tally::PEAK_RSS.fetch_max(peak, std::sync::atomic::Ordering::Relaxed);
+        }
         if let Some(mut c) = self.child.take() {
             let _ = c.kill(); // SIGKILL
             let _ = c.wait();
@@ -371,6 +379,10 @@ impl Server {
 impl Drop for Server {
     fn drop(&mut self) {
         self.kill9();
+        use std::sync::atomic::Ordering::Relaxed;
+        tally::SERVERS.fetch_add(1, Relaxed);
+        let panics = self.log_text().matches("panicked").count() as u64;
+        tally::SERVER_PANICS.fetch_add(panics, Relaxed);
     }
 }
 

@@ -152,7 +152,6 @@ fn escapers_die_under_cgroup() {
     if !cgroups_expected() {
         assert_eq!(isolation, "process-tree");
         figures::note("agent_escape: no cgroup isolation on this host; case not run");
-        figures::observe(&server);
         return;
     }
     assert_eq!(isolation, "cgroup");
@@ -202,7 +201,6 @@ fn escapers_die_under_cgroup() {
     if !daemons {
         figures::note("agent_escape: setpriv missing, no sudo-like daemon");
     }
-    figures::observe(&server);
 }
 
 /// An agent started as nobody through setpriv; killed on drop.
@@ -331,5 +329,4 @@ fn process_tree_fallback() {
         );
     }
     drop(nobody);
-    figures::observe(&server);
 }
