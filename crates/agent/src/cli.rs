@@ -10,9 +10,20 @@ use std::process::ExitCode;
 #[derive(Debug, Parser)]
 #[command(name = "oca-agent", version)]
 pub struct Args {
-    /// The server, `http://host:port`.
+    /// The server, `https://host:port` (or `http://` for a server that serves plain
+    /// HTTP).
     #[arg(long, env = "OCA_SERVER")]
     pub server: String,
+    /// Trust the server's certificate if it leads to a certificate in this PEM file
+    /// (e.g. the server's private CA, `tls/ca.pem` in its data directory). Kept in the
+    /// state dir for later starts.
+    #[arg(long, env = "OCA_CA_FILE", conflicts_with = "fingerprint")]
+    pub ca_file: Option<PathBuf>,
+    /// Trust the server if its certificate chain holds the certificate of this SHA-256
+    /// fingerprint (the server prints its private CA's). Kept in the state dir for
+    /// later starts. Without this or --ca-file (now or before): the system's roots.
+    #[arg(long, env = "OCA_FINGERPRINT")]
+    pub fingerprint: Option<String>,
     /// Where the agent keeps its identity and its spool.
     #[arg(long, env = "OCA_STATE_DIR", default_value = "/var/lib/oca-agent")]
     pub state_dir: PathBuf,
@@ -39,17 +50,25 @@ pub struct Args {
     pub task_isolation: Mode,
 }
 
-impl From<Args> for Config {
-    fn from(a: Args) -> Config {
-        Config {
+impl TryFrom<Args> for Config {
+    type Error = anyhow::Error;
+
+    fn try_from(a: Args) -> anyhow::Result<Config> {
+        let trust = match (a.ca_file, a.fingerprint) {
+            (Some(path), _) => Some(oca_tls::Trust::CaFile(path)),
+            (None, Some(fp)) => Some(oca_tls::Trust::Pinned(oca_tls::Fingerprint::parse(&fp)?)),
+            (None, None) => None,
+        };
+        Ok(Config {
             server: a.server,
+            trust,
             state_dir: a.state_dir,
             activation_id: a.activation_id,
             activation_code: a.activation_code,
             hostname: a.hostname,
             boot_id_file: Some(a.boot_id_file),
             task_isolation: a.task_isolation,
-        }
+        })
     }
 }
 
@@ -76,7 +95,14 @@ pub fn cli_main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(client::run(args.into())) {
+    let config = match Config::try_from(args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("oca-agent: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(client::run(config)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");

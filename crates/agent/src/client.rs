@@ -73,8 +73,11 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 /// How to run the agent.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// `http://host:port`.
+    /// `https://host:port` (or `http://…`).
     pub server: String,
+    /// What to trust of an `https://` server, if told now (else what registration kept,
+    /// else the system's roots).
+    pub trust: Option<oca_tls::Trust>,
     pub state_dir: PathBuf,
     /// Needed only when the state dir has no identity yet.
     pub activation_id: Option<String>,
@@ -104,9 +107,14 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .await
         .map_err(|why| anyhow::anyhow!("--task-isolation cgroup: {why}"))?;
     let hostname = config.hostname.clone().unwrap_or_else(local_hostname);
+    let trust = crate::transport::trust(config.trust.clone(), &config.state_dir)?;
+    let transport = crate::transport::Transport::new(&url, &trust, CONNECT_TIMEOUT)?;
+    if url.is_tls() {
+        tracing::info!("TLS: trusting {trust}");
+    }
     let identity = match Identity::load(&config.state_dir)? {
         Some(i) => i,
-        None => register(&config, &url, &hostname).await?,
+        None => register(&config, &url, &transport, &hostname).await?,
     };
     let store = ScheduleStore::open(&config.state_dir)
         .with_context(|| format!("opening the state dir {}", config.state_dir.display()))?;
@@ -140,7 +148,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let mut backoff = Backoff::new();
     loop {
         let began = Instant::now();
-        match agent.session(&url, &identity).await {
+        match agent.session(&url, &transport, &identity).await {
             Ok(()) => tracing::info!("disconnected from the server"),
             Err(e) if is_unauthorized(&e) => {
                 tracing::warn!("connection to {url} refused: {e:#}");
@@ -306,7 +314,12 @@ impl Agent {
 
     /// One connection, from connect to disconnect (`self.welcomed` says whether the
     /// server welcomed it).
-    async fn session(&mut self, url: &ServerUrl, identity: &Identity) -> anyhow::Result<()> {
+    async fn session(
+        &mut self,
+        url: &ServerUrl,
+        transport: &crate::transport::Transport,
+        identity: &Identity,
+    ) -> anyhow::Result<()> {
         self.welcomed = false;
         let mut request = url.connect_url().into_client_request()?;
         request.headers_mut().insert(
@@ -319,7 +332,12 @@ impl Agent {
         let (ws, _) = self
             .offline(tokio::time::timeout(
                 CONNECT_TIMEOUT,
-                tokio_tungstenite::connect_async_with_config(request, None, true),
+                tokio_tungstenite::connect_async_tls_with_config(
+                    request,
+                    None,
+                    true,
+                    transport.ws_connector(),
+                ),
             ))
             .await
             .context("connect timed out")??;

@@ -42,6 +42,7 @@ pub mod isolation;
 pub mod proc;
 pub mod schedule;
 pub mod spool;
+pub mod transport;
 pub mod url;
 
 pub use cli::cli_main;

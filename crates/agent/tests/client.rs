@@ -90,6 +90,7 @@ async fn a_refused_registration_stops_the_agent() {
     let state = tempfile::tempdir().unwrap();
     let cfg = Config {
         server: server.url.clone(),
+        trust: None,
         state_dir: state.path().to_path_buf(),
         activation_id: Some("act-1".into()),
         activation_code: Some("wrong".into()),

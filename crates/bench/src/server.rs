@@ -105,6 +105,8 @@ impl Server {
                 "10000",
                 "--heartbeat-secs",
                 "30",
+                // The figures here are of plain HTTP (the TLS ones come with issue 10).
+                "--plain-http",
             ])
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())

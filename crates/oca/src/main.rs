@@ -14,6 +14,7 @@ mod config;
 mod listener;
 mod retention;
 mod server;
+mod tls;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;

@@ -91,6 +91,22 @@ pub struct ServeArgs {
     /// The most HTTP connections in all [default: half the open-file limit].
     #[arg(long)]
     pub max_connections: Option<usize>,
+    /// The server's certificate chain (PEM). Without it (and --tls-key) the server
+    /// makes a private CA and a certificate in the data directory on first start.
+    #[arg(long, env = "OCA_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM).
+    #[arg(long, env = "OCA_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Names and addresses hosts reach this server by (comma-separated, e.g.
+    /// oca.example.com,10.0.0.5): the generated certificate is made for them (with the
+    /// listen address and localhost), and agent install lines use the first.
+    #[arg(long, env = "OCA_ADVERTISE", value_delimiter = ',')]
+    pub advertise: Vec<String>,
+    /// Serve plain HTTP, without TLS: every signature, agent token, script and output
+    /// crosses the network in clear. For a loopback address or behind a TLS proxy only.
+    #[arg(long, env = "OCA_PLAIN_HTTP", conflicts_with_all = ["tls_cert", "tls_key"])]
+    pub plain_http: bool,
     /// The most signature nonces remembered in memory per access key (older ones of
     /// the same key are forgotten first; nonces of changes are also kept on disk).
     #[arg(long, default_value_t = oca_api::replay::NonceCache::DEFAULT_PER_KEY, hide = true)]
@@ -176,6 +192,8 @@ fn make_private(dir: &Path) -> Result<()> {
 
 struct Running {
     addr: SocketAddr,
+    /// The TLS the server speaks (`None`: plain HTTP).
+    tls: Option<Arc<crate::tls::ServerTls>>,
     api: Arc<Api>,
     server: tokio::task::JoinHandle<std::io::Result<()>>,
 }
@@ -254,13 +272,62 @@ async fn start(args: &ServeArgs, data: DataDir) -> Result<Running> {
             .unwrap_or((open_files / 2).max(64) as usize),
         max_head_bytes,
     });
+    let tls = server_tls(args, &data.path, addr)?;
+    let site = crate::listener::Site {
+        app,
+        host_id,
+        tls: tls.clone(),
+    };
     let server = tokio::spawn(async move {
-        crate::listener::serve(listener, app, tracker, host_id, shutdown_signal()).await;
+        crate::listener::serve(listener, site, tracker, shutdown_signal()).await;
         Ok(())
     });
     // Tests and scripts read this line to find the port.
-    println!("OCA listening on http://{addr}");
-    Ok(Running { addr, api, server })
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    println!("OCA listening on {scheme}://{addr}");
+    if let Some(ca) = tls.as_ref().and_then(|t| t.ca.as_ref()) {
+        println!(
+            "TLS: private CA {} ({}); agents pin it with --fingerprint {}",
+            ca.cert_file.display(),
+            ca.fingerprint,
+            ca.fingerprint
+        );
+    }
+    Ok(Running {
+        addr,
+        tls,
+        api,
+        server,
+    })
+}
+
+/// The server's TLS: the operator's certificate, or the data directory's own; none
+/// with `--plain-http` (said loudly unless the address is loopback).
+fn server_tls(
+    args: &ServeArgs,
+    data_dir: &Path,
+    addr: SocketAddr,
+) -> Result<Option<Arc<crate::tls::ServerTls>>> {
+    if args.plain_http {
+        if !addr.ip().is_loopback() {
+            tracing::warn!(
+                "serving PLAIN HTTP on {addr}: signatures, agent tokens, scripts and outputs \
+                 cross the network in clear, and anyone on the path can change them; use it \
+                 behind a TLS proxy only"
+            );
+        }
+        return Ok(None);
+    }
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => crate::tls::ServerTls::given(cert, key)?,
+        _ => crate::tls::ServerTls::generated(
+            data_dir,
+            crate::tls::certificate_names(&args.advertise, addr),
+        )?,
+    };
+    let tls = Arc::new(tls);
+    tls.spawn_refresh();
+    Ok(Some(tls))
 }
 
 /// Raises this process's soft limit on open files to its hard limit (every agent holds
@@ -313,6 +380,7 @@ async fn ensure_credentials(
     data_dir: &Path,
     endpoint: &str,
     region: &str,
+    ca_file: Option<&Path>,
 ) -> Result<(Credentials, bool)> {
     let path = config::credentials_path(data_dir);
     if let Ok(existing) = Credentials::load(Some(&path)) {
@@ -325,6 +393,7 @@ async fn ensure_credentials(
             let creds = Credentials {
                 endpoint: endpoint.to_string(),
                 region_id: region.to_string(),
+                ca_file: ca_file.map(Path::to_path_buf),
                 ..existing
             };
             config::write_private(&path, serde_json::to_string_pretty(&creds)?.as_bytes())?;
@@ -341,6 +410,7 @@ async fn ensure_credentials(
         region_id: region.to_string(),
         access_key_id: key.access_key_id,
         access_key_secret: secret,
+        ca_file: ca_file.map(Path::to_path_buf),
     };
     config::write_private(&path, serde_json::to_string_pretty(&creds)?.as_bytes())?;
     Ok((creds, true))
@@ -373,6 +443,7 @@ async fn start_local_agent(
     data_dir: &Path,
     endpoint: &str,
     region: &str,
+    ca_file: Option<&Path>,
 ) -> Result<tokio::process::Child> {
     let state_dir = data_dir.join("agent");
     let mut cmd = tokio::process::Command::new(agent_binary()?);
@@ -380,6 +451,9 @@ async fn start_local_agent(
         .arg(endpoint)
         .arg("--state-dir")
         .arg(&state_dir);
+    if let Some(ca) = ca_file {
+        cmd.arg("--ca-file").arg(ca);
+    }
     if !state_dir.join("identity.json").exists() {
         let code = oca_domain::ids::new_secret(40);
         let now = now_millis();
@@ -449,9 +523,36 @@ pub async fn up(args: UpArgs) -> Result<ExitCode> {
         .await?;
     let data_path = data.path.clone();
     let running = start(&args.serve, data).await?;
-    let endpoint = format!("http://{}", running.addr);
+    // This host's own clients (the CLI, the local agent) reach it on loopback.
+    let local = match running.addr.ip() {
+        ip if ip.is_unspecified() && ip.is_ipv4() => {
+            SocketAddr::from(([127, 0, 0, 1], running.addr.port()))
+        }
+        ip if ip.is_unspecified() => {
+            SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, running.addr.port()))
+        }
+        _ => running.addr,
+    };
+    let scheme = if running.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    let endpoint = format!("{scheme}://{local}");
+    let ca_file = running
+        .tls
+        .as_ref()
+        .and_then(|t| t.ca.as_ref())
+        .map(|ca| ca.cert_file.clone());
     let region = args.serve.regions.first().cloned().unwrap_or_default();
-    let (creds, new) = ensure_credentials(&running.api, &data_path, &endpoint, &region).await?;
+    let (creds, new) = ensure_credentials(
+        &running.api,
+        &data_path,
+        &endpoint,
+        &region,
+        ca_file.as_deref(),
+    )
+    .await?;
     let creds_path = config::credentials_path(&data_path);
     println!();
     println!("OCA is up.");
@@ -468,7 +569,14 @@ pub async fn up(args: UpArgs) -> Result<ExitCode> {
     let _agent = if args.no_agent {
         None
     } else {
-        let child = start_local_agent(&running.api, &data_path, &endpoint, &region).await?;
+        let child = start_local_agent(
+            &running.api,
+            &data_path,
+            &endpoint,
+            &region,
+            ca_file.as_deref(),
+        )
+        .await?;
         match wait_for_agent(&running.api, &region).await {
             Some(id) => println!("  Local agent  {id} (online)"),
             None => println!("  Local agent  started, not yet online (see its log above)"),

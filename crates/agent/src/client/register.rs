@@ -1,7 +1,7 @@
 //! Registration (the activation code for an identity, kept in the state dir) and the
 //! reconnection backoff.
 
-use super::{Config, AGENT_VERSION, CONNECT_TIMEOUT, OS_TYPE};
+use super::{Config, AGENT_VERSION, OS_TYPE};
 use crate::spool;
 use crate::url::ServerUrl;
 use anyhow::{bail, Context};
@@ -52,6 +52,7 @@ impl Identity {
 pub(super) async fn register(
     config: &Config,
     url: &ServerUrl,
+    transport: &crate::transport::Transport,
     hostname: &str,
 ) -> anyhow::Result<Identity> {
     let (Some(activation_id), Some(activation_code)) =
@@ -72,9 +73,7 @@ pub(super) async fn register(
             .map(|s| s.trim().to_string())
             .unwrap_or_default(),
     };
-    let client = reqwest::Client::builder()
-        .timeout(CONNECT_TIMEOUT)
-        .build()?;
+    let client = &transport.http;
     let mut backoff = Backoff::new();
     loop {
         match client.post(url.register_url()).json(&request).send().await {

@@ -270,6 +270,7 @@ pub fn start_agent_on_boot(
 pub fn agent_config(url: &str, state: &Path, activation: bool) -> Config {
     Config {
         server: url.to_string(),
+        trust: None,
         state_dir: state.to_path_buf(),
         activation_id: activation.then(|| "act-1".to_string()),
         activation_code: activation.then(|| "code-1".to_string()),
