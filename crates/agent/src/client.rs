@@ -68,6 +68,8 @@ pub const FLUSH_BYTES: u64 = 32 * 1024;
 pub const CHUNK_BYTES: u64 = 64 * 1024;
 /// A connection that lasted this long resets the backoff.
 const HEALTHY_AFTER: Duration = Duration::from_secs(5);
+/// The most an agent waits before it reconnects to a server that said it restarts.
+const RESTART_SPREAD: Duration = Duration::from_secs(3);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How to run the agent.
@@ -159,7 +161,14 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         if agent.welcomed && began.elapsed() >= HEALTHY_AFTER {
             backoff.reset();
         }
-        let pause = backoff.next();
+        let pause = if std::mem::take(&mut agent.server_restarting) {
+            // Every agent of the server heard this at once: a random pause spreads
+            // their return over a few seconds; then the usual backoff, from its start.
+            backoff.reset();
+            RESTART_SPREAD.mul_f64(rand::random::<f64>())
+        } else {
+            backoff.next()
+        };
         tracing::debug!(?pause, "reconnecting");
         agent.offline(tokio::time::sleep(pause)).await;
     }
@@ -256,6 +265,8 @@ struct Agent {
     running: JoinSet<()>,
     /// The current connection was welcomed.
     welcomed: bool,
+    /// The server closed the connection because it is restarting.
+    server_restarting: bool,
 }
 
 impl Agent {
@@ -281,6 +292,7 @@ impl Agent {
             events_rx,
             running: JoinSet::new(),
             welcomed: false,
+            server_restarting: false,
         }
     }
 
@@ -374,7 +386,12 @@ impl Agent {
                     last_heard = Instant::now();
                     let text = match frame {
                         Some(Ok(Message::Text(t))) => t,
-                        Some(Ok(Message::Close(_))) | None => return Ok(()),
+                        Some(Ok(Message::Close(frame))) => {
+                            self.server_restarting = frame
+                                .is_some_and(|f| u16::from(f.code) == oca_proto::CLOSE_RESTARTING);
+                            return Ok(());
+                        }
+                        None => return Ok(()),
                         Some(Ok(_)) => continue,
                         Some(Err(e)) => return Err(e.into()),
                     };

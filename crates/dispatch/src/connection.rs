@@ -369,6 +369,10 @@ fn close_frame(ending: Ending) -> Message {
         Ending::Deregistered => (oca_proto::CLOSE_GONE, "the instance is deregistered"),
         Ending::AccountDeleted => (oca_proto::CLOSE_GONE, "the instance's account is deleted"),
         Ending::TooBig => (oca_proto::CLOSE_TOO_BIG, "message too big"),
+        Ending::Restarting => (
+            oca_proto::CLOSE_RESTARTING,
+            "the server is restarting: reconnect after a short random pause",
+        ),
     };
     Message::Close(Some(CloseFrame {
         code,

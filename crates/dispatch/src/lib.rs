@@ -110,6 +110,8 @@ enum Ending {
     AccountDeleted,
     /// The agent sent a message past `oca_proto::limits::MAX_MESSAGE_BYTES`.
     TooBig,
+    /// The server stops (and is, most likely, restarting).
+    Restarting,
 }
 
 impl Conn {
@@ -182,6 +184,36 @@ impl Dispatcher {
 
     pub fn config(&self) -> &DispatchConfig {
         &self.config
+    }
+
+    /// The server stops: every agent is told (Close 1012, "reconnect after a short
+    /// random pause"); results being stored are committed and acknowledged first; then
+    /// whatever the writer still holds is committed. Waits at most `grace`.
+    pub async fn shutdown(&self, grace: std::time::Duration) {
+        let deadline = tokio::time::Instant::now() + grace;
+        let conns: Vec<Arc<Conn>> = self
+            .conns
+            .read()
+            .expect("connection map lock")
+            .values()
+            .cloned()
+            .collect();
+        let told = conns.len();
+        for c in &conns {
+            c.end(Ending::Restarting);
+        }
+        while !self.conns.read().expect("connection map lock").is_empty()
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        let left = self.conns.read().expect("connection map lock").len();
+        self.writer.flush(deadline).await;
+        tracing::info!(
+            agents = told,
+            still_connected = left,
+            "agents told the server stops"
+        );
     }
 
     /// How stale the stored heartbeat of a connected agent may get. While an agent is

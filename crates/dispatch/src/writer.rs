@@ -20,6 +20,8 @@ type Reply = oneshot::Sender<Result<WriteOutcome, String>>;
 #[derive(Clone)]
 pub struct Writer {
     tx: mpsc::UnboundedSender<(WriteOp, Reply)>,
+    /// Writes handed over and not yet answered.
+    pending: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Writer {
@@ -45,17 +47,36 @@ impl Writer {
                 }
             }
         });
-        Writer { tx }
+        Writer {
+            tx,
+            pending: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
+        }
     }
 
     async fn submit(&self, op: WriteOp) -> Result<WriteOutcome, String> {
+        use std::sync::atomic::Ordering;
         let (reply, answer) = oneshot::channel();
-        self.tx
-            .send((op, reply))
-            .map_err(|_| "the writer has stopped".to_string())?;
-        answer
-            .await
-            .map_err(|_| "the writer has stopped".to_string())?
+        self.pending.fetch_add(1, Ordering::SeqCst);
+        let sent = self.tx.send((op, reply));
+        let outcome = match sent {
+            Ok(()) => answer
+                .await
+                .map_err(|_| "the writer has stopped".to_string())
+                .and_then(|r| r),
+            Err(_) => Err("the writer has stopped".to_string()),
+        };
+        self.pending.fetch_sub(1, Ordering::SeqCst);
+        outcome
+    }
+
+    /// Waits until every write handed over so far is committed and answered (or
+    /// `deadline` passes).
+    pub async fn flush(&self, deadline: tokio::time::Instant) {
+        while self.pending.load(std::sync::atomic::Ordering::SeqCst) > 0
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
     }
 
     /// `Store::apply_task_event`, committed with whatever else is waiting.

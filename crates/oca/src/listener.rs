@@ -87,6 +87,9 @@ pub struct Tracker {
     /// counts descriptors exactly (an evicted connection holds its permit until its
     /// task has dropped the socket).
     permits: Arc<tokio::sync::Semaphore>,
+    /// Set when the server stops: connections finish the request they serve, if any,
+    /// and close.
+    draining: tokio::sync::watch::Sender<bool>,
     /// Connections closed to make room, and connections refused (for figures and logs).
     pub evicted: AtomicU64,
     pub refused: AtomicU64,
@@ -96,6 +99,7 @@ impl Tracker {
     pub fn new(limits: Limits) -> Arc<Tracker> {
         Arc::new(Tracker {
             permits: Arc::new(tokio::sync::Semaphore::new(limits.max_connections.max(1))),
+            draining: tokio::sync::watch::channel(false).0,
             limits,
             started: Instant::now(),
             next_id: AtomicU64::new(1),
@@ -103,6 +107,20 @@ impl Tracker {
             evicted: AtomicU64::new(0),
             refused: AtomicU64::new(0),
         })
+    }
+
+    /// The server stops: every connection finishes the request it serves (if any) and
+    /// closes; waits until all have (or `grace` passes). Answers how many were left.
+    pub async fn drain(&self, grace: Duration) -> usize {
+        self.draining.send_replace(true);
+        let deadline = Instant::now() + grace;
+        loop {
+            let open = self.limits.max_connections.max(1) - self.permits.available_permits();
+            if open == 0 || Instant::now() >= deadline {
+                return open;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 
     fn now(&self) -> i64 {
@@ -389,14 +407,27 @@ where
         .max_buf_size(limits.max_head_bytes.max(8192))
         .keep_alive(true);
     let conn = builder.serve_connection(io, service).with_upgrades();
-    tokio::select! {
-        result = conn => {
-            if let Err(e) = result {
-                tracing::debug!(%peer, "connection ended: {e}");
+    tokio::pin!(conn);
+    let mut draining = slot.tracker.draining.subscribe();
+    let mut finishing = false;
+    loop {
+        tokio::select! {
+            result = conn.as_mut() => {
+                if let Err(e) = result {
+                    tracing::debug!(%peer, "connection ended: {e}");
+                }
+                break;
             }
-        }
-        _ = slot.conn.evict.notified() => {
-            tracing::debug!(%peer, "connection closed to make room");
+            _ = slot.conn.evict.notified() => {
+                tracing::debug!(%peer, "connection closed to make room");
+                break;
+            }
+            _ = draining.wait_for(|d| *d), if !finishing => {
+                // The server stops: the request under way, if any, is answered; then
+                // the connection closes.
+                conn.as_mut().graceful_shutdown();
+                finishing = true;
+            }
         }
     }
 }

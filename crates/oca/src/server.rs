@@ -107,6 +107,10 @@ pub struct ServeArgs {
     /// crosses the network in clear. For a loopback address or behind a TLS proxy only.
     #[arg(long, env = "OCA_PLAIN_HTTP", conflicts_with_all = ["tls_cert", "tls_key"])]
     pub plain_http: bool,
+    /// On SIGTERM or Ctrl-C: how long the requests under way may take to finish, and
+    /// the agents to be told, before the server exits anyway.
+    #[arg(long, env = "OCA_SHUTDOWN_GRACE_SECS", default_value_t = 10)]
+    pub shutdown_grace_secs: u64,
     /// The most signature nonces remembered in memory per access key (older ones of
     /// the same key are forgotten first; nonces of changes are also kept on disk).
     #[arg(long, default_value_t = oca_api::replay::NonceCache::DEFAULT_PER_KEY, hide = true)]
@@ -278,8 +282,20 @@ async fn start(args: &ServeArgs, data: DataDir) -> Result<Running> {
         host_id,
         tls: tls.clone(),
     };
+    let grace = Duration::from_secs(args.shutdown_grace_secs);
+    let stopping = dispatcher.clone();
     let server = tokio::spawn(async move {
-        crate::listener::serve(listener, site, tracker, shutdown_signal()).await;
+        crate::listener::serve(listener, site, tracker.clone(), shutdown_signal()).await;
+        // Quiet: no new connection is taken; the requests under way are answered, the
+        // agents told to come back (after a short random pause each, so a restarted
+        // server is not met by all at once), and what they reported is committed.
+        tracing::info!("stopping: finishing the requests under way");
+        let left = tracker.drain(grace).await;
+        if left > 0 {
+            tracing::warn!("{left} connections still open after {grace:?}");
+        }
+        stopping.shutdown(grace).await;
+        tracing::info!("stopped");
         Ok(())
     });
     // Tests and scripts read this line to find the port.

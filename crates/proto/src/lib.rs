@@ -78,6 +78,10 @@ pub const CLOSE_REPLACED: u16 = 4001;
 /// The Close code of a connection whose instance no longer exists for the server: it
 /// was deregistered, or its account was deleted (1008, policy violation).
 pub const CLOSE_GONE: u16 = 1008;
+/// The Close code of every connection when the server stops (1012, service restart,
+/// in IANA's WebSocket close code registry): the agent reconnects after a short random
+/// pause, so a restarted server is not met by all its agents at once.
+pub const CLOSE_RESTARTING: u16 = 1012;
 /// The Close code of a connection that sent a message past
 /// [`limits::MAX_MESSAGE_BYTES`] (1009, message too big).
 pub const CLOSE_TOO_BIG: u16 = 1009;

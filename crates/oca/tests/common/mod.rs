@@ -267,6 +267,35 @@ impl Server {
         self.spawn();
     }
 
+    /// Stops the server as an operator does (SIGTERM) and waits for it to exit, at most
+    /// `limit`; its exit status and how long it took.
+    pub fn terminate(&mut self, limit: Duration) -> Option<(std::process::ExitStatus, Duration)> {
+        if let Some(peak) = self.peak_rss() {
+            tally::PEAK_RSS.fetch_max(peak, std::sync::atomic::Ordering::Relaxed);
+        }
+        let child = self.child.as_mut()?;
+        let began = Instant::now();
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .ok()?;
+        let status = wait_for(limit, || child.try_wait().ok().flatten())?;
+        self.child = None;
+        Some((status, began.elapsed()))
+    }
+
+    /// Starts the server again (after [`Self::terminate`]) on the same port and data.
+    pub fn start_again(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpListener::bind(("127.0.0.1", self.port)).is_err()
+            && Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.spawn();
+    }
+
     pub fn kill9(&mut self) {
         if let Some(peak) = self.peak_rss() {
             tally::PEAK_RSS.fetch_max(peak, std::sync::atomic::Ordering::Relaxed);
