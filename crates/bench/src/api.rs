@@ -37,14 +37,35 @@ pub enum Method {
 }
 
 impl ApiClient {
-    pub fn new(port: u16, key_id: &str, secret: &str) -> Result<ApiClient> {
-        let http = reqwest::Client::builder()
+    /// A client of `server`, over TLS when it speaks TLS.
+    pub fn of(server: &crate::server::Server) -> Result<ApiClient> {
+        Self::new(
+            server.port,
+            server.client_tls()?,
+            &server.data.key_id,
+            &server.data.secret,
+        )
+    }
+
+    pub fn new(
+        port: u16,
+        tls: Option<std::sync::Arc<rustls::ClientConfig>>,
+        key_id: &str,
+        secret: &str,
+    ) -> Result<ApiClient> {
+        let mut builder = reqwest::Client::builder()
             .timeout(Duration::from_secs(120))
-            .pool_max_idle_per_host(64)
-            .build()?;
+            .pool_max_idle_per_host(64);
+        let scheme = match tls {
+            Some(config) => {
+                builder = builder.use_preconfigured_tls((*config).clone());
+                "https"
+            }
+            None => "http",
+        };
         Ok(ApiClient {
-            http,
-            base: format!("http://127.0.0.1:{port}"),
+            http: builder.build()?,
+            base: format!("{scheme}://127.0.0.1:{port}"),
             host: format!("127.0.0.1:{port}"),
             key_id: key_id.to_string(),
             secret: secret.to_string(),

@@ -108,6 +108,8 @@ pub struct Config {
     pub flood_requests: usize,
     /// Signed requests from one key, for the replay cache's memory.
     pub nonce_flood: usize,
+    /// Whether the server speaks TLS (its default; `--plain-http` to compare).
+    pub tls: bool,
 }
 
 impl Config {
@@ -127,6 +129,7 @@ impl Config {
             flood_tags: 100_000,
             flood_requests: 20,
             nonce_flood: 100_000,
+            tls: true,
         }
     }
 
@@ -171,6 +174,8 @@ pub mod targets {
     pub const AGENT_IDLE_WAKEUPS: f64 = 10.0;
     /// Server memory per connected agent, KiB.
     pub const SERVER_KB_PER_AGENT: f64 = 50.0;
+    /// A quiet restart under the whole fleet, until every agent is back.
+    pub const RESTART_ALL_BACK: Duration = Duration::from_secs(10);
     /// A request with 100,000 `Tag.N`, refused.
     pub const FLOOD_ANSWER: Duration = Duration::from_millis(50);
     /// DescribeInvocations p99 while four such requests run.

@@ -27,7 +27,7 @@ fn flood(n: usize) -> Vec<(String, String)> {
 
 pub async fn run(config: &Config) -> Result<Vec<Row>> {
     let s = Section::Hostile;
-    let (server, api) = start_server(&config.oca_bin)?;
+    let (server, api) = start_server(config)?;
     let mut rows = Vec::new();
     // Some records for DescribeInvocations to list (RunCommands to no agent: they
     // are stored, then abort as undelivered).
