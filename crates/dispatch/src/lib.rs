@@ -131,19 +131,10 @@ impl Conn {
         self.closing.borrow().is_some()
     }
 
-    /// Stores that the agent was seen at `at`, with what it says of itself.
-    async fn record_seen(&self, d: &Dispatcher, at: i64) -> oca_store::Result<()> {
-        let i = &self.instance;
-        d.store
-            .touch_instance(
-                &i.instance_id,
-                at,
-                &i.agent_version,
-                &i.hostname,
-                &i.os_type,
-                &i.task_isolation,
-            )
-            .await
+    /// Stores that the agent was seen at `at`, with what it says of itself (through the
+    /// writer: group-committed).
+    async fn record_seen(&self, d: &Dispatcher, at: i64) -> Result<(), String> {
+        d.writer.seen(&self.instance, at).await
     }
 
     /// The task this agent runs for `invocation`, with the instance's current name.

@@ -93,7 +93,7 @@ impl Writer {
         };
         match self.submit(op).await? {
             WriteOutcome::Task(t) => Ok(t),
-            WriteOutcome::Output(_) => Err("the store answered an event with an append".into()),
+            _ => Err("the store answered an event with something else".into()),
         }
     }
 
@@ -115,7 +115,21 @@ impl Writer {
         };
         match self.submit(op).await? {
             WriteOutcome::Output(a) => Ok(a),
-            WriteOutcome::Task(_) => Err("the store answered an append with an event".into()),
+            _ => Err("the store answered an append with something else".into()),
         }
+    }
+
+    /// `Store::touch_instance`, committed with whatever else is waiting: thousands of
+    /// agents connecting at once (a server restart) share a few syncs.
+    pub async fn seen(&self, instance: &oca_store::InstanceRecord, at: i64) -> Result<(), String> {
+        let op = WriteOp::Seen {
+            instance_id: instance.instance_id.clone(),
+            at,
+            agent_version: instance.agent_version.clone(),
+            hostname: instance.hostname.clone(),
+            os_type: instance.os_type.clone(),
+            task_isolation: instance.task_isolation.clone(),
+        };
+        self.submit(op).await.map(|_| ())
     }
 }

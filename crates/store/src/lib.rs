@@ -118,6 +118,16 @@ pub enum WriteOp {
         data: Vec<u8>,
         cap: u64,
     },
+    /// [`Store::touch_instance`]: an agent was seen (connected, heartbeat, left), with
+    /// what it says of itself.
+    Seen {
+        instance_id: String,
+        at: Millis,
+        agent_version: String,
+        hostname: String,
+        os_type: String,
+        task_isolation: String,
+    },
 }
 
 /// What one [`WriteOp`] did.
@@ -128,6 +138,8 @@ pub enum WriteOp {
 pub enum WriteOutcome {
     Task(Option<TaskRecord>),
     Output(OutputAppend),
+    /// A [`WriteOp::Seen`] was stored.
+    Seen,
 }
 
 /// The outcome of appending a chunk of a run's whole output.

@@ -85,7 +85,51 @@ on_both_stores!(
     disabling_and_deleting_activations,
     deregistration,
     renaming,
+    agents_seen_in_a_batch,
 );
+
+async fn agents_seen_in_a_batch(s: &SqliteStore) {
+    s.insert_activation(&activation("act-s", 2)).await.unwrap();
+    s.register_instance(&instance("mi-s1", "act-s", 10))
+        .await
+        .unwrap();
+    s.register_instance(&instance("mi-s2", "act-s", 10))
+        .await
+        .unwrap();
+    let seen = |id: &str, at: Millis| WriteOp::Seen {
+        instance_id: id.into(),
+        at,
+        agent_version: "9.9".into(),
+        hostname: format!("host-{id}"),
+        os_type: "linux".into(),
+        task_isolation: "cgroup".into(),
+    };
+    let out = s
+        .apply_batch(vec![
+            seen("mi-s1", 50),
+            seen("mi-s2", 60),
+            seen("mi-gone", 70),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(
+        out,
+        vec![WriteOutcome::Seen; 3],
+        "a missing instance changes nothing"
+    );
+    for (id, at) in [("mi-s1", 50), ("mi-s2", 60)] {
+        let i = s.get_instance(id).await.unwrap().unwrap();
+        assert_eq!(i.last_heartbeat, Some(at));
+        assert_eq!(
+            (
+                i.agent_version.as_str(),
+                i.hostname.as_str(),
+                i.task_isolation.as_str()
+            ),
+            ("9.9", format!("host-{id}").as_str(), "cgroup")
+        );
+    }
+}
 
 fn command(id: &str, scope: &Scope, created: Millis) -> CommandRecord {
     CommandRecord {
@@ -2171,7 +2215,7 @@ async fn batches(s: &SqliteStore) {
     assert_eq!(outcomes.len(), 6);
     let status = |o: &WriteOutcome| match o {
         WriteOutcome::Task(t) => t.as_ref().map(|t| t.state.status),
-        WriteOutcome::Output(_) => None,
+        WriteOutcome::Output(_) | WriteOutcome::Seen => None,
     };
     assert_eq!(status(&outcomes[0]), Some(S::Running));
     assert_eq!(
