@@ -1,5 +1,5 @@
 //! `oca keys …` and `oca accounts …`: managing tenants and their access keys, offline
-//! against a data directory. They open the database directly (WAL lets them run next
+//! against a data directory; `oca audit`: reading the audit trail there. They open the database directly (WAL lets them run next
 //! to a live server); the server reads keys and accounts on every request, so a
 //! disable takes effect on the next call.
 
@@ -96,6 +96,131 @@ pub enum AccountsCommand {
         dir: DataDirArg,
         account_id: String,
     },
+}
+
+#[derive(clap::Args, Debug)]
+pub struct AuditArgs {
+    #[command(flatten)]
+    dir: DataDirArg,
+    /// Only entries since this time: a duration back from now (`90s`, `15m`, `2h`,
+    /// `7d`) or a time (`2025-01-31T08:00:00Z`, any RFC 3339 time, or `2025-01-31`
+    /// for midnight UTC).
+    #[arg(long, value_name = "DURATION|TIME", value_parser = parse_since)]
+    since: Option<i64>,
+    /// Only this action (`RunCommand`, …, or `RegisterAgent`, `CutOffAgent`).
+    #[arg(long)]
+    action: Option<String>,
+    /// Only this account's entries.
+    #[arg(long)]
+    account: Option<String>,
+    /// Print at most this many entries: the newest, oldest first.
+    #[arg(long, default_value_t = 1000)]
+    limit: u64,
+    /// Output format.
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = AuditFormat::Table)]
+    output: AuditFormat,
+}
+
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuditFormat {
+    Table,
+    Json,
+}
+
+/// `--since`: `<n>s|m|h|d` back from now, or an RFC 3339 time, or a UTC day.
+fn parse_since(s: &str) -> std::result::Result<i64, String> {
+    parse_since_at(s, now_millis())
+}
+
+fn parse_since_at(s: &str, now: i64) -> std::result::Result<i64, String> {
+    let s = s.trim();
+    let unit_ms = match s.chars().last() {
+        Some('s') => Some(1_000),
+        Some('m') => Some(60_000),
+        Some('h') => Some(3_600_000),
+        Some('d') => Some(86_400_000),
+        _ => None,
+    };
+    if let Some(unit) = unit_ms {
+        if let Ok(n) = s[..s.len() - 1].parse::<i64>() {
+            return Ok(now.saturating_sub(n.saturating_mul(unit)));
+        }
+    }
+    oca_domain::time::parse_api(s)
+        .or_else(|| oca_domain::time::parse_api(&format!("{s}T00:00:00Z")))
+        .ok_or_else(|| {
+            format!(
+                "{s:?} is neither a duration (90s, 15m, 2h, 7d) nor a time \
+                 (2025-01-31T08:00:00Z, 2025-01-31)"
+            )
+        })
+}
+
+/// `oca audit`: the audit trail of a data directory, newest entries oldest first.
+pub async fn audit(args: AuditArgs) -> Result<ExitCode> {
+    let data = open_existing(&args.dir)?;
+    let filter = oca_store::AuditFilter {
+        since: args.since,
+        action: args.action,
+        account_id: args.account,
+        // One more, to tell whether there are more.
+        limit: args.limit.saturating_add(1),
+    };
+    let mut entries = data.store.list_audit(&filter).await?;
+    let more = entries.len() as u64 > args.limit;
+    if more {
+        entries.remove(0);
+    }
+    match args.output {
+        AuditFormat::Json => {
+            let items: Vec<serde_json::Value> = entries
+                .iter()
+                .map(|e| {
+                    let mut v = serde_json::to_value(e).unwrap_or_default();
+                    v["time"] = format_api(e.at).into();
+                    v
+                })
+                .collect();
+            println!("{}", serde_json::to_string_pretty(&items)?);
+        }
+        AuditFormat::Table => {
+            println!(
+                "{:<20} {:<16} {:<24} {:<15} {:<25} {:<22} {:<36} TARGETS",
+                "TIME", "ACCOUNT", "ACCESS KEY", "SOURCE", "ACTION", "RESULT", "REQUEST ID"
+            );
+            let dash = |s: &str| {
+                if s.is_empty() {
+                    "-".to_string()
+                } else {
+                    s.to_string()
+                }
+            };
+            for e in &entries {
+                let mut targets = e.targets.join(",");
+                if e.omitted > 0 {
+                    targets.push_str(&format!(" (+{})", e.omitted));
+                }
+                println!(
+                    "{:<20} {:<16} {:<24} {:<15} {:<25} {:<22} {:<36} {}",
+                    format_api(e.at),
+                    dash(&e.account_id),
+                    dash(&e.access_key_id),
+                    dash(&e.source),
+                    e.action,
+                    e.result,
+                    dash(&e.request_id),
+                    dash(&targets),
+                );
+            }
+        }
+    }
+    if more {
+        eprintln!(
+            "(the newest {} entries shown; older ones match too: raise --limit or narrow --since)",
+            args.limit
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// The `default` account, created on first use.
@@ -320,7 +445,24 @@ async fn set_account(dir: &DataDirArg, id: &str, enabled: bool) -> Result<ExitCo
 
 #[cfg(test)]
 mod tests {
-    use super::valid_account_id;
+    use super::{parse_since_at, valid_account_id};
+
+    #[test]
+    fn since() {
+        let now = 1_700_000_000_000;
+        assert_eq!(parse_since_at("90s", now), Ok(now - 90_000));
+        assert_eq!(parse_since_at("15m", now), Ok(now - 900_000));
+        assert_eq!(parse_since_at("2h", now), Ok(now - 7_200_000));
+        assert_eq!(parse_since_at("7d", now), Ok(now - 7 * 86_400_000));
+        assert_eq!(
+            parse_since_at("2023-11-14T22:13:20Z", now),
+            Ok(1_700_000_000_000)
+        );
+        assert_eq!(parse_since_at("2023-11-14", now), Ok(1_699_920_000_000));
+        assert!(parse_since_at("yesterday", now).is_err());
+        assert!(parse_since_at("5", now).is_err());
+        assert!(parse_since_at("xs", now).is_err());
+    }
 
     #[test]
     fn account_ids() {

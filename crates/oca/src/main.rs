@@ -6,6 +6,7 @@
 //!   the everyday CLI, talking to the API with the credentials `oca up` saved.
 //! - `oca keys …`, `oca accounts …` — access keys and accounts (teams), offline
 //!   against the data directory.
+//! - `oca audit` — the audit trail (every change and registration), offline.
 
 mod admin;
 mod cli;
@@ -62,6 +63,9 @@ enum Command {
         #[command(subcommand)]
         command: admin::AccountsCommand,
     },
+    /// List the audit trail: every call that changed something or tried to, every agent
+    /// registration (offline, against a data directory).
+    Audit(admin::AuditArgs),
 }
 
 fn main() -> ExitCode {
@@ -94,6 +98,7 @@ fn main() -> ExitCode {
             Command::Untag(a) => cli::untag(a).await,
             Command::Keys { command } => admin::keys(command).await,
             Command::Accounts { command } => admin::accounts(command).await,
+            Command::Audit(a) => admin::audit(a).await,
         }
     });
     match result {

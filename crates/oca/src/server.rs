@@ -54,6 +54,10 @@ pub struct ServeArgs {
     /// deliveries counted apart); ended ones beyond it are purged, however recent.
     #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub retention_max_records: u64,
+    /// The most audit entries kept (the oldest go first; those of callers who proved no
+    /// secret are held to a tenth of it). Entries older than --retention-days go too.
+    #[arg(long, default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub audit_max_records: u64,
     /// Milliseconds between retention sweeps (a sweep goes on at once while its batches
     /// come back full).
     #[arg(long, default_value_t = 60_000, hide = true)]
@@ -203,6 +207,7 @@ async fn start(args: &ServeArgs, data: DataDir) -> Result<Running> {
             max_records: args.retention_max_records,
             interval: Duration::from_millis(args.retention_interval_ms),
             batch: args.retention_batch,
+            audit_max_records: args.audit_max_records,
         },
     );
     let api_config = ApiConfig {
@@ -303,6 +308,8 @@ pub async fn serve(args: ServeArgs) -> Result<ExitCode> {
     let data = open_data_dir(&config::data_dir(args.data_dir.clone()))?;
     let running = start(&args, data).await?;
     running.server.await??;
+    // What the last requests left in the audit trail's queue.
+    running.api.dispatcher.audit().flush().await;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -488,5 +495,6 @@ pub async fn up(args: UpArgs) -> Result<ExitCode> {
     println!("  {home}{exe} run 'uname -a'");
     println!("Stop with Ctrl-C.");
     running.server.await??;
+    running.api.dispatcher.audit().flush().await;
     Ok(ExitCode::SUCCESS)
 }
