@@ -15,8 +15,9 @@ mod config;
 mod listener;
 mod retention;
 mod server;
+mod settings;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use std::process::ExitCode;
 
 #[derive(Parser)]
@@ -75,7 +76,16 @@ fn main() -> ExitCode {
     unsafe {
         libc::umask(0o077);
     }
-    let args = Args::parse();
+    // `oca serve` and `oca up` take their settings from a file too (`settings.rs`).
+    let matches = match settings::matches(Args::command(), std::env::args_os().collect()) {
+        Ok(Some(m)) => m,
+        Ok(None) => return ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    let args = Args::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     let filter = tracing_subscriber::EnvFilter::try_from_env("RUST_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     tracing_subscriber::fmt()
