@@ -436,3 +436,80 @@ fn oca_audit_filters() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Every action of both APIs, called (mostly refused for what it lacks): exactly the
+/// ones that are not `Describe…`/`List…` are recorded, each with the code answered.
+#[test]
+fn every_action_but_the_reads_is_recorded() {
+    let s = Server::start();
+    let c = s.client();
+    let ecs = [
+        "CreateCommand",
+        "DescribeCommands",
+        "ModifyCommand",
+        "DeleteCommand",
+        "InvokeCommand",
+        "RunCommand",
+        "StopInvocation",
+        "DescribeInvocations",
+        "DescribeInvocationResults",
+        "DescribeCloudAssistantStatus",
+        "CreateActivation",
+        "DescribeActivations",
+        "DisableActivation",
+        "DeleteActivation",
+        "DescribeManagedInstances",
+        "ModifyManagedInstance",
+        "DeregisterManagedInstance",
+        "DescribeInvocationOutput",
+        "TagResources",
+        "UntagResources",
+        "ListTagResources",
+        "SendFile",
+        "DescribeSendFileResults",
+        "ModifyInvocationAttribute",
+    ];
+    let swas = [
+        "RunCommand",
+        "CreateCommand",
+        "InvokeCommand",
+        "DescribeCommands",
+        "UpdateCommandAttribute",
+        "DeleteCommand",
+        "DescribeInvocations",
+        "DescribeInvocationResult",
+        "DescribeCommandInvocations",
+        "DescribeCloudAssistantStatus",
+        "DescribeCloudAssistantAttributes",
+        "InstallCloudAssistant",
+    ];
+    let calls = ecs
+        .iter()
+        .map(|a| (VERSION, *a))
+        .chain(swas.iter().map(|a| ("2020-06-01", *a)));
+    let mut expected = Vec::new();
+    let mut reads = Vec::new();
+    for (version, action) in calls {
+        let answer = c.call_version(version, action, &[]);
+        let body = answer.json();
+        let request_id = body["RequestId"].as_str().unwrap().to_string();
+        let code = body["Code"].as_str().unwrap_or("Success").to_string();
+        if action.starts_with("Describe") || action.starts_with("List") {
+            reads.push(request_id);
+        } else {
+            expected.push((action, request_id, code, answer.status));
+        }
+    }
+    for (action, request_id, code, status) in &expected {
+        let e = entry(&s, request_id);
+        assert_eq!(e["action"], *action, "{e}");
+        assert_eq!(e["result"], code.as_str(), "{e}");
+        assert_eq!(e["http_status"], *status, "{e}");
+        assert_eq!(e["authenticated"], true, "{e}");
+    }
+    let all = trail(&s, &[]);
+    assert_eq!(all.len(), expected.len(), "{all:#?}");
+    assert!(all
+        .iter()
+        .all(|e| !reads.contains(&e["request_id"].as_str().unwrap().to_string())));
+}
