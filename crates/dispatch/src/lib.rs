@@ -39,6 +39,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 
 pub use register::{digest, ip_range_is_valid};
+pub use task::build_task;
 
 /// An address as the audit trail keeps it: an IPv4 peer seen as an IPv6-mapped address
 /// is its IPv4 address.
@@ -51,7 +52,6 @@ pub fn audit_ip(ip: std::net::IpAddr) -> String {
         v4 => v4.to_string(),
     }
 }
-pub use task::build_task;
 
 /// How the dispatcher behaves; the defaults are the production ones.
 #[derive(Debug, Clone)]
