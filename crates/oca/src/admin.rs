@@ -107,7 +107,8 @@ pub struct AuditArgs {
     /// for midnight UTC).
     #[arg(long, value_name = "DURATION|TIME", value_parser = parse_since)]
     since: Option<i64>,
-    /// Only this action (`RunCommand`, …, or `RegisterAgent`, `CutOffAgent`).
+    /// Only this action: an API action (`RunCommand`, …), an agent's (`RegisterAgent`,
+    /// `CutOffAgent`) or an offline change (`CreateAccessKey`, `DisableAccount`, …).
     #[arg(long)]
     action: Option<String>,
     /// Only this account's entries.
@@ -223,6 +224,28 @@ pub async fn audit(args: AuditArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Records a change made offline (`oca keys …`, `oca accounts …`, the key `oca up`
+/// makes) in the audit trail: source `local`, no access key (whoever can write the
+/// data directory needs none), the key or account changed as the target.
+pub async fn record_local(store: &dyn oca_store::Store, action: &str, account: &str, target: &str) {
+    let entry = oca_store::AuditRecord {
+        at: now_millis(),
+        account_id: account.to_string(),
+        access_key_id: String::new(),
+        source: "local".to_string(),
+        action: action.to_string(),
+        targets: vec![target.to_string()],
+        omitted: 0,
+        result: "Success".to_string(),
+        http_status: 0,
+        request_id: oca_domain::ids::new_request_id(),
+        authenticated: true,
+    };
+    if let Err(e) = store.record_audit(vec![entry], true).await {
+        eprintln!("warning: the change was made but could not be recorded in the audit trail: {e}");
+    }
+}
+
 /// The `default` account, created on first use.
 pub fn default_account() -> AccountRecord {
     AccountRecord {
@@ -291,9 +314,22 @@ pub async fn keys(command: KeysCommand) -> Result<ExitCode> {
         KeysCommand::Enable { dir, access_key_id } => set_key(&dir, &access_key_id, true).await,
         KeysCommand::Delete { dir, access_key_id } => {
             let data = open_existing(&dir)?;
+            let account = data
+                .store
+                .get_access_key(&access_key_id)
+                .await?
+                .map(|k| k.account_id)
+                .unwrap_or_default();
             if !data.store.delete_access_key(&access_key_id).await? {
                 bail!("no access key {access_key_id}");
             }
+            record_local(
+                data.store.as_ref(),
+                "DeleteAccessKey",
+                &account,
+                &access_key_id,
+            )
+            .await;
             println!("Deleted access key {access_key_id}");
             Ok(ExitCode::SUCCESS)
         }
@@ -305,6 +341,18 @@ async fn set_key(dir: &DataDirArg, id: &str, enabled: bool) -> Result<ExitCode> 
     if !data.store.set_access_key_enabled(id, enabled).await? {
         bail!("no access key {id}");
     }
+    let account = data
+        .store
+        .get_access_key(id)
+        .await?
+        .map(|k| k.account_id)
+        .unwrap_or_default();
+    let action = if enabled {
+        "EnableAccessKey"
+    } else {
+        "DisableAccessKey"
+    };
+    record_local(data.store.as_ref(), action, &account, id).await;
     println!("Access key {id} {}", status(enabled));
     Ok(ExitCode::SUCCESS)
 }
@@ -329,6 +377,13 @@ async fn create_key(dir: DataDirArg, account: &str) -> Result<ExitCode> {
         .create_key(account)
         .await
         .map_err(|e| anyhow::anyhow!("{}", e.message()))?;
+    record_local(
+        data.store.as_ref(),
+        "CreateAccessKey",
+        &key.account_id,
+        &key.access_key_id,
+    )
+    .await;
     println!("AccessKeyId: {}", key.access_key_id);
     println!("AccessKeySecret: {secret}");
     println!("Account: {}", key.account_id);
@@ -371,6 +426,8 @@ pub async fn accounts(command: AccountsCommand) -> Result<ExitCode> {
                 }
                 Err(e) => return Err(e).context("creating the account"),
             }
+            let id = &record.account_id;
+            record_local(data.store.as_ref(), "CreateAccount", id, id).await;
             println!("Created account {}", record.account_id);
             println!(
                 "Create a key for it with: oca keys create --account {}",
@@ -421,6 +478,13 @@ pub async fn accounts(command: AccountsCommand) -> Result<ExitCode> {
                 ),
                 Err(e) => return Err(e).context("deleting the account"),
             }
+            record_local(
+                data.store.as_ref(),
+                "DeleteAccount",
+                &account_id,
+                &account_id,
+            )
+            .await;
             println!("Deleted account {account_id}");
             println!(
                 "Its id is never used again; a running server cuts its agents off within \
@@ -439,6 +503,12 @@ async fn set_account(dir: &DataDirArg, id: &str, enabled: bool) -> Result<ExitCo
         Err(StoreError::Conflict(_)) => bail!("account {id} was deleted: it stays disabled"),
         Err(e) => return Err(e).context("changing the account"),
     }
+    let action = if enabled {
+        "EnableAccount"
+    } else {
+        "DisableAccount"
+    };
+    record_local(data.store.as_ref(), action, id, id).await;
     println!("Account {id} {}", status(enabled));
     Ok(ExitCode::SUCCESS)
 }

@@ -356,6 +356,13 @@ async fn ensure_credentials(
         .create_key(config::DEFAULT_ACCOUNT)
         .await
         .map_err(|e| anyhow::anyhow!("{}", e.message()))?;
+    crate::admin::record_local(
+        api.store.as_ref(),
+        "CreateAccessKey",
+        &key.account_id,
+        &key.access_key_id,
+    )
+    .await;
     let creds = Credentials {
         endpoint: endpoint.to_string(),
         region_id: region.to_string(),

@@ -407,8 +407,9 @@ pub struct Tag {
 }
 
 /// One entry of the audit trail: a call that changed something or tried to (every API
-/// action but `Describe…`/`List…`, refusals included), an agent registration, or an
-/// agent cut off by a deregistration. Operators' data: no API action reads it.
+/// action but `Describe…`/`List…`, refusals included), an agent registration, an
+/// agent cut off by a deregistration, or a change made offline (`oca keys`, `oca
+/// accounts`: source `local`). Operators' data: no API action reads it.
 ///
 /// Nothing secret is kept: no command content, no parameter values, no activation
 /// code, token or secret; only ids. What a caller sent is bounded before it gets here
@@ -422,7 +423,7 @@ pub struct AuditRecord {
     pub account_id: String,
     /// The access key the request claimed (empty when it named none, and for agents).
     pub access_key_id: String,
-    /// The caller's IP address (the TCP peer's).
+    /// The caller's IP address (the TCP peer's); `local` for a change made offline.
     pub source: String,
     /// The API action (`RunCommand`, …) or agent event (`RegisterAgent`, `AgentCutOff`).
     pub action: String,
