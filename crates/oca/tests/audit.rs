@@ -531,3 +531,34 @@ fn every_action_but_the_reads_is_recorded() {
         .iter()
         .all(|e| !reads.contains(&e["request_id"].as_str().unwrap().to_string())));
 }
+
+/// An account deleted offline: its connected agent is cut off by the server, and that is
+/// recorded (`CutOffAgent`, `AccountDeleted`, from where the agent was connected).
+#[test]
+fn an_agent_cut_off_with_its_account_is_recorded() {
+    let s = Server::start();
+    let c = s.account_client("team-c");
+    let agent = s.agent_of(&c, "doomed");
+    s.oca_ok(&["keys", "delete", &c.key_id]);
+    s.oca_ok(&["accounts", "delete", "team-c"]);
+    let cut = entries_of(&s, "CutOffAgent", 1);
+    let cut = &cut[0];
+    assert_eq!(cut["result"], "AccountDeleted", "{cut}");
+    assert_eq!(cut["account_id"], "team-c", "{cut}");
+    assert_eq!(cut["source"], "127.0.0.1", "{cut}");
+    assert_eq!(targets(cut), vec![agent.instance_id.clone()], "{cut}");
+    let offline: Vec<String> = trail(&s, &["--account", "team-c"])
+        .iter()
+        .filter(|e| e["source"] == "local")
+        .map(|e| e["action"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        offline,
+        vec![
+            "CreateAccount",
+            "CreateAccessKey",
+            "DeleteAccessKey",
+            "DeleteAccount"
+        ]
+    );
+}
