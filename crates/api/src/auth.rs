@@ -69,6 +69,13 @@ pub struct SigningKey {
     secret: String,
 }
 
+impl SigningKey {
+    /// The account the key acts for.
+    pub fn account_id(&self) -> &str {
+        &self.record.account_id
+    }
+}
+
 pub struct Authenticator {
     store: Arc<dyn Store>,
     secrets: SecretBox,

@@ -7,6 +7,7 @@
 //! JSON or XML. Every failure is an [`error::ApiError`] that knows its wire code and
 //! HTTP status.
 
+pub mod audit;
 pub mod auth;
 pub mod ecs;
 pub mod error;
@@ -97,6 +98,16 @@ pub struct Ctx {
     pub scope: Scope,
     pub params: Params,
     pub format: Format,
+    /// The ids the request creates, for the audit trail ([`Ctx::created`]).
+    pub created: audit::Created,
+}
+
+impl Ctx {
+    /// Notes an id the request created (an invocation, a command, an activation), for
+    /// the audit trail.
+    pub fn created(&self, id: &str) {
+        self.created.note(id);
+    }
 }
 
 impl Api {
@@ -220,7 +231,21 @@ async fn handle(State(api): State<Arc<Api>>, request: Request) -> Response {
         headers: &head.headers,
         body: &body,
     };
-    match serve(&api, &parts, params, &request_id, format, heavy).await {
+    let mut seen = audit::Seen::default();
+    let outcome = serve(&api, &parts, params, &request_id, format, heavy, &mut seen).await;
+    let (status, result) = match &outcome {
+        Ok(resp) => (resp.status().as_u16(), "Success".to_string()),
+        Err(e) => (e.status(), e.code()),
+    };
+    if seen.recorded() {
+        let peer = head
+            .extensions
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            .map(|c| oca_dispatch::audit_ip(c.0.ip()))
+            .unwrap_or_default();
+        record(&api, seen, peer, &request_id, status, result).await;
+    }
+    match outcome {
         Ok(resp) => resp,
         Err(e) => {
             if e.status() >= 500 {
@@ -231,6 +256,35 @@ async fn handle(State(api): State<Arc<Api>>, request: Request) -> Response {
             render::error(&e, &request_id, &api.config.host_id, format)
         }
     }
+}
+
+/// Records an answered request in the audit trail (see [`audit`]).
+async fn record(
+    api: &Api,
+    seen: audit::Seen,
+    source: String,
+    request_id: &str,
+    http_status: u16,
+    result: String,
+) {
+    let targets = seen.targets();
+    let action = seen.endpoint.map(Endpoint::action).unwrap_or_default();
+    api.dispatcher
+        .audit()
+        .record(oca_store::AuditRecord {
+            at: oca_domain::time::now_millis(),
+            account_id: seen.account_id,
+            access_key_id: seen.access_key_id,
+            source,
+            action: action.to_string(),
+            targets: targets.ids,
+            omitted: targets.omitted,
+            result,
+            http_status,
+            request_id: request_id.to_string(),
+            authenticated: seen.authenticated,
+        })
+        .await;
 }
 
 /// The request body, refused unread when its declared length is over `max` and cut
@@ -266,6 +320,7 @@ async fn serve(
     request_id: &str,
     format: Format,
     heavy: bool,
+    seen: &mut audit::Seen,
 ) -> Result<Response, ApiError> {
     params.check()?;
     // An Authorization header that claims the V3 family but cannot be read is refused
@@ -275,17 +330,27 @@ async fn serve(
     // are only trusted when a V3 signature covers them.
     let (action, version) = signature::action_and_version(parts, params.pairs());
     let endpoint = Endpoint::route(version.as_deref(), action.as_deref())?;
-    let principal = if heavy {
-        let claim = signature::claim(parts, params.pairs())?;
-        let key = api.auth.key_of(&claim).await?;
+    seen.endpoint = Some(endpoint);
+    if seen.recorded() {
+        seen.claimed(parts, params.pairs());
+        // Linear in the request (a JSON list of ids is read item by item).
+        if heavy {
+            api.heavy(|| seen.named(params.pairs())).await;
+        } else {
+            seen.named(params.pairs());
+        }
+    }
+    let claim = signature::claim(parts, params.pairs())?;
+    let key = api.auth.key_of(&claim).await?;
+    seen.account_id = key.account_id().to_string();
+    if heavy {
         api.heavy(|| api.auth.verify(parts, params.pairs(), &claim, &key))
             .await?;
-        api.auth.admit(key, &claim, endpoint).await?
     } else {
-        api.auth
-            .authenticate(parts, params.pairs(), endpoint)
-            .await?
-    };
+        api.auth.verify(parts, params.pairs(), &claim, &key)?;
+    }
+    let principal = api.auth.admit(key, &claim, endpoint).await?;
+    seen.authenticated = true;
     let region_id = params
         .non_empty("RegionId")
         .ok_or(ApiError::MissingRegionId)?;
@@ -301,6 +366,7 @@ async fn serve(
         },
         params,
         format,
+        created: seen.created.clone(),
     };
     ecs::handle(api, ctx).await
 }

@@ -514,6 +514,15 @@ pub fn claim(parts: &RequestParts, params: &[(String, String)]) -> Result<Claim,
     Err(SignatureError::MissingParameter("AccessKeyId"))
 }
 
+/// The access key a request names, whatever else is wrong with it (for the audit
+/// trail of a refusal): the V3 `Credential`, else the V1 `AccessKeyId`.
+pub fn claimed_access_key_id(parts: &RequestParts, params: &[(String, String)]) -> Option<String> {
+    match parse_v3_authorization(parts.headers) {
+        Ok(Some(auth)) => Some(auth.credential),
+        _ => param(params, "AccessKeyId").map(str::to_string),
+    }
+}
+
 fn check_nonce(nonce: &str) -> Result<(), SignatureError> {
     if nonce.len() > MAX_NONCE_LEN {
         return Err(SignatureError::InvalidSignatureNonce(nonce.len()));

@@ -73,7 +73,7 @@ pub async fn connect(
         .max_frame_size(MAX_MESSAGE_BYTES)
         .read_buffer_size(4 * 1024)
         .write_buffer_size(0)
-        .on_upgrade(move |socket| serve(d, instance, socket))
+        .on_upgrade(move |socket| serve(d, instance, peer, socket))
 }
 
 enum Authenticated {
@@ -162,7 +162,12 @@ fn too_big(e: &axum::Error) -> bool {
     e.to_string().contains("Message too long")
 }
 
-async fn serve(d: Arc<Dispatcher>, instance: InstanceRecord, socket: WebSocket) {
+async fn serve(
+    d: Arc<Dispatcher>,
+    instance: InstanceRecord,
+    peer: Option<SocketAddr>,
+    socket: WebSocket,
+) {
     let instance_id = instance.instance_id.clone();
     let (mut sink, mut stream) = socket.split();
     let heartbeat = Duration::from_secs(d.config.heartbeat_secs.max(1));
@@ -201,6 +206,7 @@ async fn serve(d: Arc<Dispatcher>, instance: InstanceRecord, socket: WebSocket) 
     let (closing, mut closing_rx) = watch::channel(None);
     let conn = Arc::new(Conn {
         generation,
+        peer,
         tx: tx.clone(),
         name: RwLock::new(instance.name.clone()),
         instance: InstanceRecord {

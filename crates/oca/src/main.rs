@@ -6,6 +6,7 @@
 //!   the everyday CLI, talking to the API with the credentials `oca up` saved.
 //! - `oca keys …`, `oca accounts …` — access keys and accounts (teams), offline
 //!   against the data directory.
+//! - `oca audit` — the audit trail (every change and registration), offline.
 
 mod admin;
 mod cli;
@@ -14,9 +15,10 @@ mod config;
 mod listener;
 mod retention;
 mod server;
+mod settings;
 mod tls;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use std::process::ExitCode;
 
 #[derive(Parser)]
@@ -63,6 +65,9 @@ enum Command {
         #[command(subcommand)]
         command: admin::AccountsCommand,
     },
+    /// List the audit trail: every call that changed something or tried to, every agent
+    /// registration (offline, against a data directory).
+    Audit(admin::AuditArgs),
 }
 
 fn main() -> ExitCode {
@@ -72,7 +77,16 @@ fn main() -> ExitCode {
     unsafe {
         libc::umask(0o077);
     }
-    let args = Args::parse();
+    // `oca serve` and `oca up` take their settings from a file too (`settings.rs`).
+    let matches = match settings::matches(Args::command(), std::env::args_os().collect()) {
+        Ok(Some(m)) => m,
+        Ok(None) => return ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    let args = Args::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     let filter = tracing_subscriber::EnvFilter::try_from_env("RUST_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     tracing_subscriber::fmt()
@@ -95,6 +109,7 @@ fn main() -> ExitCode {
             Command::Untag(a) => cli::untag(a).await,
             Command::Keys { command } => admin::keys(command).await,
             Command::Accounts { command } => admin::accounts(command).await,
+            Command::Audit(a) => admin::audit(a).await,
         }
     });
     match result {

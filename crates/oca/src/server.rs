@@ -16,6 +16,14 @@ use std::time::Duration;
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct ServeArgs {
+    /// The configuration file: TOML, its keys the long names of these flags
+    /// (`heartbeat-secs = 30`); the environment (`OCA_<FLAG>`) overrides it and flags
+    /// override both [default: /etc/oca/oca.toml when it exists].
+    #[arg(long, env = "OCA_CONFIG_FILE", value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    /// Print the effective configuration (file < environment < flags) as TOML, and exit.
+    #[arg(long)]
+    pub print_config: bool,
     /// Where the database, the master key and the credentials live [default: ~/.oca].
     #[arg(long, env = "OCA_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
@@ -31,65 +39,74 @@ pub struct ServeArgs {
     )]
     pub regions: Vec<String>,
     /// Seconds between agent heartbeats.
-    #[arg(long, default_value_t = 30)]
+    #[arg(long, env = "OCA_HEARTBEAT_SECS", default_value_t = 30)]
     pub heartbeat_secs: u64,
     /// How long a task waits for its agent before it is aborted, in milliseconds.
-    #[arg(long, default_value_t = 60_000)]
+    #[arg(long, env = "OCA_DELIVERY_TIMEOUT_MS", default_value_t = 60_000)]
     pub delivery_timeout_ms: i64,
     /// How long past a run's timeout its agent may stay away before the run is ended
     /// as interrupted, in milliseconds.
-    #[arg(long, default_value_t = 600_000)]
+    #[arg(long, env = "OCA_LOST_RUN_GRACE_MS", default_value_t = 600_000)]
     pub lost_run_grace_ms: i64,
     /// The most bytes of whole output kept per run.
-    #[arg(long, default_value_t = 16 << 20)]
+    #[arg(long, env = "OCA_OUTPUT_CAP", default_value_t = 16 << 20)]
     pub output_cap: u64,
     /// The most instances one invocation may name.
-    #[arg(long, default_value_t = 500)]
+    #[arg(long, env = "OCA_MAX_INSTANCES", default_value_t = 500)]
     pub max_instances: usize,
     /// Days an invocation record is kept: older ones are purged in the background once
     /// they have ended (a periodic invocation lives until it is stopped).
-    #[arg(long, default_value_t = 14, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, env = "OCA_RETENTION_DAYS", default_value_t = 14, value_parser = clap::value_parser!(u64).range(1..))]
     pub retention_days: u64,
     /// The most invocation records kept per account and region (command runs and file
     /// deliveries counted apart); ended ones beyond it are purged, however recent.
-    #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, env = "OCA_RETENTION_MAX_RECORDS", default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub retention_max_records: u64,
+    /// The most audit entries kept (the oldest go first; those of callers who proved no
+    /// secret are held to a tenth of it). Entries older than --retention-days go too.
+    #[arg(long, env = "OCA_AUDIT_MAX_RECORDS", default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub audit_max_records: u64,
     /// Milliseconds between retention sweeps (a sweep goes on at once while its batches
     /// come back full).
-    #[arg(long, default_value_t = 60_000, hide = true)]
+    #[arg(
+        long,
+        env = "OCA_RETENTION_INTERVAL_MS",
+        default_value_t = 60_000,
+        hide = true
+    )]
     pub retention_interval_ms: u64,
     /// Invocations purged per write transaction at most.
-    #[arg(long, default_value_t = 500, hide = true, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, env = "OCA_RETENTION_BATCH", default_value_t = 500, hide = true, value_parser = clap::value_parser!(u64).range(1..))]
     pub retention_batch: u64,
     /// Failed agent registrations and connections (wrong activation codes, wrong
     /// tokens) a source address (an IPv4 address, an IPv6 /64) may make at once; then
     /// it is throttled (`Throttling.User`), even with a right secret, until they drain.
-    #[arg(long, default_value_t = oca_dispatch::DEFAULT_AUTH_FAILURES.burst,
+    #[arg(long, env = "OCA_AGENT_AUTH_BURST", default_value_t = oca_dispatch::DEFAULT_AUTH_FAILURES.burst,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub agent_auth_burst: u32,
     /// Milliseconds after which one failure of an address is forgiven: once throttled,
     /// an address gets one more try per interval.
-    #[arg(long, default_value_t = oca_dispatch::DEFAULT_AUTH_FAILURES.forgive_ms as u64,
+    #[arg(long, env = "OCA_AGENT_AUTH_FORGIVE_MS", default_value_t = oca_dispatch::DEFAULT_AUTH_FAILURES.forgive_ms as u64,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub agent_auth_forgive_ms: u64,
     /// Source addresses whose failures are tracked at most (the stalest go first).
-    #[arg(long, default_value_t = oca_dispatch::DEFAULT_AUTH_FAILURES.max_sources,
+    #[arg(long, env = "OCA_AGENT_AUTH_TRACKED", default_value_t = oca_dispatch::DEFAULT_AUTH_FAILURES.max_sources,
           hide = true)]
     pub agent_auth_tracked: usize,
     /// Tests only: accept cron frequencies whose runs are this many seconds apart (the
     /// vendor's minimum is 10 s and no less than the timeout).
-    #[arg(long, hide = true)]
+    #[arg(long, env = "OCA_MIN_CRON_INTERVAL_SECS", hide = true)]
     pub min_cron_interval_secs: Option<u64>,
     /// Seconds a client has to send a request's headers; a connection idle between
     /// requests is closed after as long.
-    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, env = "OCA_HEADER_READ_TIMEOUT_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
     pub header_read_timeout_secs: u64,
     /// The most HTTP connections from one address (an IPv6 /64); more make room by
     /// closing that address's longest-idle one. Agents' WebSockets are not counted.
-    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, env = "OCA_MAX_CONNECTIONS_PER_ADDRESS", default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..))]
     pub max_connections_per_address: u64,
     /// The most HTTP connections in all [default: half the open-file limit].
-    #[arg(long)]
+    #[arg(long, env = "OCA_MAX_CONNECTIONS")]
     pub max_connections: Option<usize>,
     /// The server's certificate chain (PEM). Without it (and --tls-key) the server
     /// makes a private CA and a certificate in the data directory on first start.
@@ -113,7 +130,7 @@ pub struct ServeArgs {
     pub shutdown_grace_secs: u64,
     /// The most signature nonces remembered in memory per access key (older ones of
     /// the same key are forgotten first; nonces of changes are also kept on disk).
-    #[arg(long, default_value_t = oca_api::replay::NonceCache::DEFAULT_PER_KEY, hide = true)]
+    #[arg(long, env = "OCA_NONCES_PER_KEY", default_value_t = oca_api::replay::NonceCache::DEFAULT_PER_KEY, hide = true)]
     pub nonces_per_key: usize,
 }
 
@@ -122,7 +139,7 @@ pub struct UpArgs {
     #[command(flatten)]
     pub serve: ServeArgs,
     /// Do not start a local agent.
-    #[arg(long)]
+    #[arg(long, env = "OCA_NO_AGENT")]
     pub no_agent: bool,
 }
 
@@ -225,6 +242,7 @@ async fn start(args: &ServeArgs, data: DataDir) -> Result<Running> {
             max_records: args.retention_max_records,
             interval: Duration::from_millis(args.retention_interval_ms),
             batch: args.retention_batch,
+            audit_max_records: args.audit_max_records,
         },
     );
     let api_config = ApiConfig {
@@ -386,6 +404,8 @@ pub async fn serve(args: ServeArgs) -> Result<ExitCode> {
     let data = open_data_dir(&config::data_dir(args.data_dir.clone()))?;
     let running = start(&args, data).await?;
     running.server.await??;
+    // What the last requests left in the audit trail's queue.
+    running.api.dispatcher.audit().flush().await;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -421,6 +441,13 @@ async fn ensure_credentials(
         .create_key(config::DEFAULT_ACCOUNT)
         .await
         .map_err(|e| anyhow::anyhow!("{}", e.message()))?;
+    crate::admin::record_local(
+        api.store.as_ref(),
+        "CreateAccessKey",
+        &key.account_id,
+        &key.access_key_id,
+    )
+    .await;
     let creds = Credentials {
         endpoint: endpoint.to_string(),
         region_id: region.to_string(),
@@ -612,5 +639,6 @@ pub async fn up(args: UpArgs) -> Result<ExitCode> {
     println!("  {home}{exe} run 'uname -a'");
     println!("Stop with Ctrl-C.");
     running.server.await??;
+    running.api.dispatcher.audit().flush().await;
     Ok(ExitCode::SUCCESS)
 }

@@ -6,6 +6,7 @@
 //! region), so one tenant's ids are invisible to another: a lookup outside the scope
 //! answers `None`, exactly like a missing id.
 
+pub mod audit;
 pub mod records;
 pub mod sqlite;
 
@@ -444,6 +445,25 @@ pub trait Store: Send + Sync + 'static {
     /// new (`false`: the same key used it before and it has not expired, or it comes
     /// twice in `nonces`). Also forgets a bounded number of nonces expired by `now`.
     async fn record_nonces(&self, nonces: Vec<NonceRecord>, now: Millis) -> Result<Vec<bool>>;
+
+    // ---- audit trail --------------------------------------------------------------
+    /// Appends audit entries in one transaction. With `sync` false the commit does not
+    /// wait for the disk: the entries survive a crash of the process at once, and a
+    /// power loss once the next synced commit (of anything) or checkpoint has been
+    /// made. (`audit::AuditLog` is how the server writes them.)
+    async fn record_audit(&self, entries: Vec<AuditRecord>, sync: bool) -> Result<()>;
+    /// The newest `filter.limit` audit entries that match, oldest first.
+    async fn list_audit(&self, filter: &AuditFilter) -> Result<Vec<AuditRecord>>;
+    /// Deletes, in one short write transaction, at most `batch` audit entries, oldest
+    /// first: those made before `older_than`, those beyond the newest `max_entries`, and
+    /// the unauthenticated ones beyond the newest `max_unauthenticated` of them.
+    async fn purge_audit(
+        &self,
+        older_than: Millis,
+        max_entries: u64,
+        max_unauthenticated: u64,
+        batch: u64,
+    ) -> Result<AuditPurged>;
 
     // ---- retention --------------------------------------------------------------
     /// Deletes, in one short write transaction, at most `batch` invocations that have

@@ -52,6 +52,7 @@
 //! [`StatusCounts`]: oca_domain::status::StatusCounts
 
 mod accounts;
+mod audit;
 mod catalog;
 mod instances;
 mod invocations;
@@ -64,11 +65,11 @@ mod tags;
 mod tests;
 
 use crate::{
-    AccessKeyRecord, AccountRecord, ActivationFilter, ActivationRecord, CommandFilter,
-    CommandRecord, DispatchItem, InstanceFilter, InstanceRecord, InvocationChange,
-    InvocationFilter, InvocationRecord, InvocationView, Listing, NewInvocation, NonceRecord,
-    OutputAppend, Page, PriorInvocation, Result, ResultFilter, RunRecord, Scope, Store, StoreError,
-    Tag, TagResource, TaskRecord, WriteOp, WriteOutcome,
+    AccessKeyRecord, AccountRecord, ActivationFilter, ActivationRecord, AuditFilter, AuditPurged,
+    AuditRecord, CommandFilter, CommandRecord, DispatchItem, InstanceFilter, InstanceRecord,
+    InvocationChange, InvocationFilter, InvocationRecord, InvocationView, Listing, NewInvocation,
+    NonceRecord, OutputAppend, Page, PriorInvocation, Result, ResultFilter, RunRecord, Scope,
+    Store, StoreError, Tag, TagResource, TaskRecord, WriteOp, WriteOutcome,
 };
 use async_trait::async_trait;
 use oca_domain::status::InvocationStatus;
@@ -725,6 +726,28 @@ impl Store for SqliteStore {
             task_isolation.to_string(),
         );
         self.write(move |c| instances::touch_instance(c, &id, at, &v, &h, &o, &t))
+            .await
+    }
+
+    // ---- audit trail --------------------------------------------------------------
+
+    async fn record_audit(&self, entries: Vec<AuditRecord>, sync: bool) -> Result<()> {
+        self.write(move |c| audit::record(c, &entries, sync)).await
+    }
+
+    async fn list_audit(&self, filter: &AuditFilter) -> Result<Vec<AuditRecord>> {
+        let filter = filter.clone();
+        self.read(move |c| audit::list(c, &filter)).await
+    }
+
+    async fn purge_audit(
+        &self,
+        older_than: Millis,
+        max_entries: u64,
+        max_unauthenticated: u64,
+        batch: u64,
+    ) -> Result<AuditPurged> {
+        self.write(move |c| audit::purge(c, older_than, max_entries, max_unauthenticated, batch))
             .await
     }
 

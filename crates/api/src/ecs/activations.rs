@@ -97,6 +97,7 @@ pub async fn create(api: &Api, ctx: &Ctx) -> Result<Response, ApiError> {
         resource_group_id: super::resource_group(p)?.unwrap_or_default(),
     };
     api.store.create_activation(&activation, &tags).await?;
+    ctx.created(&activation.activation_id);
     Ok(render::ok(
         "CreateActivation",
         &CreateActivationResponse {

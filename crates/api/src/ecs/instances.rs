@@ -363,7 +363,9 @@ pub async fn deregister_managed(api: &Api, ctx: &Ctx) -> Result<Response, ApiErr
         .ok_or_else(|| ApiError::InvalidInstanceNotFound(instance_id.to_string()))?;
     // The token is no longer valid in the store: now cut the live connection and end
     // what the instance had under way.
-    api.dispatcher.deregistered(&i.instance_id).await;
+    api.dispatcher
+        .deregistered(&i.account_id, &i.instance_id, &ctx.request_id)
+        .await;
     tracing::info!(instance = %i.instance_id, "instance deregistered");
     let body = DeregisterManagedInstanceResponse {
         request_id: ctx.request_id.clone(),

@@ -534,6 +534,7 @@ pub async fn invoke(api: &Api, ctx: &Ctx) -> Result<Response, ApiError> {
         Some(earlier) => earlier,
         None => invoke_new(api, ctx).await?,
     };
+    ctx.created(&started.invoke_id);
     Ok(render::ok(
         "InvokeCommand",
         &InvokeCommandResponse {
@@ -579,10 +580,13 @@ pub async fn run(api: &Api, ctx: &Ctx) -> Result<Response, ApiError> {
 
 /// RunCommand's work (or a replayed first answer), whatever the response's shape.
 pub(crate) async fn run_or_replay(api: &Api, ctx: &Ctx) -> Result<Started, ApiError> {
-    match replayed(api, ctx).await? {
-        Some(earlier) => Ok(earlier),
-        None => run_new(api, ctx).await,
-    }
+    let started = match replayed(api, ctx).await? {
+        Some(earlier) => earlier,
+        None => run_new(api, ctx).await?,
+    };
+    ctx.created(&started.invoke_id);
+    ctx.created(&started.command_id);
+    Ok(started)
 }
 
 async fn run_new(api: &Api, ctx: &Ctx) -> Result<Started, ApiError> {
