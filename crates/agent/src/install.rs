@@ -413,6 +413,13 @@ fn write_state(
         dir.to_path_buf()
     };
     let write = || -> Result<()> {
+        // Missing parents get the usual mode; only the state dir is private.
+        if let Some(parent) = target.parent() {
+            fs::DirBuilder::new()
+                .recursive(true)
+                .create(parent)
+                .with_context(|| format!("creating {}", parent.display()))?;
+        }
         spool::ensure_private_dir(&target)
             .with_context(|| format!("creating {}", target.display()))?;
         if let Some(i) = identity {
@@ -623,7 +630,7 @@ pub fn uninstall(a: UninstallArgs) -> Result<()> {
             print_still_registered(identity.as_ref());
         } else {
             println!(
-                "oca-agent is not installed here ({} does not exist): nothing to do.",
+                "oca-agent is not installed here: no {}. Nothing to do.",
                 layout.show(Path::new(UNIT_DIR).join(UNIT_NAME).as_path())
             );
         }
@@ -673,8 +680,8 @@ pub fn uninstall(a: UninstallArgs) -> Result<()> {
         print_still_registered(identity.as_ref());
     } else if let Some(i) = identity {
         println!(
-            "Kept the state dir {} (the identity of {}): `oca-agent install` takes it up again, \
-             `oca-agent uninstall --purge` removes it.",
+            "Kept the state dir {}, with the identity of {}: `oca-agent install` takes it up \
+             again, `oca-agent uninstall --purge` removes it.",
             layout.show(&state_dir),
             i.instance_id
         );
