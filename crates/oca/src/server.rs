@@ -648,6 +648,13 @@ pub async fn up(args: UpArgs) -> Result<ExitCode> {
     println!();
     println!("Run a first command from another terminal:");
     println!("  {home}{exe} run 'uname -a'");
+    println!("Add hosts: `{home}{exe} activations create` prints the line to run on each.");
+    if args.serve.advertise.is_empty() || running.addr.ip().is_loopback() {
+        println!(
+            "  (Other hosts reach this server once it listens where they are and advertises \
+             the name they use: --listen 0.0.0.0:7070 --advertise NAME.)"
+        );
+    }
     println!("Stop with Ctrl-C.");
     running.server.await??;
     Ok(ExitCode::SUCCESS)
