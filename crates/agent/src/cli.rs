@@ -1,14 +1,41 @@
-//! The `oca-agent` command line.
+//! The `oca-agent` command line: the agent itself (`oca-agent --server …`), and
+//! `oca-agent install` / `uninstall` ([`crate::install`]).
 
 use crate::client::{self, Config};
+use crate::install::{InstallArgs, UninstallArgs};
 use crate::isolation::Mode;
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-/// The OCA agent: runs the server's scripts on this host.
+/// The OCA agent: runs the server's scripts on this host. `oca-agent install …` makes
+/// it a systemd service.
 #[derive(Debug, Parser)]
-#[command(name = "oca-agent", version)]
+#[command(
+    name = "oca-agent",
+    version,
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// Without a command: run the agent.
+    #[command(flatten)]
+    pub run: Option<Args>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Register with an activation and install the agent as a systemd service
+    /// (oca-agent.service); prints the unit where systemd does not run.
+    Install(InstallArgs),
+    /// Stop and remove the service (and, with --purge, the state dir).
+    Uninstall(UninstallArgs),
+}
+
+/// How the agent runs (and what `oca-agent install` registers with).
+#[derive(Debug, Clone, clap::Args)]
 pub struct Args {
     /// The server, `https://host:port` (or `http://` for a server that serves plain
     /// HTTP).
@@ -75,7 +102,7 @@ impl TryFrom<Args> for Config {
 /// The whole `oca-agent` program: flags, logging (`RUST_LOG`, default `info`), a
 /// current-thread runtime, [`client::run`].
 pub fn cli_main() -> ExitCode {
-    let args = Args::parse();
+    let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -95,14 +122,23 @@ pub fn cli_main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let config = match Config::try_from(args) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("oca-agent: {e:#}");
+    let outcome = match (cli.command, cli.run) {
+        (Some(Command::Install(a)), _) => runtime.block_on(crate::install::install(a)),
+        (Some(Command::Uninstall(a)), _) => crate::install::uninstall(a),
+        (None, Some(args)) => match Config::try_from(args) {
+            Ok(config) => runtime.block_on(client::run(config)),
+            Err(e) => {
+                eprintln!("oca-agent: {e:#}");
+                return ExitCode::FAILURE;
+            }
+        },
+        (None, None) => {
+            use clap::CommandFactory;
+            let _ = Cli::command().print_help();
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(client::run(config)) {
+    match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");

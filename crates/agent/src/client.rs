@@ -28,8 +28,8 @@ mod register;
 mod repeating;
 mod startup;
 
-pub use register::Identity;
 use register::{local_hostname, register, Backoff};
+pub use register::{register_once, Identity};
 use repeating::{Armed, Firing};
 
 use crate::exec::{self, Observer};
@@ -116,7 +116,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     }
     let identity = match Identity::load(&config.state_dir)? {
         Some(i) => i,
-        None => register(&config, &url, &transport, &hostname).await?,
+        None => {
+            let identity = register(&config, &url, &transport, &hostname, None).await?;
+            identity.save(&config.state_dir)?;
+            identity
+        }
     };
     let store = ScheduleStore::open(&config.state_dir)
         .with_context(|| format!("opening the state dir {}", config.state_dir.display()))?;

@@ -19,6 +19,8 @@
 //!   written before each run starts, so no run happens twice.
 //! - [`client`]: registration and the WebSocket conversation of `oca_proto`.
 //! - [`url`]: the server URL (`http` → `ws`).
+//! - [`install`]: `oca-agent install` (register, state dir, binary, systemd unit,
+//!   started where systemd runs) and `oca-agent uninstall`.
 //! - [`cli`]: the `oca-agent` binary's flags; `crates/oca/src/bin/oca-agent.rs` calls
 //!   [`cli_main`].
 //!
@@ -27,6 +29,9 @@
 //!           [--activation-id ID --activation-code CODE] [--hostname NAME] \
 //!           [--boot-id-file /proc/sys/kernel/random/boot_id] \
 //!           [--task-isolation auto|cgroup|process-tree]
+//! oca-agent install --server https://oca.example.com:7070 --activation-id ID \
+//!           --activation-code CODE --fingerprint sha256:… [--root /] [--force]
+//! oca-agent uninstall [--purge] [--root /]
 //! ```
 //! Each flag has an environment variable: `OCA_SERVER`, `OCA_STATE_DIR`,
 //! `OCA_ACTIVATION_ID`, `OCA_ACTIVATION_CODE`, `OCA_HOSTNAME`, `OCA_BOOT_ID_FILE`,
@@ -38,6 +43,7 @@ pub mod cli;
 pub mod client;
 pub mod exec;
 pub mod file;
+pub mod install;
 pub mod isolation;
 pub mod proc;
 pub mod schedule;

@@ -4,7 +4,8 @@
 //!
 //! What it was told at registration is kept in `<state-dir>/tls.json`, so a host
 //! installed with `--fingerprint` goes on trusting that certificate when it restarts
-//! without the flag; a flag given later replaces what is kept.
+//! without the flag; a flag given later replaces what is kept. `oca-agent install
+//! --ca-file` keeps a copy of the file in the state dir (`ca.pem`), named relative to it.
 
 use crate::spool;
 use crate::url::ServerUrl;
@@ -28,39 +29,61 @@ fn kept_path(state_dir: &Path) -> PathBuf {
     state_dir.join("tls.json")
 }
 
+/// The name, in the state dir, of the copy of a CA file that `oca-agent install` keeps.
+pub const CA_COPY: &str = "ca.pem";
+
 /// The trust in force: the one given now (kept for next time), else the one kept,
 /// else the system's roots.
 pub fn trust(given: Option<Trust>, state_dir: &Path) -> anyhow::Result<Trust> {
-    let path = kept_path(state_dir);
     if let Some(trust) = given {
-        let kept = match &trust {
-            Trust::CaFile(p) => Some(Kept::CaFile(
-                std::fs::canonicalize(p).unwrap_or_else(|_| p.clone()),
-            )),
-            Trust::Pinned(fp) => Some(Kept::Fingerprint(fp.to_string())),
-            Trust::SystemRoots => None,
-        };
-        match kept {
-            Some(k) => spool::write_atomic(&path, &serde_json::to_vec_pretty(&k)?, 0o600)
-                .context("keeping the TLS trust")?,
-            None => {
-                let _ = std::fs::remove_file(&path);
-            }
-        }
+        keep(&trust, state_dir)?;
         return Ok(trust);
     }
+    let path = kept_path(state_dir);
     match std::fs::read(&path) {
         Ok(bytes) => {
             let kept: Kept = serde_json::from_slice(&bytes)
                 .with_context(|| format!("reading {}", path.display()))?;
             Ok(match kept {
-                Kept::CaFile(p) => Trust::CaFile(p),
+                // A relative path is the state dir's own copy.
+                Kept::CaFile(p) => Trust::CaFile(state_dir.join(p)),
                 Kept::Fingerprint(fp) => Trust::Pinned(Fingerprint::parse(&fp)?),
             })
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Trust::SystemRoots),
         Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
     }
+}
+
+/// Keeps `trust` in the state dir for later starts (the system's roots: nothing kept).
+pub fn keep(trust: &Trust, state_dir: &Path) -> anyhow::Result<()> {
+    let path = kept_path(state_dir);
+    let kept = match trust {
+        Trust::CaFile(p) => Kept::CaFile(std::fs::canonicalize(p).unwrap_or_else(|_| p.clone())),
+        Trust::Pinned(fp) => Kept::Fingerprint(fp.to_string()),
+        Trust::SystemRoots => {
+            let _ = std::fs::remove_file(&path);
+            return Ok(());
+        }
+    };
+    write_kept(&path, &kept)
+}
+
+/// Keeps a copy of the CA file `source` in the state dir ([`CA_COPY`]) and trusts it
+/// there, by a path relative to the state dir: the agent no longer depends on the file
+/// it was given, and the state dir may be written under another root (`oca-agent
+/// install --root`) or moved.
+pub fn keep_ca_copy(source: &Path, state_dir: &Path) -> anyhow::Result<()> {
+    oca_tls::read_certificates(source)?;
+    let pem = std::fs::read(source).with_context(|| format!("reading {}", source.display()))?;
+    spool::write_atomic(&state_dir.join(CA_COPY), &pem, 0o600)
+        .context("keeping a copy of the CA file")?;
+    write_kept(&kept_path(state_dir), &Kept::CaFile(PathBuf::from(CA_COPY)))
+}
+
+fn write_kept(path: &Path, kept: &Kept) -> anyhow::Result<()> {
+    spool::write_atomic(path, &serde_json::to_vec_pretty(kept)?, 0o600)
+        .context("keeping the TLS trust")
 }
 
 /// An HTTP client and a WebSocket connector for one server.
@@ -121,5 +144,35 @@ mod tests {
             .permissions()
             .mode();
         assert_eq!(mode & 0o777, 0o600);
+    }
+
+    #[test]
+    fn a_kept_copy_of_the_ca_is_found_relative_to_the_state_dir() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        std::fs::create_dir(&state).unwrap();
+        let given = dir.path().join("given.pem");
+        std::fs::write(&given, "not a certificate").unwrap();
+        assert!(keep_ca_copy(&given, &state).is_err());
+        assert!(!state.join("tls.json").exists());
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["ca".to_string()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        std::fs::write(&given, cert.pem()).unwrap();
+        keep_ca_copy(&given, &state).unwrap();
+        std::fs::remove_file(&given).unwrap();
+        // Moved elsewhere: still found.
+        let moved = dir.path().join("moved");
+        std::fs::rename(&state, &moved).unwrap();
+        assert_eq!(
+            trust(None, &moved).unwrap(),
+            Trust::CaFile(moved.join(CA_COPY))
+        );
+        assert_eq!(
+            std::fs::read_to_string(moved.join(CA_COPY)).unwrap(),
+            cert.pem()
+        );
     }
 }

@@ -54,6 +54,18 @@ pub struct ApiConfig {
     /// How long a request's body may take to arrive (a body trickled in a byte at a
     /// time would hold its connection and memory forever).
     pub body_read_timeout: std::time::Duration,
+    /// How hosts reach this server, for the line CreateActivation answers
+    /// (`InstallCommand`); `None`: no line.
+    pub agent_install: Option<AgentInstall>,
+}
+
+/// What a host's install line says about the server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentInstall {
+    /// `https://host:port` as other hosts reach it (`--advertise`).
+    pub server_url: String,
+    /// The fingerprint of the server's private CA (`sha256:…`), when it has one.
+    pub fingerprint: Option<String>,
 }
 
 /// Requests larger than this (query and body together) are parsed and their signature
@@ -74,6 +86,7 @@ impl Default for ApiConfig {
             // listener answers a longer one with this same error (414).
             max_query_bytes: 65_534,
             body_read_timeout: std::time::Duration::from_secs(60),
+            agent_install: None,
         }
     }
 }

@@ -4,10 +4,13 @@
 //! - `oca serve` — the server alone.
 //! - `oca run`, `oca invocations`, `oca results`, `oca instances`, `oca deregister` —
 //!   the everyday CLI, talking to the API with the credentials `oca up` saved.
+//! - `oca activations …` — the codes hosts join with; `create` prints the line that
+//!   installs an agent on a host.
 //! - `oca keys …`, `oca accounts …` — access keys and accounts (teams), offline
 //!   against the data directory.
 //! - `oca audit` — the audit trail (every change and registration), offline.
 
+mod activations;
 mod admin;
 mod cli;
 mod client;
@@ -55,6 +58,12 @@ enum Command {
     Tag(cli::TagArgs),
     /// Remove tags from an instance (`oca untag mi-… env`).
     Untag(cli::UntagArgs),
+    /// Activations, the codes hosts join with: `oca activations create --count 20`
+    /// prints the line to run on each host.
+    Activations {
+        #[command(subcommand)]
+        command: activations::ActivationsCommand,
+    },
     /// Manage access keys (offline, against a data directory).
     Keys {
         #[command(subcommand)]
@@ -107,6 +116,7 @@ fn main() -> ExitCode {
             Command::Deregister(a) => cli::deregister(a).await,
             Command::Tag(a) => cli::tag(a).await,
             Command::Untag(a) => cli::untag(a).await,
+            Command::Activations { command } => activations::activations(command).await,
             Command::Keys { command } => admin::keys(command).await,
             Command::Accounts { command } => admin::accounts(command).await,
             Command::Audit(a) => admin::audit(a).await,

@@ -245,10 +245,16 @@ async fn start(args: &ServeArgs, data: DataDir) -> Result<Running> {
             audit_max_records: args.audit_max_records,
         },
     );
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("listening on {}", args.listen))?;
+    let addr = listener.local_addr()?;
+    let tls = server_tls(args, &data.path, addr)?;
     let api_config = ApiConfig {
         regions: args.regions.clone(),
         max_instances_per_invocation: args.max_instances,
         min_cron_interval_secs: args.min_cron_interval_secs,
+        agent_install: Some(agent_install(&args.advertise, addr, tls.as_deref())),
         ..ApiConfig::default()
     };
     let auth = Authenticator::with_nonces_per_key(
@@ -281,10 +287,6 @@ async fn start(args: &ServeArgs, data: DataDir) -> Result<Running> {
         .merge(dispatcher.routes())
         .fallback(not_found)
         .method_not_allowed_fallback(not_allowed);
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .with_context(|| format!("listening on {}", args.listen))?;
-    let addr = listener.local_addr()?;
     let open_files = raise_open_file_limit();
     let tracker = crate::listener::Tracker::new(crate::listener::Limits {
         header_read_timeout: Duration::from_secs(args.header_read_timeout_secs),
@@ -294,7 +296,6 @@ async fn start(args: &ServeArgs, data: DataDir) -> Result<Running> {
             .unwrap_or((open_files / 2).max(64) as usize),
         max_head_bytes,
     });
-    let tls = server_tls(args, &data.path, addr)?;
     let site = crate::listener::Site {
         app,
         host_id,
@@ -333,6 +334,59 @@ async fn start(args: &ServeArgs, data: DataDir) -> Result<Running> {
         api,
         server,
     })
+}
+
+/// What a host's install line (CreateActivation's `InstallCommand`) says about this
+/// server: the first `--advertise` (a URL as it is; a host, or host:port, with this
+/// server's scheme and port), else the listen address — loopback when the server
+/// listens on every address, as no name other hosts would use is known (nor in the
+/// generated certificate); and the private CA's fingerprint, when it has one.
+fn agent_install(
+    advertise: &[String],
+    addr: SocketAddr,
+    tls: Option<&crate::tls::ServerTls>,
+) -> oca_api::AgentInstall {
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let port = addr.port();
+    let server_url = match advertise.iter().map(|a| a.trim()).find(|a| !a.is_empty()) {
+        Some(a) => {
+            let a = a.trim_end_matches('/');
+            let has_port = if let Some(v6) = a.strip_prefix('[') {
+                v6.split_once("]:").is_some()
+            } else {
+                a.parse::<std::net::IpAddr>().is_err()
+                    && a.rsplit_once(':')
+                        .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+            };
+            if a.contains("://") {
+                a.to_string()
+            } else if has_port {
+                format!("{scheme}://{a}")
+            } else if let Ok(std::net::IpAddr::V6(v6)) = a.parse() {
+                format!("{scheme}://[{v6}]:{port}")
+            } else {
+                format!("{scheme}://{a}:{port}")
+            }
+        }
+        None => {
+            let ip = match addr.ip() {
+                std::net::IpAddr::V4(v4) if v4.is_unspecified() => {
+                    std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)
+                }
+                std::net::IpAddr::V6(v6) if v6.is_unspecified() => {
+                    std::net::IpAddr::V6(std::net::Ipv6Addr::LOCALHOST)
+                }
+                ip => ip,
+            };
+            format!("{scheme}://{}", SocketAddr::new(ip, port))
+        }
+    };
+    oca_api::AgentInstall {
+        server_url,
+        fingerprint: tls
+            .and_then(|t| t.ca.as_ref())
+            .map(|ca| ca.fingerprint.to_string()),
+    }
 }
 
 /// The server's TLS: the operator's certificate, or the data directory's own; none
@@ -637,8 +691,49 @@ pub async fn up(args: UpArgs) -> Result<ExitCode> {
     println!();
     println!("Run a first command from another terminal:");
     println!("  {home}{exe} run 'uname -a'");
+    println!("Add hosts: `{home}{exe} activations create` prints the line to run on each.");
+    if args.serve.advertise.is_empty() || running.addr.ip().is_loopback() {
+        println!(
+            "  (Other hosts reach this server once it listens where they are and advertises \
+             the name they use: --listen 0.0.0.0:7070 --advertise NAME.)"
+        );
+    }
     println!("Stop with Ctrl-C.");
     running.server.await??;
     running.api.dispatcher.audit().flush().await;
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn install_lines_name_the_advertised_server() {
+        let url = |advertise: &[&str], listen: &str| {
+            let advertise: Vec<String> = advertise.iter().map(|s| s.to_string()).collect();
+            agent_install(&advertise, listen.parse().unwrap(), None).server_url
+        };
+        assert_eq!(
+            url(&["oca.example.com", "10.0.0.5"], "0.0.0.0:7070"),
+            "http://oca.example.com:7070"
+        );
+        assert_eq!(
+            url(&["oca.example.com:443"], "0.0.0.0:7070"),
+            "http://oca.example.com:443"
+        );
+        assert_eq!(
+            url(&["https://oca.example.com/"], "0.0.0.0:7070"),
+            "https://oca.example.com"
+        );
+        assert_eq!(url(&["10.0.0.5"], "0.0.0.0:7070"), "http://10.0.0.5:7070");
+        assert_eq!(url(&["fd00::5"], "[::]:7070"), "http://[fd00::5]:7070");
+        assert_eq!(
+            url(&["[fd00::5]:8443"], "[::]:7070"),
+            "http://[fd00::5]:8443"
+        );
+        assert_eq!(url(&[], "10.1.2.3:7070"), "http://10.1.2.3:7070");
+        assert_eq!(url(&[], "0.0.0.0:7070"), "http://127.0.0.1:7070");
+        assert_eq!(url(&[], "[::]:7070"), "http://[::1]:7070");
+    }
 }

@@ -66,6 +66,8 @@ use oca_domain::task_error::TaskError;
 use oca_domain::time::Millis;
 use serde::{Deserialize, Serialize};
 
+pub mod install;
+
 /// The protocol version this build speaks.
 pub const PROTOCOL_VERSION: u32 = 1;
 

@@ -48,12 +48,14 @@ impl Identity {
 }
 
 /// Registers with the activation code; retries while the server cannot be reached or
-/// throttles this address, gives up when it refuses.
+/// throttles this address (for at most `patience`, when given), gives up when it
+/// refuses. The identity is the caller's to keep.
 pub(super) async fn register(
     config: &Config,
     url: &ServerUrl,
     transport: &crate::transport::Transport,
     hostname: &str,
+    patience: Option<Duration>,
 ) -> anyhow::Result<Identity> {
     let (Some(activation_id), Some(activation_code)) =
         (config.activation_id.clone(), config.activation_code.clone())
@@ -74,18 +76,17 @@ pub(super) async fn register(
             .unwrap_or_default(),
     };
     let client = &transport.http;
+    let deadline = patience.map(|p| std::time::Instant::now() + p);
     let mut backoff = Backoff::new();
     loop {
-        match client.post(url.register_url()).json(&request).send().await {
+        let failure = match client.post(url.register_url()).json(&request).send().await {
             Ok(resp) if resp.status().is_success() => {
                 let r: RegisterResponse = resp.json().await.context("the register answer")?;
-                let identity = Identity {
+                tracing::info!(instance_id = %r.instance_id, "registered");
+                return Ok(Identity {
                     instance_id: r.instance_id,
                     token: r.token,
-                };
-                identity.save(&config.state_dir)?;
-                tracing::info!(instance_id = %identity.instance_id, "registered");
-                return Ok(identity);
+                });
             }
             Ok(resp) if resp.status().is_client_error() => {
                 let status = resp.status();
@@ -95,17 +96,37 @@ pub(super) async fn register(
                     // it, perhaps a neighbour's behind the same NAT): not a refusal of
                     // this code. Wait and try again.
                     Ok(e) if e.code == oca_domain::throttle::THROTTLING_CODE => {
-                        tracing::warn!("registration throttled ({status}): {}", e.message)
+                        format!("registration throttled ({status}): {}", e.message)
                     }
                     Ok(e) => bail!("registration refused ({status}): {}: {}", e.code, e.message),
                     Err(_) => bail!("registration refused ({status}): {body}"),
                 }
             }
-            Ok(resp) => tracing::warn!("registration failed: {}", resp.status()),
-            Err(e) => tracing::warn!("registration failed: {e}"),
+            Ok(resp) => format!("registration failed: {}", resp.status()),
+            Err(e) => format!(
+                "registration failed: {:#}",
+                anyhow::Error::from(e).context(format!("reaching {url}"))
+            ),
+        };
+        tracing::warn!("{failure}");
+        let pause = backoff.next();
+        if deadline.is_some_and(|d| std::time::Instant::now() + pause > d) {
+            bail!("{failure}");
         }
-        tokio::time::sleep(backoff.next()).await;
+        tokio::time::sleep(pause).await;
     }
+}
+
+/// Registers as `oca-agent install` does, before it writes anything: trusting only
+/// what `config` gives (else the system's roots), trying for at most `patience`.
+/// Nothing is kept: the identity is the caller's to save.
+pub async fn register_once(config: &Config, patience: Duration) -> anyhow::Result<Identity> {
+    let url = ServerUrl::parse(&config.server)?;
+    let trust = config.trust.clone().unwrap_or(oca_tls::Trust::SystemRoots);
+    let transport =
+        crate::transport::Transport::new(&url, &trust, patience.min(super::CONNECT_TIMEOUT))?;
+    let hostname = config.hostname.clone().unwrap_or_else(local_hostname);
+    register(config, &url, &transport, &hostname, Some(patience)).await
 }
 
 pub(super) fn local_hostname() -> String {
