@@ -34,7 +34,7 @@ use oca_store::{InstanceRecord, InvocationRecord, Store};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 
 pub use register::{digest, ip_range_is_valid};
@@ -82,10 +82,18 @@ impl Default for DispatchConfig {
     }
 }
 
+/// A message for an agent, and when the invocation of the task it carries was stored
+/// (for `oca_dispatch_latency_seconds`, observed once it is written to the socket).
+struct Outgoing {
+    msg: ServerMsg,
+    stored: Option<Instant>,
+}
+
 /// One live agent connection.
 struct Conn {
     generation: u64,
-    tx: mpsc::UnboundedSender<ServerMsg>,
+    /// Into the connection's writer task.
+    tx: mpsc::UnboundedSender<Outgoing>,
     instance: InstanceRecord,
     /// The instance's name now (ModifyManagedInstance renames it while connected), for
     /// `{{ACS::InstanceName}}`.
@@ -113,6 +121,11 @@ enum Ending {
 }
 
 impl Conn {
+    /// Queues a message for the agent; false when the connection's writer is gone.
+    fn send(&self, msg: ServerMsg) -> bool {
+        self.tx.send(Outgoing { msg, stored: None }).is_ok()
+    }
+
     /// Ends the connection (the first reason given wins).
     fn end(&self, ending: Ending) {
         self.closing.send_if_modified(|current| {
@@ -161,6 +174,7 @@ impl Conn {
 
 pub struct Dispatcher {
     store: Arc<dyn Store>,
+    metrics: Arc<oca_metrics::Metrics>,
     writer: writer::Writer,
     config: DispatchConfig,
     conns: RwLock<HashMap<String, Arc<Conn>>>,
@@ -169,11 +183,18 @@ pub struct Dispatcher {
 }
 
 impl Dispatcher {
-    pub fn new(store: Arc<dyn Store>, config: DispatchConfig) -> Arc<Self> {
+    /// A dispatcher that records into `metrics` (dispatch latency, the writer's
+    /// batches, refused agents).
+    pub fn new(
+        store: Arc<dyn Store>,
+        config: DispatchConfig,
+        metrics: Arc<oca_metrics::Metrics>,
+    ) -> Arc<Self> {
         Arc::new(Dispatcher {
-            writer: writer::Writer::spawn(store.clone()),
+            writer: writer::Writer::spawn(store.clone(), metrics.clone()),
             store,
-            guard: guard::Guard::new(config.auth_failures),
+            guard: guard::Guard::new(config.auth_failures, metrics.clone()),
+            metrics,
             config,
             conns: RwLock::new(HashMap::new()),
             next_generation: AtomicU64::new(1),
@@ -261,6 +282,11 @@ impl Dispatcher {
         self.conn(instance_id).is_some()
     }
 
+    /// How many agents are connected now.
+    pub fn connected_count(&self) -> usize {
+        self.conns.read().expect("connection map lock").len()
+    }
+
     /// The instances whose agent is connected now (every account's).
     pub fn connected_ids(&self) -> Vec<String> {
         self.conns
@@ -302,12 +328,25 @@ impl Dispatcher {
     }
 
     /// Pushes a stored task to its agent if connected. Returns whether it was sent;
-    /// a task not sent now is sent when the agent connects.
-    pub fn send_run(&self, invocation: &InvocationRecord, instance_id: &str) -> bool {
+    /// a task not sent now is sent when the agent connects. `stored`: when the
+    /// invocation was stored; the time until the task is written to the agent's socket
+    /// is `oca_dispatch_latency_seconds`.
+    pub fn send_run(
+        &self,
+        invocation: &InvocationRecord,
+        instance_id: &str,
+        stored: Instant,
+    ) -> bool {
         match self.conn(instance_id) {
             Some(conn) => {
                 let task = conn.task(invocation, self.config.output_cap);
-                conn.tx.send(ServerMsg::Run(task)).is_ok()
+                let msg = ServerMsg::Run(task);
+                conn.tx
+                    .send(Outgoing {
+                        msg,
+                        stored: Some(stored),
+                    })
+                    .is_ok()
             }
             None => false,
         }
@@ -372,7 +411,7 @@ impl Dispatcher {
         };
         if let Some(conn) = self.conn(instance_id) {
             for item in &live {
-                let _ = conn.tx.send(ServerMsg::Stop {
+                let _ = conn.send(ServerMsg::Stop {
                     invoke_id: item.task.invoke_id.clone(),
                 });
             }
@@ -406,7 +445,7 @@ impl Dispatcher {
     /// connects (the task stays `Stopping`).
     pub fn send_stop(&self, invoke_id: &str, instance_id: &str) {
         if let Some(conn) = self.conn(instance_id) {
-            let _ = conn.tx.send(ServerMsg::Stop {
+            let _ = conn.send(ServerMsg::Stop {
                 invoke_id: invoke_id.to_string(),
             });
         }

@@ -126,6 +126,9 @@ pub async fn register(
     let body = match body {
         Ok(b) => b,
         Err(rejection) => {
+            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                d.metrics.reject(oca_metrics::Reason::AgentRegisterTooLarge);
+            }
             return refuse(
                 rejection.status(),
                 "InvalidParameter",
@@ -133,7 +136,7 @@ pub async fn register(
                     "the request body could not be read (at most {MAX_REGISTER_BODY} bytes): {}",
                     rejection.body_text()
                 ),
-            )
+            );
         }
     };
     let Ok(req) = serde_json::from_slice::<RegisterRequest>(&body) else {
@@ -150,6 +153,7 @@ pub async fn register(
         ("machine_id", &req.machine_id, MAX_MACHINE_ID),
     ] {
         if value.len() > max {
+            d.metrics.reject(oca_metrics::Reason::AgentRegisterTooLarge);
             return too_long(field, max);
         }
     }

@@ -12,6 +12,7 @@ mod cli;
 mod client;
 mod config;
 mod listener;
+mod observe;
 mod retention;
 mod server;
 

@@ -95,6 +95,10 @@ pub struct ServeArgs {
     /// the same key are forgotten first; nonces of changes are also kept on disk).
     #[arg(long, default_value_t = oca_api::replay::NonceCache::DEFAULT_PER_KEY, hide = true)]
     pub nonces_per_key: usize,
+    /// Serve /metrics, /healthz and /readyz on this address instead of the API's. They
+    /// are unauthenticated: keep whichever port serves them behind the firewall.
+    #[arg(long, env = "OCA_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -181,6 +185,7 @@ struct Running {
 }
 
 async fn start(args: &ServeArgs, data: DataDir) -> Result<Running> {
+    let metrics = oca_metrics::Metrics::new(env!("CARGO_PKG_VERSION"));
     let dispatcher = Dispatcher::new(
         data.store.clone(),
         DispatchConfig {
@@ -194,6 +199,7 @@ async fn start(args: &ServeArgs, data: DataDir) -> Result<Running> {
                 max_sources: args.agent_auth_tracked,
             },
         },
+        metrics.clone(),
     );
     dispatcher.spawn_sweeper();
     crate::retention::spawn(
@@ -204,6 +210,7 @@ async fn start(args: &ServeArgs, data: DataDir) -> Result<Running> {
             interval: Duration::from_millis(args.retention_interval_ms),
             batch: args.retention_batch,
         },
+        metrics.clone(),
     );
     let api_config = ApiConfig {
         regions: args.regions.clone(),
@@ -224,6 +231,7 @@ async fn start(args: &ServeArgs, data: DataDir) -> Result<Running> {
         dispatcher.clone(),
         auth,
         api_config,
+        metrics.clone(),
     ));
     // Whatever path or method nothing serves answers the API's error document.
     let fallback_api = api.clone();
@@ -236,30 +244,73 @@ async fn start(args: &ServeArgs, data: DataDir) -> Result<Running> {
         let api = fallback_api.clone();
         async move { api.method_not_allowed(&method, uri.query().unwrap_or("")) }
     };
-    let app = api
-        .routes()
-        .merge(dispatcher.routes())
+    let observed = crate::observe::routes(Arc::new(crate::observe::Observed {
+        metrics: metrics.clone(),
+        store: data.store.clone(),
+        dispatcher: dispatcher.clone(),
+    }));
+    let mut app = api.routes().merge(dispatcher.routes());
+    // Either on the API's listener or alone on their own.
+    let observed_apart = match args.metrics_listen {
+        None => {
+            app = app.merge(observed);
+            None
+        }
+        Some(at) => Some((at, observed)),
+    };
+    let app = app
         .fallback(not_found)
         .method_not_allowed_fallback(not_allowed);
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("listening on {}", args.listen))?;
     let addr = listener.local_addr()?;
+    let observed_apart = match observed_apart {
+        None => None,
+        Some((at, routes)) => {
+            let listener = tokio::net::TcpListener::bind(at)
+                .await
+                .with_context(|| format!("listening on {at} (--metrics-listen)"))?;
+            Some((listener, routes))
+        }
+    };
     let open_files = raise_open_file_limit();
-    let tracker = crate::listener::Tracker::new(crate::listener::Limits {
-        header_read_timeout: Duration::from_secs(args.header_read_timeout_secs),
-        max_per_address: args.max_connections_per_address as usize,
-        max_connections: args
-            .max_connections
-            .unwrap_or((open_files / 2).max(64) as usize),
-        max_head_bytes,
-    });
+    let tracker = crate::listener::Tracker::new(
+        crate::listener::Limits {
+            header_read_timeout: Duration::from_secs(args.header_read_timeout_secs),
+            max_per_address: args.max_connections_per_address as usize,
+            max_connections: args
+                .max_connections
+                .unwrap_or((open_files / 2).max(64) as usize),
+            max_head_bytes,
+        },
+        metrics.clone(),
+    );
+    let server_host_id = host_id.clone();
     let server = tokio::spawn(async move {
-        crate::listener::serve(listener, app, tracker, host_id, shutdown_signal()).await;
+        crate::listener::serve(listener, app, tracker, server_host_id, shutdown_signal()).await;
         Ok(())
     });
     // Tests and scripts read this line to find the port.
     println!("OCA listening on http://{addr}");
+    if let Some((listener, routes)) = observed_apart {
+        let at = listener.local_addr()?;
+        // Scrapers and probes: a few connections, with the API's header timeout.
+        let tracker = crate::listener::Tracker::new(
+            crate::listener::Limits {
+                header_read_timeout: Duration::from_secs(args.header_read_timeout_secs),
+                max_per_address: 16,
+                max_connections: 64,
+                max_head_bytes: 64 * 1024,
+            },
+            metrics,
+        );
+        let app = routes.fallback(crate::observe::not_found);
+        tokio::spawn(async move {
+            crate::listener::serve(listener, app, tracker, host_id, shutdown_signal()).await;
+        });
+        println!("OCA metrics on http://{at}/metrics");
+    }
     Ok(Running { addr, api, server })
 }
 
