@@ -99,6 +99,17 @@ pub struct ServeArgs {
     /// are unauthenticated: keep whichever port serves them behind the firewall.
     #[arg(long, env = "OCA_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,
+    /// How the server logs to stderr: `text`, or `json` (one object per line, with the
+    /// span of the API request or agent connection it belongs to).
+    #[arg(long, env = "OCA_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// How log lines are written.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(clap::Args, Debug)]
