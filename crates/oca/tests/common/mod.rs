@@ -71,6 +71,8 @@ pub struct Server {
     extra_args: Vec<String>,
     /// Where the server's stderr goes (appended across restarts); `None`: inherited.
     pub log: Option<PathBuf>,
+    /// The server's `RUST_LOG` (`warn` unless a test asks for more).
+    rust_log: String,
 }
 
 impl Server {
@@ -108,6 +110,7 @@ impl Server {
             child: None,
             extra_args: extra.iter().map(|s| s.to_string()).collect(),
             log: None,
+            rust_log: "warn".to_string(),
         };
         server.spawn();
         server
@@ -119,6 +122,16 @@ impl Server {
         let mut server = Self::start_with(extra);
         server.kill9();
         server.log = Some(server.dir.path().join("server.log"));
+        server.spawn();
+        server
+    }
+
+    /// [`Self::start_logged`] with `RUST_LOG=<rust_log>`.
+    pub fn start_logged_at(extra: &[&str], rust_log: &str) -> Server {
+        let mut server = Self::start_with(extra);
+        server.kill9();
+        server.log = Some(server.dir.path().join("server.log"));
+        server.rust_log = rust_log.to_string();
         server.spawn();
         server
     }
@@ -172,7 +185,7 @@ impl Server {
                 "3000",
             ])
             .args(&self.extra_args)
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", &self.rust_log)
             .stdout(Stdio::piped())
             .stderr(stderr)
             .spawn()
