@@ -892,6 +892,18 @@ fn dechunk(mut s: &str) -> String {
     out
 }
 
+/// One sample of the server's `/metrics` (`series`: its name and labels as written,
+/// e.g. `oca_rejected_total{reason="replay"}`).
+pub fn metric(server: &Server, series: &str) -> Option<f64> {
+    let host = server.url().trim_start_matches("http://").to_string();
+    let a = http_get_untallied(&host, "/metrics", &[]);
+    assert_eq!(a.status, 200, "/metrics: {}", a.body);
+    a.body
+        .lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+}
+
 pub fn data_path(s: &Server) -> &Path {
     s.dir.path()
 }
