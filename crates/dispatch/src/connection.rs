@@ -352,11 +352,9 @@ async fn write(
     metrics: &oca_metrics::Metrics,
     out: Outgoing,
 ) -> bool {
-    let written = sink
-        .send(Message::Text(out.msg.to_json().into()))
-        .await
-        .is_ok();
-    if let (true, Some(stored)) = (written, out.stored) {
+    let (msg, stored) = out.into_parts();
+    let written = sink.send(Message::Text(msg.to_json().into())).await.is_ok();
+    if let (true, Some(stored)) = (written, stored) {
         metrics.dispatched(stored.elapsed());
     }
     written

@@ -82,11 +82,23 @@ impl Default for DispatchConfig {
     }
 }
 
-/// A message for an agent, and when the invocation of the task it carries was stored
-/// (for `oca_dispatch_latency_seconds`, observed once it is written to the socket).
-struct Outgoing {
-    msg: ServerMsg,
-    stored: Option<Instant>,
+/// A message for an agent. A `Run` the API pushes also carries when its invocation was
+/// stored (`oca_dispatch_latency_seconds` is observed once it is written to the
+/// socket), boxed so that an `Outgoing` is no larger than a `ServerMsg`: every
+/// connection's channel holds a block of 32 of them from the start.
+enum Outgoing {
+    Msg(ServerMsg),
+    Timed(Box<(ServerMsg, Instant)>),
+}
+
+impl Outgoing {
+    /// The message, and when its invocation was stored if that is timed.
+    fn into_parts(self) -> (ServerMsg, Option<Instant>) {
+        match self {
+            Outgoing::Msg(msg) => (msg, None),
+            Outgoing::Timed(timed) => (timed.0, Some(timed.1)),
+        }
+    }
 }
 
 /// One live agent connection.
@@ -123,7 +135,7 @@ enum Ending {
 impl Conn {
     /// Queues a message for the agent; false when the connection's writer is gone.
     fn send(&self, msg: ServerMsg) -> bool {
-        self.tx.send(Outgoing { msg, stored: None }).is_ok()
+        self.tx.send(Outgoing::Msg(msg)).is_ok()
     }
 
     /// Ends the connection (the first reason given wins).
@@ -342,10 +354,7 @@ impl Dispatcher {
                 let task = conn.task(invocation, self.config.output_cap);
                 let msg = ServerMsg::Run(task);
                 conn.tx
-                    .send(Outgoing {
-                        msg,
-                        stored: Some(stored),
-                    })
+                    .send(Outgoing::Timed(Box::new((msg, stored))))
                     .is_ok()
             }
             None => false,
@@ -529,5 +538,16 @@ impl Dispatcher {
                 this.cut_deleted_accounts().await;
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn an_outgoing_message_is_no_larger_than_a_server_message() {
+        assert_eq!(
+            std::mem::size_of::<super::Outgoing>(),
+            std::mem::size_of::<oca_proto::ServerMsg>()
+        );
     }
 }
