@@ -231,20 +231,23 @@ fn scrape_at(host: &str) -> Scrape {
     s
 }
 
-/// A GET by hand: the response's head (status line and headers) and body.
-fn raw_get(host: &str, path: &str) -> (String, String) {
+/// `bytes` sent as they are: the response's head (status line and headers) and body.
+fn raw_exchange(host: &str, bytes: &[u8]) -> (String, String) {
     use std::io::{Read, Write};
     let mut tcp = std::net::TcpStream::connect(host).unwrap();
     tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(
-        tcp,
-        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut raw = String::new();
-    tcp.read_to_string(&mut raw).unwrap();
-    let (head, body) = raw.split_once("\r\n\r\n").unwrap();
+    tcp.write_all(bytes).unwrap();
+    let mut raw = Vec::new();
+    let _ = tcp.read_to_end(&mut raw);
+    let raw = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
     (head.to_string(), body.to_string())
+}
+
+/// A GET by hand: the response's head and body.
+fn raw_get(host: &str, path: &str) -> (String, String) {
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    raw_exchange(host, request.as_bytes())
 }
 
 #[test]
@@ -324,6 +327,12 @@ fn metrics_move_with_served_and_refused_calls() {
         (a.status, a.json()["Code"].as_str()),
         (400, Some("UnsupportedHTTPMethod"))
     );
+    // What hyper refuses by itself: a request line over the limit, and no HTTP at all.
+    let a = http_get(&host, &format!("/?X={}", "q".repeat(70_000)), &[]);
+    assert_eq!((a.status, a.json()["Code"].as_str()), (414, Some("I413UL")));
+    let (head, body) = raw_exchange(&host, b"BLAH\r\n\r\n");
+    assert!(head.starts_with("HTTP/1.1 400"), "{head}");
+    assert!(body.contains("I400HD"), "{body}");
     let json = [("content-type".to_string(), "application/json".to_string())];
     let body = br#"{"activation_id":"act-nope","activation_code":"nope","hostname":"h","os_type":"linux","agent_version":"x"}"#;
     let a = http_send(&host, "POST", "/agent/v1/register", &json, body);
@@ -393,6 +402,8 @@ fn metrics_move_with_served_and_refused_calls() {
         "unknown_path",
         "method_not_allowed",
         "agent_auth_failed",
+        "head_too_large",
+        "malformed_http",
     ] {
         assert_eq!(rejected(reason), 1.0, "{reason}");
     }
