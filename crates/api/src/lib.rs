@@ -225,10 +225,12 @@ async fn handle(State(api): State<Arc<Api>>, request: Request) -> Response {
         .await;
     match answer {
         Ok(response) => {
+            let elapsed = started.elapsed();
             span.record("code", OK_CODE);
-            tracing::debug!(parent: &span, elapsed_us = started.elapsed().as_micros() as u64, "request served");
+            let elapsed_us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
+            tracing::debug!(parent: &span, elapsed_us, "request served");
             let action = seen.endpoint.map_or(UNKNOWN_ACTION, Endpoint::action);
-            api.metrics.api_request(action, OK_CODE, started.elapsed());
+            api.metrics.api_request(action, OK_CODE, elapsed);
             response
         }
         Err((e, format)) => {

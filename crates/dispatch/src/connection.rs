@@ -64,6 +64,12 @@ pub async fn connect(
             return (StatusCode::SERVICE_UNAVAILABLE, "storage error").into_response();
         }
     };
+    // Everything logged about the connection carries the instance.
+    let span = tracing::info_span!(
+        "agent",
+        instance_id = %instance.instance_id,
+        peer = %peer.map_or_else(String::new, |p| p.to_string()),
+    );
     // Buffers sized for thousands of idle agents per server: tungstenite's defaults
     // (128 KiB each way per socket) would cost more than a gigabyte at 10,000 agents.
     // Larger messages still arrive whole, up to the limit; the read buffer grows for
@@ -71,12 +77,6 @@ pub async fn connect(
     // arrives, a message gathered from frames as soon as it passes the limit: the
     // server never holds more than the limit for a host. Every message is flushed as
     // it is sent, so no write buffering is lost.
-    // Everything logged about the connection carries the instance.
-    let span = tracing::info_span!(
-        "agent",
-        instance_id = %instance.instance_id,
-        peer = %peer.map_or_else(String::new, |p| p.to_string()),
-    );
     ws.max_message_size(MAX_MESSAGE_BYTES)
         .max_frame_size(MAX_MESSAGE_BYTES)
         .read_buffer_size(4 * 1024)
