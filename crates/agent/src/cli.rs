@@ -75,6 +75,16 @@ pub struct Args {
     /// marker (`process-tree`), or cgroup when it works here (`auto`).
     #[arg(long, env = "OCA_TASK_ISOLATION", value_enum, default_value_t = Mode::Auto)]
     pub task_isolation: Mode,
+    /// How the agent logs to stderr: `text`, or `json` (one object per line).
+    #[arg(long, env = "OCA_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// How log lines are written.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 impl TryFrom<Args> for Config {
@@ -99,18 +109,23 @@ impl TryFrom<Args> for Config {
     }
 }
 
-/// The whole `oca-agent` program: flags, logging (`RUST_LOG`, default `info`), a
-/// current-thread runtime, [`client::run`].
+/// The whole `oca-agent` program: flags, logging (`RUST_LOG`, default `info`; text or
+/// JSON), a current-thread runtime, [`client::run`].
 pub fn cli_main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
+    let log_format = cli.run.as_ref().map_or(LogFormat::Text, |a| a.log_format);
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+        .with_writer(std::io::stderr);
+    match log_format {
+        LogFormat::Text => logs
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+        LogFormat::Json => logs.json().init(),
+    }
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .max_blocking_threads(4)

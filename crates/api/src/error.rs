@@ -3,6 +3,7 @@
 //! vendor's error tables for RunCommand / InvokeCommand).
 
 use crate::signature::SignatureError;
+use oca_metrics::Reason;
 
 #[derive(Debug)]
 pub enum ApiError {
@@ -216,6 +217,38 @@ impl ApiError {
             Signature(e) => e.message(),
             Internal(_) => "An error occurred when you dispatched the request.".into(),
         }
+    }
+
+    /// Why the request counts as refused to protect the server (`oca_rejected_total`),
+    /// if it does: limits, unknown paths and methods, authentication. A parameter's
+    /// own error is the caller's mistake and counts only by its code. (Malformed or
+    /// repeated names and the parse limits are told apart where `Params::check`
+    /// refuses them.)
+    pub fn rejection(&self) -> Option<Reason> {
+        use crate::signature::SignatureError as E;
+        Some(match self {
+            ApiError::UrlTooLarge(_) => Reason::UrlTooLarge,
+            ApiError::BodyTooLarge(_) => Reason::BodyTooLarge,
+            ApiError::IncompleteBody(_) => Reason::BodyIncomplete,
+            ApiError::InvalidApi(_) => Reason::UnknownPath,
+            ApiError::UnsupportedHttpMethod(_) => Reason::MethodNotAllowed,
+            ApiError::Signature(e) => match e {
+                E::SignatureNonceUsed | E::SignedBeforeStart | E::InvalidSignatureNonce(_) => {
+                    Reason::Replay
+                }
+                E::InvalidTimeStampFormat(_) | E::InvalidTimeStampExpired { .. } => {
+                    Reason::Timestamp
+                }
+                E::InvalidAccessKeyIdNotFound | E::InvalidAccessKeyIdInactive => Reason::AccessKey,
+                E::MissingParameter(_)
+                | E::MissingHeader(_)
+                | E::IncompleteSignature(_)
+                | E::InvalidSignatureMethod(_)
+                | E::InvalidSignatureVersion(_)
+                | E::SignatureDoesNotMatch { .. } => Reason::Signature,
+            },
+            _ => return None,
+        })
     }
 
     /// The HTTP status.

@@ -26,11 +26,15 @@ use axum::routing::any;
 use axum::Router;
 use error::ApiError;
 use oca_dispatch::Dispatcher;
+use oca_metrics::{Metrics, Reason, OK_CODE, UNKNOWN_ACTION};
 use oca_store::{Scope, Store};
 use params::Params;
 use render::Format;
 use router::Endpoint;
 use std::sync::Arc;
+use std::time::Instant;
+use tracing::field::Empty;
+use tracing::Instrument;
 
 /// How the API behaves.
 #[derive(Debug, Clone)]
@@ -97,6 +101,8 @@ pub struct Api {
     pub dispatcher: Arc<Dispatcher>,
     pub auth: auth::Authenticator,
     pub config: ApiConfig,
+    /// Where requests, their latency and refusals are counted.
+    pub metrics: Arc<Metrics>,
     /// Permits for CPU-heavy request work ([`HEAVY_REQUEST_BYTES`]): one less than the
     /// cores (at least one), so a core stays free for everything else.
     heavy: tokio::sync::Semaphore,
@@ -129,12 +135,14 @@ impl Api {
         dispatcher: Arc<Dispatcher>,
         auth: auth::Authenticator,
         config: ApiConfig,
+        metrics: Arc<Metrics>,
     ) -> Self {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         Api {
             store,
             dispatcher,
             auth,
+            metrics,
             parse_limits: params::ParseLimits::for_instances(config.max_instances_per_invocation),
             config,
             heavy: tokio::sync::Semaphore::new(cores.saturating_sub(1).max(1)),
@@ -163,10 +171,31 @@ impl Api {
     }
 
     fn refuse_request(&self, e: ApiError, raw_query: &str) -> Response {
+        let started = Instant::now();
         let request_id = oca_domain::ids::new_request_id();
         let format = Format::from_raw_query(raw_query);
-        tracing::info!(request_id, code = %e.code(), "request refused");
-        render::error(&e, &request_id, &self.config.host_id, format)
+        let code = e.code();
+        tracing::info!(request_id, code, "request refused");
+        let response = render::error(&e, &request_id, &self.config.host_id, format);
+        self.count(None, &e, None, started);
+        response
+    }
+
+    /// Counts an answered request: `oca_api_requests_total`, its latency since
+    /// `started`, and (`error` a refusal) `oca_rejected_total`.
+    fn count(
+        &self,
+        endpoint: Option<Endpoint>,
+        error: &ApiError,
+        rejection: Option<Reason>,
+        started: Instant,
+    ) {
+        if let Some(reason) = rejection.or_else(|| error.rejection()) {
+            self.metrics.reject(reason);
+        }
+        let action = endpoint.map_or(UNKNOWN_ACTION, Endpoint::action);
+        self.metrics
+            .api_request(action, &error.code(), started.elapsed());
     }
 
     /// Runs CPU-heavy work (parsing or signing a large request) holding one of a few
@@ -192,31 +221,99 @@ fn shorten(s: &str, max: usize) -> String {
     out
 }
 
+/// What serving a request learnt, for its span, its metrics and the audit trail.
+#[derive(Default)]
+struct Seen {
+    /// What the audit trail keeps of it (the action, once routed, among the rest).
+    trail: audit::Seen,
+    /// Why the request was refused, where the error alone does not say.
+    rejection: Option<Reason>,
+}
+
+/// One request: a span carrying its `request_id` (and its `action`, `account` and
+/// `code` once known) around everything logged while it is served, then the answer
+/// counted in the metrics.
 async fn handle(State(api): State<Arc<Api>>, request: Request) -> Response {
+    let started = Instant::now();
     let request_id = oca_domain::ids::new_request_id();
+    let span = tracing::info_span!(
+        "request",
+        request_id = %request_id,
+        action = Empty,
+        account = Empty,
+        code = Empty,
+    );
+    let peer = request
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| oca_dispatch::audit_ip(c.0.ip()))
+        .unwrap_or_default();
+    let mut seen = Seen::default();
+    let answer = answer(&api, request, &request_id, &mut seen)
+        .instrument(span.clone())
+        .await;
+    let endpoint = seen.trail.endpoint;
+    if seen.trail.recorded() {
+        let (status, result) = match &answer {
+            Ok(resp) => (resp.status().as_u16(), "Success".to_string()),
+            Err((e, _)) => (e.status(), e.code()),
+        };
+        let trail = std::mem::take(&mut seen.trail);
+        record(&api, trail, peer, &request_id, status, result).await;
+    }
+    match answer {
+        Ok(response) => {
+            let elapsed = started.elapsed();
+            span.record("code", OK_CODE);
+            let elapsed_us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
+            tracing::debug!(parent: &span, elapsed_us, "request served");
+            let action = endpoint.map_or(UNKNOWN_ACTION, Endpoint::action);
+            api.metrics.api_request(action, OK_CODE, elapsed);
+            response
+        }
+        Err((e, format)) => {
+            let code = e.code();
+            span.record("code", code.as_str());
+            if e.status() >= 500 {
+                tracing::error!(parent: &span, code, "request failed: {e:?}");
+            } else {
+                tracing::info!(parent: &span, code, "request refused");
+            }
+            let response = render::error(&e, &request_id, &api.config.host_id, format);
+            api.count(endpoint, &e, seen.rejection, started);
+            response
+        }
+    }
+}
+
+/// The answer to a request, or the error to answer in the given format.
+async fn answer(
+    api: &Api,
+    request: Request,
+    request_id: &str,
+    seen: &mut Seen,
+) -> Result<Response, (ApiError, Format)> {
     let (head, body) = request.into_parts();
     let raw_query = head.uri.query().unwrap_or("");
     // Refusals of the request as a whole: `Format` is read from the query alone.
-    let refuse = |e: ApiError| {
-        tracing::info!(request_id, code = %e.code(), "request refused");
-        let format = Format::from_raw_query(raw_query);
-        render::error(&e, &request_id, &api.config.host_id, format)
-    };
+    let refuse = |e: ApiError| (e, Format::from_raw_query(raw_query));
     if head.method != Method::GET && head.method != Method::POST {
-        return refuse(ApiError::UnsupportedHttpMethod(head.method.to_string()));
+        return Err(refuse(ApiError::UnsupportedHttpMethod(
+            head.method.to_string(),
+        )));
     }
     if raw_query.len() > api.config.max_query_bytes {
-        return refuse(ApiError::UrlTooLarge(api.config.max_query_bytes));
+        return Err(refuse(ApiError::UrlTooLarge(api.config.max_query_bytes)));
     }
     let reading = read_body(body, &head.headers, api.config.max_body_bytes);
     let body = match tokio::time::timeout(api.config.body_read_timeout, reading).await {
         Ok(Ok(b)) => b,
-        Ok(Err(e)) => return refuse(e),
+        Ok(Err(e)) => return Err(refuse(e)),
         Err(_) => {
-            return refuse(ApiError::IncompleteBody(format!(
+            return Err(refuse(ApiError::IncompleteBody(format!(
                 "the body did not arrive within {} s",
                 api.config.body_read_timeout.as_secs()
-            )))
+            ))))
         }
     };
     let is_form = head
@@ -244,31 +341,9 @@ async fn handle(State(api): State<Arc<Api>>, request: Request) -> Response {
         headers: &head.headers,
         body: &body,
     };
-    let mut seen = audit::Seen::default();
-    let outcome = serve(&api, &parts, params, &request_id, format, heavy, &mut seen).await;
-    let (status, result) = match &outcome {
-        Ok(resp) => (resp.status().as_u16(), "Success".to_string()),
-        Err(e) => (e.status(), e.code()),
-    };
-    if seen.recorded() {
-        let peer = head
-            .extensions
-            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-            .map(|c| oca_dispatch::audit_ip(c.0.ip()))
-            .unwrap_or_default();
-        record(&api, seen, peer, &request_id, status, result).await;
-    }
-    match outcome {
-        Ok(resp) => resp,
-        Err(e) => {
-            if e.status() >= 500 {
-                tracing::error!(request_id, code = %e.code(), "request failed: {e:?}");
-            } else {
-                tracing::info!(request_id, code = %e.code(), "request refused");
-            }
-            render::error(&e, &request_id, &api.config.host_id, format)
-        }
-    }
+    serve(api, &parts, params, request_id, format, heavy, seen)
+        .await
+        .map_err(|e| (e, format))
 }
 
 /// Records an answered request in the audit trail (see [`audit`]).
@@ -333,9 +408,16 @@ async fn serve(
     request_id: &str,
     format: Format,
     heavy: bool,
-    seen: &mut audit::Seen,
+    seen: &mut Seen,
 ) -> Result<Response, ApiError> {
-    params.check()?;
+    if let Err(e) = params.check() {
+        seen.rejection = Some(if params.over_limits() {
+            Reason::ParseLimit
+        } else {
+            Reason::ParameterName
+        });
+        return Err(e);
+    }
     // An Authorization header that claims the V3 family but cannot be read is refused
     // as such, before anything is read from the headers it would have to sign.
     signature::check_authorization(parts)?;
@@ -343,19 +425,21 @@ async fn serve(
     // are only trusted when a V3 signature covers them.
     let (action, version) = signature::action_and_version(parts, params.pairs());
     let endpoint = Endpoint::route(version.as_deref(), action.as_deref())?;
-    seen.endpoint = Some(endpoint);
-    if seen.recorded() {
-        seen.claimed(parts, params.pairs());
+    seen.trail.endpoint = Some(endpoint);
+    tracing::Span::current().record("action", endpoint.action());
+    let trail = &mut seen.trail;
+    if trail.recorded() {
+        trail.claimed(parts, params.pairs());
         // Linear in the request (a JSON list of ids is read item by item).
         if heavy {
-            api.heavy(|| seen.named(params.pairs())).await;
+            api.heavy(|| trail.named(params.pairs())).await;
         } else {
-            seen.named(params.pairs());
+            trail.named(params.pairs());
         }
     }
     let claim = signature::claim(parts, params.pairs())?;
     let key = api.auth.key_of(&claim).await?;
-    seen.account_id = key.account_id().to_string();
+    trail.account_id = key.account_id().to_string();
     if heavy {
         api.heavy(|| api.auth.verify(parts, params.pairs(), &claim, &key))
             .await?;
@@ -363,7 +447,8 @@ async fn serve(
         api.auth.verify(parts, params.pairs(), &claim, &key)?;
     }
     let principal = api.auth.admit(key, &claim, endpoint).await?;
-    seen.authenticated = true;
+    trail.authenticated = true;
+    tracing::Span::current().record("account", principal.account_id.as_str());
     let region_id = params
         .non_empty("RegionId")
         .ok_or(ApiError::MissingRegionId)?;
@@ -379,7 +464,7 @@ async fn serve(
         },
         params,
         format,
-        created: seen.created.clone(),
+        created: seen.trail.created.clone(),
     };
     ecs::handle(api, ctx).await
 }

@@ -314,6 +314,15 @@ impl Params {
         }
     }
 
+    /// Whether [`Self::check`] refuses the request for going past the parse limits
+    /// (rather than for a malformed or repeated name).
+    pub fn over_limits(&self) -> bool {
+        matches!(
+            self.problem,
+            Some(Problem::TooMany { .. } | Problem::TooManyNames(_))
+        )
+    }
+
     pub fn pairs(&self) -> &[(String, String)] {
         &self.pairs
     }

@@ -13,7 +13,7 @@
 //!    records (seeded through the `Store` trait before the server starts): latency
 //!    percentiles and throughput with concurrent clients.
 //! 4. **Memory** — the server's RSS per connected agent; a real `oca-agent`'s idle RSS,
-//!    CPU and wake-ups.
+//!    CPU and wake-ups; a `GET /metrics` scrape at each fleet size.
 //! 5. **Hostile** — a request with 100,000 `Tag.N` refused fast, DescribeInvocations
 //!    latency while four such requests run, and what a flood of signed requests costs
 //!    the replay cache.
@@ -110,6 +110,8 @@ pub struct Config {
     pub nonce_flood: usize,
     /// Whether the server speaks TLS (its default; `--plain-http` to compare).
     pub tls: bool,
+    /// Timed `GET /metrics` at each fleet size and over the stored records.
+    pub metrics_scrapes: usize,
 }
 
 impl Config {
@@ -130,6 +132,7 @@ impl Config {
             flood_requests: 20,
             nonce_flood: 100_000,
             tls: true,
+            metrics_scrapes: 100,
         }
     }
 
@@ -142,6 +145,7 @@ impl Config {
             api_requests: 50,
             api_throughput: Duration::from_secs(1),
             nonce_flood: 10_000,
+            metrics_scrapes: 30,
             ..Config::full(oca_bin, agent_bin)
         }
     }
@@ -176,6 +180,10 @@ pub mod targets {
     pub const SERVER_KB_PER_AGENT: f64 = 40.0;
     /// A quiet restart under the whole fleet, until every agent is back.
     pub const RESTART_ALL_BACK: Duration = Duration::from_secs(10);
+    /// A `GET /metrics` (p99) …
+    pub const METRICS_SCRAPE: Duration = Duration::from_millis(10);
+    /// … with this many agents connected.
+    pub const METRICS_AGENTS: usize = 10_000;
     /// A request with 100,000 `Tag.N`, refused.
     pub const FLOOD_ANSWER: Duration = Duration::from_millis(50);
     /// DescribeInvocations p99 while four such requests run.

@@ -8,12 +8,13 @@
 //! instance's record to whichever connection is current.
 
 use crate::register::{digest, digests_equal};
-use crate::{limits, Conn, Dispatcher, Ending};
+use crate::{limits, Conn, Dispatcher, Ending, Outgoing};
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{ConnectInfo, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
+use futures_util::stream::SplitSink;
 use futures_util::{SinkExt, StreamExt};
 use oca_domain::status::InvocationStatus as S;
 use oca_domain::task::TaskEvent;
@@ -30,6 +31,7 @@ use std::sync::atomic::{AtomicI64, AtomicU32, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
+use tracing::Instrument;
 
 pub async fn connect(
     State(d): State<Arc<Dispatcher>>,
@@ -62,6 +64,12 @@ pub async fn connect(
             return (StatusCode::SERVICE_UNAVAILABLE, "storage error").into_response();
         }
     };
+    // Everything logged about the connection carries the instance.
+    let span = tracing::info_span!(
+        "agent",
+        instance_id = %instance.instance_id,
+        peer = %peer.map_or_else(String::new, |p| p.to_string()),
+    );
     // Buffers sized for thousands of idle agents per server: tungstenite's defaults
     // (128 KiB each way per socket) would cost more than a gigabyte at 10,000 agents.
     // Larger messages still arrive whole, up to the limit; the read buffer grows for
@@ -73,7 +81,7 @@ pub async fn connect(
         .max_frame_size(MAX_MESSAGE_BYTES)
         .read_buffer_size(4 * 1024)
         .write_buffer_size(0)
-        .on_upgrade(move |socket| serve(d, instance, peer, socket))
+        .on_upgrade(move |socket| serve(d, instance, peer, socket).instrument(span))
 }
 
 enum Authenticated {
@@ -179,6 +187,7 @@ async fn serve(
         Ok(Some(Ok(Message::Text(t)))) => serde_json::from_str::<AgentMsg>(&t).ok(),
         Ok(Some(Err(e))) if too_big(&e) => {
             tracing::warn!(instance = %instance_id, "agent disconnected: {e}");
+            d.metrics.reject(oca_metrics::Reason::AgentMessageTooBig);
             let _ = sink.send(close_frame(Ending::TooBig)).await;
             return;
         }
@@ -201,13 +210,13 @@ async fn serve(
     let now = now_millis();
 
     // 2. List the connection; it replaces (and ends) an older one of the instance.
-    let (tx, mut rx) = mpsc::unbounded_channel::<ServerMsg>();
+    let (tx, mut rx) = mpsc::unbounded_channel::<Outgoing>();
     let generation = d.next_generation.fetch_add(1, Ordering::Relaxed);
     let (closing, mut closing_rx) = watch::channel(None);
     let conn = Arc::new(Conn {
         generation,
         peer,
-        tx: tx.clone(),
+        tx,
         name: RwLock::new(instance.name.clone()),
         instance: InstanceRecord {
             last_heartbeat: Some(now),
@@ -252,7 +261,7 @@ async fn serve(
     }
     tracing::info!(instance = %instance_id, "agent connected");
 
-    let _ = tx.send(ServerMsg::Welcome {
+    conn.send(ServerMsg::Welcome {
         instance_id: instance_id.clone(),
         heartbeat_secs: d.config.heartbeat_secs,
         server_time: now,
@@ -261,34 +270,34 @@ async fn serve(
 
     // 3. Writer: everything for this agent goes through the channel.
     let mut writer_closing = closing_rx.clone();
-    let mut writer = tokio::spawn(async move {
-        loop {
-            tokio::select! {
-                biased;
-                ending = ended(&mut writer_closing) => {
-                    // Ended by the server: what is queued (stops) goes first.
-                    while let Ok(msg) = rx.try_recv() {
-                        if sink.send(Message::Text(msg.to_json().into())).await.is_err() {
-                            return;
+    let metrics = d.metrics.clone();
+    let mut writer = tokio::spawn(
+        async move {
+            loop {
+                tokio::select! {
+                    biased;
+                    ending = ended(&mut writer_closing) => {
+                        // Ended by the server: what is queued (stops) goes first.
+                        while let Ok(out) = rx.try_recv() {
+                            if !write(&mut sink, &metrics, out).await {
+                                return;
+                            }
                         }
-                    }
-                    let _ = sink.send(close_frame(ending)).await;
-                    break;
-                }
-                msg = rx.recv() => {
-                    let Some(msg) = msg else { break };
-                    if sink
-                        .send(Message::Text(msg.to_json().into()))
-                        .await
-                        .is_err()
-                    {
+                        let _ = sink.send(close_frame(ending)).await;
                         break;
+                    }
+                    out = rx.recv() => {
+                        let Some(out) = out else { break };
+                        if !write(&mut sink, &metrics, out).await {
+                            break;
+                        }
                     }
                 }
             }
+            let _ = sink.close().await;
         }
-        let _ = sink.close().await;
-    });
+        .in_current_span(),
+    );
 
     // 4. Reader.
     loop {
@@ -303,6 +312,7 @@ async fn serve(
             Ok(Some(Err(e))) => {
                 if too_big(&e) {
                     tracing::warn!(instance = %instance_id, "agent disconnected: {e}");
+                    d.metrics.reject(oca_metrics::Reason::AgentMessageTooBig);
                     conn.end(Ending::TooBig);
                 }
                 break;
@@ -340,6 +350,20 @@ async fn serve(
         let _ = conn.record_seen(&d, last).await;
     }
     tracing::info!(instance = %instance_id, "agent disconnected");
+}
+
+/// Writes one message to the agent's socket; false when the socket is gone.
+async fn write(
+    sink: &mut SplitSink<WebSocket, Message>,
+    metrics: &oca_metrics::Metrics,
+    out: Outgoing,
+) -> bool {
+    let (msg, stored) = out.into_parts();
+    let written = sink.send(Message::Text(msg.to_json().into())).await.is_ok();
+    if let (true, Some(stored)) = (written, stored) {
+        metrics.dispatched(stored.elapsed());
+    }
+    written
 }
 
 /// Resolves once the server ends the connection, with why.
@@ -412,10 +436,10 @@ async fn reconcile(d: &Dispatcher, conn: &Conn, known: &[KnownTask], complete: b
     let mut live_ids = std::collections::HashSet::new();
     let send_run = |item: &oca_store::DispatchItem| {
         let task = conn.task(&item.invocation, d.config.output_cap);
-        let _ = conn.tx.send(ServerMsg::Run(task));
+        let _ = conn.send(ServerMsg::Run(task));
     };
     let stop = |invoke_id: &str| {
-        let _ = conn.tx.send(ServerMsg::Stop {
+        let _ = conn.send(ServerMsg::Stop {
             invoke_id: invoke_id.to_string(),
         });
     };
@@ -501,10 +525,10 @@ async fn handle(d: &Dispatcher, conn: &Conn, msg: AgentMsg) {
             match d.writer.event(&invoke_id, instance_id, event).await {
                 Ok(Some(task)) if task.state.status.is_stopped() => {
                     // Stopped before it started here: end it.
-                    let _ = conn.tx.send(ServerMsg::Stop { invoke_id });
+                    let _ = conn.send(ServerMsg::Stop { invoke_id });
                 }
                 Ok(Some(task)) if task.state.status == S::Stopping => {
-                    let _ = conn.tx.send(ServerMsg::Stop { invoke_id });
+                    let _ = conn.send(ServerMsg::Stop { invoke_id });
                 }
                 Ok(_) => {}
                 Err(e) => tracing::warn!(instance = %instance_id, "start not stored: {e}"),
@@ -525,7 +549,7 @@ async fn handle(d: &Dispatcher, conn: &Conn, msg: AgentMsg) {
                 .await
             {
                 Ok(a) if a.gap => {
-                    let _ = conn.tx.send(ServerMsg::Resend {
+                    let _ = conn.send(ServerMsg::Resend {
                         invoke_id,
                         offset: a.stored_len,
                     });
@@ -544,10 +568,10 @@ async fn handle(d: &Dispatcher, conn: &Conn, msg: AgentMsg) {
                 // Ended while the agent was taking it on (stopped, or not known here):
                 // the agent drops the schedule.
                 Ok(Some(task)) if task.state.status.is_terminal() => {
-                    let _ = conn.tx.send(ServerMsg::Stop { invoke_id });
+                    let _ = conn.send(ServerMsg::Stop { invoke_id });
                 }
                 Ok(None) => {
-                    let _ = conn.tx.send(ServerMsg::Stop { invoke_id });
+                    let _ = conn.send(ServerMsg::Stop { invoke_id });
                 }
                 Ok(_) => {}
                 Err(e) => tracing::warn!(instance = %instance_id, "schedule not stored: {e}"),
@@ -565,7 +589,7 @@ async fn finish(d: &Dispatcher, conn: &Conn, result: TaskResult) {
     if expected > 0 && result.run == 0 {
         match d.store.get_task(&invoke_id, instance_id).await {
             Ok(Some(task)) if task.output_len < expected && !task.state.status.is_terminal() => {
-                let _ = conn.tx.send(ServerMsg::Resend {
+                let _ = conn.send(ServerMsg::Resend {
                     invoke_id,
                     offset: task.output_len,
                 });
@@ -606,7 +630,7 @@ async fn finish(d: &Dispatcher, conn: &Conn, result: TaskResult) {
     };
     match d.writer.event(&invoke_id, instance_id, event).await {
         Ok(_) => {
-            let _ = conn.tx.send(ServerMsg::Ack { invoke_id, run });
+            let _ = conn.send(ServerMsg::Ack { invoke_id, run });
         }
         Err(e) => tracing::warn!(instance = %instance_id, "result not stored: {e}"),
     }

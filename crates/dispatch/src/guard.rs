@@ -18,10 +18,11 @@ use oca_domain::throttle::{
     FailureLimiter, FailureLimits, Source, THROTTLING_CODE, THROTTLING_HTTP_STATUS,
     THROTTLING_MESSAGE,
 };
+use oca_metrics::{Metrics, Reason};
 use oca_proto::RegisterError;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 /// At most one log line about throttled requests per this many milliseconds.
@@ -29,6 +30,7 @@ const REPORT_EVERY_MS: i64 = 10_000;
 
 pub struct Guard {
     limiter: Mutex<FailureLimiter>,
+    metrics: Arc<Metrics>,
     /// The limiter's clock: monotonic, so a wall clock set back does not lengthen a
     /// throttle.
     epoch: Instant,
@@ -38,9 +40,10 @@ pub struct Guard {
 }
 
 impl Guard {
-    pub fn new(limits: FailureLimits) -> Guard {
+    pub fn new(limits: FailureLimits, metrics: Arc<Metrics>) -> Guard {
         Guard {
             limiter: Mutex::new(FailureLimiter::new(limits)),
+            metrics,
             epoch: Instant::now(),
             refused: AtomicU64::new(0),
             reported: AtomicI64::new(-REPORT_EVERY_MS),
@@ -70,6 +73,7 @@ impl Guard {
         let Err(throttled_for) = verdict else {
             return false;
         };
+        self.metrics.reject(Reason::AgentThrottled);
         tracing::debug!(%peer, retry_after_ms = throttled_for.retry_after_ms, "agent endpoint throttled");
         self.report(peer, now);
         true
@@ -77,6 +81,7 @@ impl Guard {
 
     /// Counts a failed authentication of `peer`.
     pub fn failed(&self, peer: Option<SocketAddr>) {
+        self.metrics.reject(Reason::AgentAuthFailed);
         let Some(peer) = peer else { return };
         let now = self.now();
         self.lock().failed(Source::of(peer.ip()), now);

@@ -35,7 +35,7 @@ use oca_store::{AuditRecord, InstanceRecord, InvocationRecord, Store};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 
 pub use register::{digest, ip_range_is_valid};
@@ -95,12 +95,32 @@ impl Default for DispatchConfig {
     }
 }
 
+/// A message for an agent. A `Run` the API pushes also carries when its invocation was
+/// stored (`oca_dispatch_latency_seconds` is observed once it is written to the
+/// socket), boxed so that an `Outgoing` is no larger than a `ServerMsg`: every
+/// connection's channel holds a block of 32 of them from the start.
+enum Outgoing {
+    Msg(ServerMsg),
+    Timed(Box<(ServerMsg, Instant)>),
+}
+
+impl Outgoing {
+    /// The message, and when its invocation was stored if that is timed.
+    fn into_parts(self) -> (ServerMsg, Option<Instant>) {
+        match self {
+            Outgoing::Msg(msg) => (msg, None),
+            Outgoing::Timed(timed) => (timed.0, Some(timed.1)),
+        }
+    }
+}
+
 /// One live agent connection.
 struct Conn {
     generation: u64,
     /// The agent's address (`None` in in-process tests), for the audit trail.
     peer: Option<std::net::SocketAddr>,
-    tx: mpsc::UnboundedSender<ServerMsg>,
+    /// Into the connection's writer task.
+    tx: mpsc::UnboundedSender<Outgoing>,
     instance: InstanceRecord,
     /// The instance's name now (ModifyManagedInstance renames it while connected), for
     /// `{{ACS::InstanceName}}`.
@@ -130,6 +150,11 @@ enum Ending {
 }
 
 impl Conn {
+    /// Queues a message for the agent; false when the connection's writer is gone.
+    fn send(&self, msg: ServerMsg) -> bool {
+        self.tx.send(Outgoing::Msg(msg)).is_ok()
+    }
+
     /// Ends the connection (the first reason given wins).
     fn end(&self, ending: Ending) {
         self.closing.send_if_modified(|current| {
@@ -169,6 +194,7 @@ impl Conn {
 
 pub struct Dispatcher {
     store: Arc<dyn Store>,
+    metrics: Arc<oca_metrics::Metrics>,
     writer: writer::Writer,
     config: DispatchConfig,
     conns: RwLock<HashMap<String, Arc<Conn>>>,
@@ -178,12 +204,19 @@ pub struct Dispatcher {
 }
 
 impl Dispatcher {
-    pub fn new(store: Arc<dyn Store>, config: DispatchConfig) -> Arc<Self> {
+    /// A dispatcher that records into `metrics` (dispatch latency, the writer's
+    /// batches, refused agents).
+    pub fn new(
+        store: Arc<dyn Store>,
+        config: DispatchConfig,
+        metrics: Arc<oca_metrics::Metrics>,
+    ) -> Arc<Self> {
         Arc::new(Dispatcher {
-            writer: writer::Writer::spawn(store.clone()),
+            writer: writer::Writer::spawn(store.clone(), metrics.clone()),
             audit: AuditLog::spawn(store.clone()),
             store,
-            guard: guard::Guard::new(config.auth_failures),
+            guard: guard::Guard::new(config.auth_failures, metrics.clone()),
+            metrics,
             config,
             conns: RwLock::new(HashMap::new()),
             next_generation: AtomicU64::new(1),
@@ -302,6 +335,11 @@ impl Dispatcher {
         self.conn(instance_id).is_some()
     }
 
+    /// How many agents are connected now.
+    pub fn connected_count(&self) -> usize {
+        self.conns.read().expect("connection map lock").len()
+    }
+
     /// The instances whose agent is connected now (every account's).
     pub fn connected_ids(&self) -> Vec<String> {
         self.conns
@@ -343,12 +381,22 @@ impl Dispatcher {
     }
 
     /// Pushes a stored task to its agent if connected. Returns whether it was sent;
-    /// a task not sent now is sent when the agent connects.
-    pub fn send_run(&self, invocation: &InvocationRecord, instance_id: &str) -> bool {
+    /// a task not sent now is sent when the agent connects. `stored`: when the
+    /// invocation was stored; the time until the task is written to the agent's socket
+    /// is `oca_dispatch_latency_seconds`.
+    pub fn send_run(
+        &self,
+        invocation: &InvocationRecord,
+        instance_id: &str,
+        stored: Instant,
+    ) -> bool {
         match self.conn(instance_id) {
             Some(conn) => {
                 let task = conn.task(invocation, self.config.output_cap);
-                conn.tx.send(ServerMsg::Run(task)).is_ok()
+                let msg = ServerMsg::Run(task);
+                conn.tx
+                    .send(Outgoing::Timed(Box::new((msg, stored))))
+                    .is_ok()
             }
             None => false,
         }
@@ -427,7 +475,7 @@ impl Dispatcher {
         let conn = self.conn(instance_id);
         if let Some(conn) = &conn {
             for item in &live {
-                let _ = conn.tx.send(ServerMsg::Stop {
+                let _ = conn.send(ServerMsg::Stop {
                     invoke_id: item.task.invoke_id.clone(),
                 });
             }
@@ -496,7 +544,7 @@ impl Dispatcher {
     /// connects (the task stays `Stopping`).
     pub fn send_stop(&self, invoke_id: &str, instance_id: &str) {
         if let Some(conn) = self.conn(instance_id) {
-            let _ = conn.tx.send(ServerMsg::Stop {
+            let _ = conn.send(ServerMsg::Stop {
                 invoke_id: invoke_id.to_string(),
             });
         }
@@ -580,5 +628,16 @@ impl Dispatcher {
                 this.cut_deleted_accounts().await;
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn an_outgoing_message_is_no_larger_than_a_server_message() {
+        assert_eq!(
+            std::mem::size_of::<super::Outgoing>(),
+            std::mem::size_of::<oca_proto::ServerMsg>()
+        );
     }
 }

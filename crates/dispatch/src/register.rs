@@ -205,6 +205,9 @@ async fn try_register(
     }
     // The body is capped (`Dispatcher::routes`): a larger one is refused unread.
     let body = body.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            d.metrics.reject(oca_metrics::Reason::AgentRegisterTooLarge);
+        }
         Refusal::new(
             rejection.status(),
             "InvalidParameter",
@@ -229,6 +232,7 @@ async fn try_register(
         ("machine_id", &req.machine_id, MAX_MACHINE_ID),
     ] {
         if value.len() > max {
+            d.metrics.reject(oca_metrics::Reason::AgentRegisterTooLarge);
             return Err(too_long(field, max));
         }
     }

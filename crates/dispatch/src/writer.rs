@@ -8,8 +8,10 @@
 //! and acknowledge an agent only after its result is durable.
 
 use oca_domain::task::TaskEvent;
+use oca_metrics::Metrics;
 use oca_store::{OutputAppend, Store, TaskRecord, WriteOp, WriteOutcome};
 use std::sync::Arc;
+use std::time::Instant;
 use tokio::sync::{mpsc, oneshot};
 
 /// The most writes one transaction takes, so one commit never holds the lock for long.
@@ -25,14 +27,18 @@ pub struct Writer {
 }
 
 impl Writer {
-    /// Starts the writer task.
-    pub fn spawn(store: Arc<dyn Store>) -> Writer {
+    /// Starts the writer task; each commit's size and time go to `metrics`
+    /// (`oca_writer_batch_size`, `oca_writer_commit_seconds`).
+    pub fn spawn(store: Arc<dyn Store>, metrics: Arc<Metrics>) -> Writer {
         let (tx, mut rx) = mpsc::unbounded_channel::<(WriteOp, Reply)>();
         tokio::spawn(async move {
             let mut batch = Vec::new();
             while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
                 let (ops, replies): (Vec<WriteOp>, Vec<Reply>) = batch.drain(..).unzip();
-                match store.apply_batch(ops).await {
+                let (writes, started) = (ops.len(), Instant::now());
+                let committed = store.apply_batch(ops).await;
+                metrics.writer_commit(writes, started.elapsed(), committed.is_ok());
+                match committed {
                     Ok(outcomes) => {
                         for (reply, outcome) in replies.into_iter().zip(outcomes) {
                             let _ = reply.send(Ok(outcome));

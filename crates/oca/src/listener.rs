@@ -24,6 +24,7 @@
 use axum::Router;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
+use oca_metrics::{Counter, Metrics, Reason};
 use std::collections::HashMap;
 use std::future::Future;
 use std::io;
@@ -90,13 +91,16 @@ pub struct Tracker {
     /// Set when the server stops: connections finish the request they serve, if any,
     /// and close.
     draining: tokio::sync::watch::Sender<bool>,
-    /// Connections closed to make room, and connections refused (for figures and logs).
-    pub evicted: AtomicU64,
-    pub refused: AtomicU64,
+    /// Connections closed to make room, and connections refused: the
+    /// `connection_evicted` and `connection_refused` series of `oca_rejected_total`.
+    pub evicted: Counter,
+    pub refused: Counter,
+    /// Where hyper's own refusals are counted ([`ErrorDocIo`]).
+    metrics: Arc<Metrics>,
 }
 
 impl Tracker {
-    pub fn new(limits: Limits) -> Arc<Tracker> {
+    pub fn new(limits: Limits, metrics: Arc<Metrics>) -> Arc<Tracker> {
         Arc::new(Tracker {
             permits: Arc::new(tokio::sync::Semaphore::new(limits.max_connections.max(1))),
             draining: tokio::sync::watch::channel(false).0,
@@ -104,8 +108,9 @@ impl Tracker {
             started: Instant::now(),
             next_id: AtomicU64::new(1),
             inner: Mutex::new(HashMap::new()),
-            evicted: AtomicU64::new(0),
-            refused: AtomicU64::new(0),
+            evicted: metrics.rejected(Reason::ConnectionEvicted),
+            refused: metrics.rejected(Reason::ConnectionRefused),
+            metrics,
         })
     }
 
@@ -174,7 +179,7 @@ impl Tracker {
     fn evict(&self, map: &mut HashMap<IpKey, Vec<Arc<Conn>>>, victim: &Arc<Conn>) {
         victim.evict.notify_one();
         remove(map, victim);
-        self.evicted.fetch_add(1, Ordering::Relaxed);
+        self.evicted.inc();
     }
 
     /// Live HTTP connections now.
@@ -306,7 +311,7 @@ pub async fn serve(
         let Some(slot) = tracker.admit(peer.ip()) else {
             // Every connection in the way is serving a request: this one waits for
             // nothing, it is closed at once.
-            tracker.refused.fetch_add(1, Ordering::Relaxed);
+            tracker.refused.inc();
             tracing::debug!(%peer, "connection refused: the connection caps are reached");
             drop(tcp);
             continue;
@@ -385,7 +390,7 @@ where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let limits = slot.tracker.limits.clone();
-    let io = TokioIo::new(ErrorDocIo::new(io, host_id));
+    let io = TokioIo::new(ErrorDocIo::new(io, host_id, slot.tracker.metrics.clone()));
     let slot = Arc::new(slot);
     let service_slot = slot.clone();
     let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
@@ -443,15 +448,18 @@ where
 pub struct ErrorDocIo<T> {
     inner: T,
     host_id: String,
+    /// Counts each refusal (`head_too_large`, `malformed_http`).
+    metrics: Arc<Metrics>,
     /// A replacement being written: (bytes, written so far, length hyper asked for).
     pending: Option<(Vec<u8>, usize, usize)>,
 }
 
 impl<T> ErrorDocIo<T> {
-    pub fn new(inner: T, host_id: String) -> Self {
+    pub fn new(inner: T, host_id: String, metrics: Arc<Metrics>) -> Self {
         ErrorDocIo {
             inner,
             host_id,
+            metrics,
             pending: None,
         }
     }
@@ -529,6 +537,10 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for ErrorDocIo<T> {
             match bare_refusal(buf) {
                 None => return Pin::new(&mut this.inner).poll_write(cx, buf),
                 Some(status) => {
+                    this.metrics.reject(match status {
+                        431 | 414 => Reason::HeadTooLarge,
+                        _ => Reason::MalformedHttp,
+                    });
                     this.pending = Some((refusal_document(status, &this.host_id), 0, buf.len()));
                 }
             }
@@ -640,7 +652,7 @@ mod tests {
 
     #[test]
     fn a_full_address_displaces_its_own_idlest_connection() {
-        let t = Tracker::new(limits(2, 100));
+        let t = Tracker::new(limits(2, 100), Metrics::new("test"));
         let a: IpAddr = "10.0.0.1".parse().unwrap();
         let b: IpAddr = "10.0.0.2".parse().unwrap();
         let a1 = t.admit(a).unwrap();
@@ -649,7 +661,7 @@ mod tests {
         // a1 serves a request; a2 is idle: the third connection of a displaces a2.
         let busy = Busy::new(&a1);
         let a3 = t.admit(a).unwrap();
-        assert_eq!(t.evicted.load(Ordering::Relaxed), 1);
+        assert_eq!(t.evicted.get(), 1);
         assert_eq!(t.connections(), 3);
         // With both of a's connections busy, a fourth is refused; b is untouched.
         let _busy3 = Busy::new(&a3);
@@ -662,7 +674,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_global_cap_displaces_the_idlest_of_all() {
-        let t = Tracker::new(limits(10, 3));
+        let t = Tracker::new(limits(10, 3), Metrics::new("test"));
         let ips: Vec<IpAddr> = ["10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.4"]
             .iter()
             .map(|s| s.parse().unwrap())
@@ -681,7 +693,7 @@ mod tests {
             async move { t.room().await }
         });
         tokio::time::sleep(Duration::from_millis(20)).await;
-        assert_eq!(t.evicted.load(Ordering::Relaxed), 1);
+        assert_eq!(t.evicted.get(), 1);
         assert!(
             !waiting.is_finished(),
             "the evicted socket is not closed yet"

@@ -16,6 +16,7 @@ mod cli;
 mod client;
 mod config;
 mod listener;
+mod observe;
 mod retention;
 mod server;
 mod settings;
@@ -96,13 +97,12 @@ fn main() -> ExitCode {
         }
     };
     let args = Args::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
-    let filter = tracing_subscriber::EnvFilter::try_from_env("RUST_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr)
-        .init();
+    let log_format = match &args.command {
+        Command::Serve(a) => a.log_format,
+        Command::Up(a) => a.serve.log_format,
+        _ => server::LogFormat::Text,
+    };
+    init_logging(log_format);
     let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
     let result = runtime.block_on(async move {
         match args.command {
@@ -128,5 +128,26 @@ fn main() -> ExitCode {
             eprintln!("error: {e:#}");
             ExitCode::from(2)
         }
+    }
+}
+
+/// Logs to stderr, filtered by `RUST_LOG` (default `info`), as text or as one JSON
+/// object per line carrying the fields of the span it happened in (an API request's
+/// `request_id`, `action`, `account`, `code`; an agent connection's `instance_id`).
+fn init_logging(format: server::LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("RUST_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        server::LogFormat::Text => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+        server::LogFormat::Json => builder
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .init(),
     }
 }

@@ -12,6 +12,7 @@
 //! record of what authenticated callers did.
 
 use oca_domain::time::{now_millis, Millis};
+use oca_metrics::Metrics;
 use oca_store::{Purged, Store};
 use std::sync::Arc;
 use std::time::Duration;
@@ -34,21 +35,26 @@ pub struct RetentionConfig {
     pub audit_max_records: u64,
 }
 
-/// Sweeps at once, then every `interval`.
-pub fn spawn(store: Arc<dyn Store>, config: RetentionConfig) -> tokio::task::JoinHandle<()> {
+/// Sweeps at once, then every `interval`; what goes is counted in
+/// `oca_retention_purged_total`.
+pub fn spawn(
+    store: Arc<dyn Store>,
+    config: RetentionConfig,
+    metrics: Arc<Metrics>,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(config.interval.max(Duration::from_millis(10)));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            sweep(store.as_ref(), &config).await;
+            sweep(store.as_ref(), &config, &metrics).await;
             sweep_audit(store.as_ref(), &config).await;
         }
     })
 }
 
 /// One sweep: batch after batch while they come back full.
-pub async fn sweep(store: &dyn Store, config: &RetentionConfig) -> Purged {
+pub async fn sweep(store: &dyn Store, config: &RetentionConfig, metrics: &Metrics) -> Purged {
     let keep_ms = i64::try_from(config.days)
         .unwrap_or(i64::MAX)
         .saturating_mul(DAY_MS);
@@ -60,6 +66,7 @@ pub async fn sweep(store: &dyn Store, config: &RetentionConfig) -> Purged {
             .await
         {
             Ok(p) => {
+                metrics.retention_purged(p.invocations, p.tasks, p.commands);
                 total.invocations += p.invocations;
                 total.tasks += p.tasks;
                 total.commands += p.commands;
@@ -68,6 +75,7 @@ pub async fn sweep(store: &dyn Store, config: &RetentionConfig) -> Purged {
                 }
             }
             Err(e) => {
+                metrics.retention_failed();
                 tracing::warn!("retention: purge failed: {e}");
                 break;
             }
@@ -206,9 +214,15 @@ mod tests {
             audit_max_records: 1_000,
         };
         // 7 too old, and 2 of the 5 recent ones beyond the newest 3.
-        let purged = sweep(&store, &config).await;
+        let metrics = Metrics::new("test");
+        let purged = sweep(&store, &config, &metrics).await;
         assert_eq!((purged.invocations, purged.tasks), (9, 9));
-        assert_eq!(sweep(&store, &config).await, Purged::default());
+        assert_eq!(sweep(&store, &config, &metrics).await, Purged::default());
+        let text = metrics.encode(&Default::default());
+        assert!(
+            text.contains("oca_retention_purged_total{record=\"invocations\"} 9\n"),
+            "{text}"
+        );
     }
 
     fn audit_entry(at: Millis, authenticated: bool) -> oca_store::AuditRecord {

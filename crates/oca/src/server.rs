@@ -132,6 +132,21 @@ pub struct ServeArgs {
     /// the same key are forgotten first; nonces of changes are also kept on disk).
     #[arg(long, env = "OCA_NONCES_PER_KEY", default_value_t = oca_api::replay::NonceCache::DEFAULT_PER_KEY, hide = true)]
     pub nonces_per_key: usize,
+    /// Serve /metrics, /healthz and /readyz on this address instead of the API's. They
+    /// are unauthenticated: keep whichever port serves them behind the firewall.
+    #[arg(long, env = "OCA_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
+    /// How the server logs to stderr: `text`, or `json` (one object per line, with the
+    /// span of the API request or agent connection it belongs to).
+    #[arg(long, env = "OCA_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// How log lines are written.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(clap::Args, Debug)]
@@ -220,6 +235,7 @@ struct Running {
 }
 
 async fn start(args: &ServeArgs, data: DataDir) -> Result<Running> {
+    let metrics = oca_metrics::Metrics::new(env!("CARGO_PKG_VERSION"));
     let dispatcher = Dispatcher::new(
         data.store.clone(),
         DispatchConfig {
@@ -233,6 +249,7 @@ async fn start(args: &ServeArgs, data: DataDir) -> Result<Running> {
                 max_sources: args.agent_auth_tracked,
             },
         },
+        metrics.clone(),
     );
     dispatcher.spawn_sweeper();
     crate::retention::spawn(
@@ -244,6 +261,7 @@ async fn start(args: &ServeArgs, data: DataDir) -> Result<Running> {
             batch: args.retention_batch,
             audit_max_records: args.audit_max_records,
         },
+        metrics.clone(),
     );
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
@@ -270,6 +288,7 @@ async fn start(args: &ServeArgs, data: DataDir) -> Result<Running> {
         dispatcher.clone(),
         auth,
         api_config,
+        metrics.clone(),
     ));
     // Whatever path or method nothing serves answers the API's error document.
     let fallback_api = api.clone();
@@ -282,23 +301,47 @@ async fn start(args: &ServeArgs, data: DataDir) -> Result<Running> {
         let api = fallback_api.clone();
         async move { api.method_not_allowed(&method, uri.query().unwrap_or("")) }
     };
-    let app = api
-        .routes()
-        .merge(dispatcher.routes())
+    let observed = crate::observe::routes(Arc::new(crate::observe::Observed {
+        metrics: metrics.clone(),
+        store: data.store.clone(),
+        dispatcher: dispatcher.clone(),
+    }));
+    let mut app = api.routes().merge(dispatcher.routes());
+    // Either on the API's listener or alone on their own.
+    let observed_apart = match args.metrics_listen {
+        None => {
+            app = app.merge(observed);
+            None
+        }
+        Some(at) => Some((at, observed)),
+    };
+    let app = app
         .fallback(not_found)
         .method_not_allowed_fallback(not_allowed);
+    let observed_apart = match observed_apart {
+        None => None,
+        Some((at, routes)) => {
+            let listener = tokio::net::TcpListener::bind(at)
+                .await
+                .with_context(|| format!("listening on {at} (--metrics-listen)"))?;
+            Some((listener, routes))
+        }
+    };
     let open_files = raise_open_file_limit();
-    let tracker = crate::listener::Tracker::new(crate::listener::Limits {
-        header_read_timeout: Duration::from_secs(args.header_read_timeout_secs),
-        max_per_address: args.max_connections_per_address as usize,
-        max_connections: args
-            .max_connections
-            .unwrap_or((open_files / 2).max(64) as usize),
-        max_head_bytes,
-    });
+    let tracker = crate::listener::Tracker::new(
+        crate::listener::Limits {
+            header_read_timeout: Duration::from_secs(args.header_read_timeout_secs),
+            max_per_address: args.max_connections_per_address as usize,
+            max_connections: args
+                .max_connections
+                .unwrap_or((open_files / 2).max(64) as usize),
+            max_head_bytes,
+        },
+        metrics.clone(),
+    );
     let site = crate::listener::Site {
         app,
-        host_id,
+        host_id: host_id.clone(),
         tls: tls.clone(),
     };
     let grace = Duration::from_secs(args.shutdown_grace_secs);
@@ -327,6 +370,29 @@ async fn start(args: &ServeArgs, data: DataDir) -> Result<Running> {
             ca.fingerprint,
             ca.fingerprint
         );
+    }
+    if let Some((listener, routes)) = observed_apart {
+        let at = listener.local_addr()?;
+        // Scrapers and probes, in plain HTTP (a monitoring network's port): a few
+        // connections, with the API's header timeout.
+        let tracker = crate::listener::Tracker::new(
+            crate::listener::Limits {
+                header_read_timeout: Duration::from_secs(args.header_read_timeout_secs),
+                max_per_address: 16,
+                max_connections: 64,
+                max_head_bytes: 64 * 1024,
+            },
+            metrics,
+        );
+        let site = crate::listener::Site {
+            app: routes.fallback(crate::observe::not_found),
+            host_id,
+            tls: None,
+        };
+        tokio::spawn(async move {
+            crate::listener::serve(listener, site, tracker, shutdown_signal()).await;
+        });
+        println!("OCA metrics on http://{at}/metrics");
     }
     Ok(Running {
         addr,

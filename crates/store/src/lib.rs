@@ -481,6 +481,33 @@ pub trait Store: Send + Sync + 'static {
         max_records: u64,
         batch: u64,
     ) -> Result<Purged>;
+
+    // ---- health and figures -------------------------------------------------------
+    /// Whether the store answers a read and, for a database in a file, whether the
+    /// file at its path is still the one in use: a database deleted or replaced under
+    /// a running server takes every later write with it at the next start. Reads only
+    /// (a probe must not wait for the writer).
+    async fn ping(&self) -> Result<()>;
+
+    /// Tasks and invocations by status over every account and region, read from the
+    /// per-scope tallies kept in step with them (no count of rows), and the tasks that
+    /// wait for delivery.
+    async fn tallies(&self) -> Result<Tallies>;
+}
+
+/// What [`Store::tallies`] answers: the statuses with no record are left out.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Tallies {
+    /// Tasks by kind and coarse status (`InvokeRecordStatus`).
+    pub tasks: Vec<(
+        InvocationKind,
+        oca_domain::status::InstanceInvokeStatus,
+        u64,
+    )>,
+    /// Invocations by kind and legacy `InvokeStatus`.
+    pub invocations: Vec<(InvocationKind, oca_domain::status::InvokeStatus, u64)>,
+    /// Tasks in the fine status `Pending`: stored, not yet delivered to their agent.
+    pub tasks_pending: u64,
 }
 
 /// What one [`Store::purge_invocations`] call deleted.

@@ -54,6 +54,7 @@
 mod accounts;
 mod audit;
 mod catalog;
+mod figures;
 mod instances;
 mod invocations;
 mod nonces;
@@ -117,6 +118,8 @@ struct Inner {
     readers: Vec<Mutex<Option<Connection>>>,
     next_reader: AtomicUsize,
     path: Option<PathBuf>,
+    /// The database file as it was opened (see [`Store::ping`]).
+    file: Option<figures::FileId>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -158,6 +161,7 @@ impl SqliteStore {
                 readers: (0..READERS).map(|_| Mutex::new(None)).collect(),
                 next_reader: AtomicUsize::new(0),
                 path: Some(path.to_path_buf()),
+                file: figures::FileId::of(path),
             }),
         })
     }
@@ -173,6 +177,7 @@ impl SqliteStore {
                 readers: Vec::new(),
                 next_reader: AtomicUsize::new(0),
                 path: None,
+                file: None,
             }),
         })
     }
@@ -761,5 +766,21 @@ impl Store for SqliteStore {
     ) -> Result<crate::Purged> {
         self.write(move |c| retention::purge_invocations(c, older_than, max_records, batch))
             .await
+    }
+
+    // ---- health and figures -------------------------------------------------------
+
+    async fn ping(&self) -> Result<()> {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            figures::same_file(inner.path.as_deref(), inner.file)?;
+            inner.with_reader(figures::ping)
+        })
+        .await
+        .map_err(|e| StoreError::Backend(format!("storage task failed: {e}")))?
+    }
+
+    async fn tallies(&self) -> Result<crate::Tallies> {
+        self.read(figures::tallies).await
     }
 }

@@ -517,8 +517,9 @@ pub(crate) fn new_tasks(
 
 /// Pushes a stored invocation's waiting tasks to their connected agents.
 pub(crate) fn send(api: &Api, invocation: &InvocationRecord, tasks: &[TaskRecord]) {
+    let stored = std::time::Instant::now();
     for t in tasks.iter().filter(|t| !t.state.status.is_terminal()) {
-        api.dispatcher.send_run(invocation, &t.instance_id);
+        api.dispatcher.send_run(invocation, &t.instance_id, stored);
     }
 }
 

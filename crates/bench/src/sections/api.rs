@@ -1,7 +1,7 @@
 //! 3. DescribeInvocations and DescribeInvocationResults over many stored records:
 //!    latency (sequential requests) and throughput (concurrent clients, bounded time).
 
-use super::start_on;
+use super::{sample, scrape_metrics, start_on};
 use crate::api::{ApiClient, Method, REGION};
 use crate::report::{count, ms, percentile, secs, Row};
 use crate::seed::{self, Seeded};
@@ -58,6 +58,25 @@ pub async fn run(config: &Config) -> Result<Vec<Row>> {
         count(total as usize),
         count(seeded.records),
         total == seeded.records as u64,
+    ));
+    // What /metrics costs with the records stored: its tallies are read at scrape
+    // time (the per-scope tallies summed, the Pending tasks counted on their index).
+    let (times, body) = scrape_metrics(&api, config.metrics_scrapes).await?;
+    let tasks = sample(&body, r#"oca_tasks{kind="command",status="Finished"}"#).unwrap_or(-1.0);
+    rows.push(Row::target(
+        s,
+        format!(
+            "GET /metrics over {} stored records ({} scrapes)",
+            count(seeded.records),
+            config.metrics_scrapes
+        ),
+        format!(
+            "p50 {} · p99 {} · oca_tasks{{Finished}} {tasks}",
+            ms(percentile(&times, 50.0)),
+            ms(percentile(&times, 99.0)),
+        ),
+        format!("oca_tasks{{Finished}} = {}", count(seeded.records)),
+        tasks == seeded.records as f64,
     ));
 
     let judged = seeded.records >= targets::DESCRIBE_RECORDS;

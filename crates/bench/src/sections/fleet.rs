@@ -2,7 +2,7 @@
 //!    simulated agents grown step by step; at each size the server's RSS, then one
 //!    RunCommand to the whole fleet.
 
-use super::{since, start_server};
+use super::{sample, scrape_metrics, since, start_server};
 use crate::api::{ApiClient, Method};
 use crate::fleet::Fleet;
 use crate::report::{count, kib, ms, percentile, secs, FanoutOutcome, Row};
@@ -60,6 +60,7 @@ pub async fn run(
                 crate::sys::threads(server.pid).unwrap_or(0)
             ),
         ));
+        rows.push(scrape_row(&api, n, config.metrics_scrapes).await?);
         rows.push(Row::info(
             m,
             format!("bench process per simulated agent ({} agents)", count(n)),
@@ -148,6 +149,35 @@ pub async fn run(
     fleet.shutdown().await;
     drop(server);
     Ok(rows)
+}
+
+/// `GET /metrics` timed with `n` agents connected; the scrape must count them all.
+async fn scrape_row(api: &ApiClient, n: usize, scrapes: usize) -> Result<Row> {
+    let (times, body) = scrape_metrics(api, scrapes).await?;
+    let connected = sample(&body, "oca_agents_connected").unwrap_or(-1.0);
+    let p99 = percentile(&times, 99.0);
+    let measure = format!(
+        "GET /metrics with {} agents connected ({scrapes} scrapes)",
+        count(n)
+    );
+    let value = format!(
+        "p50 {} · p99 {} · {} bytes · oca_agents_connected {connected}",
+        ms(percentile(&times, 50.0)),
+        ms(p99),
+        count(body.len())
+    );
+    let counted = connected == n as f64;
+    Ok(if n >= targets::METRICS_AGENTS || !counted {
+        Row::target(
+            Section::Memory,
+            measure,
+            value,
+            format!("p99 < {}, all counted", ms(targets::METRICS_SCRAPE)),
+            counted && p99 < targets::METRICS_SCRAPE,
+        )
+    } else {
+        Row::info(Section::Memory, measure, value)
+    })
 }
 
 /// One RunCommand to the first `n` agents of the fleet.

@@ -76,6 +76,8 @@ pub struct Server {
     pub tls: bool,
     /// The private CA's fingerprint a TLS server printed.
     pub fingerprint: Option<String>,
+    /// The server's `RUST_LOG` (`warn` unless a test asks for more).
+    rust_log: String,
 }
 
 impl Server {
@@ -115,6 +117,7 @@ impl Server {
             log: None,
             tls: false,
             fingerprint: None,
+            rust_log: "warn".to_string(),
         };
         server.spawn();
         server
@@ -163,6 +166,16 @@ impl Server {
         let mut server = Self::start_with(extra);
         server.kill9();
         server.log = Some(server.dir.path().join("server.log"));
+        server.spawn();
+        server
+    }
+
+    /// [`Self::start_logged`] with `RUST_LOG=<rust_log>`.
+    pub fn start_logged_at(extra: &[&str], rust_log: &str) -> Server {
+        let mut server = Self::start_with(extra);
+        server.kill9();
+        server.log = Some(server.dir.path().join("server.log"));
+        server.rust_log = rust_log.to_string();
         server.spawn();
         server
     }
@@ -221,7 +234,7 @@ impl Server {
                 &["--plain-http"][..]
             })
             .args(&self.extra_args)
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", &self.rust_log)
             .stdout(Stdio::piped())
             .stderr(stderr)
             .spawn()
@@ -1039,6 +1052,18 @@ fn dechunk(mut s: &str) -> String {
         s = &rest[n + 2..];
     }
     out
+}
+
+/// One sample of the server's `/metrics` (`series`: its name and labels as written,
+/// e.g. `oca_rejected_total{reason="replay"}`).
+pub fn metric(server: &Server, series: &str) -> Option<f64> {
+    let host = server.url().trim_start_matches("http://").to_string();
+    let a = http_get_untallied(&host, "/metrics", &[]);
+    assert_eq!(a.status, 200, "/metrics: {}", a.body);
+    a.body
+        .lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
 }
 
 pub fn data_path(s: &Server) -> &Path {

@@ -1,7 +1,7 @@
 //! A hostile host: many connections on one token, messages of tens of megabytes, host
 //! names of a megabyte.
 
-use crate::common::{wait_for, Server};
+use crate::common::{metric, wait_for, Server};
 use crate::figures::{self, Case};
 use crate::wire::{self, Ended};
 use std::time::Duration;
@@ -121,6 +121,14 @@ fn a_60_mb_message_is_refused_unread() {
     assert!(
         server.log_text().contains("Message too long"),
         "the server did not log why it cut the agent off"
+    );
+    assert_eq!(
+        metric(
+            &server,
+            r#"oca_rejected_total{reason="agent_message_too_big"}"#
+        ),
+        Some(2.0),
+        "both refusals are counted"
     );
 
     // The host is not banned: a well-behaved connection is served.

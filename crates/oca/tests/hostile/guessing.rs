@@ -3,7 +3,7 @@
 //! a right secret included, until its failures drain; a real agent behind the same
 //! address waits and gets in.
 
-use crate::common::{wait_for, Server};
+use crate::common::{metric, wait_for, Server};
 use crate::figures::{self, Case};
 use crate::wire;
 use std::time::{Duration, Instant};
@@ -88,6 +88,16 @@ fn wrong_activation_codes_are_throttled() {
     assert!(
         refused <= let_in_at_most(elapsed),
         "{refused} wrong codes were checked in {elapsed:?}"
+    );
+    assert_eq!(
+        metric(&server, r#"oca_rejected_total{reason="agent_auth_failed"}"#),
+        Some(refused as f64),
+        "every wrong code checked is counted"
+    );
+    assert_eq!(
+        metric(&server, r#"oca_rejected_total{reason="agent_throttled"}"#),
+        Some(throttled as f64),
+        "every throttled registration is counted"
     );
 
     // While throttled, the right code is refused too (else guessing would go on).

@@ -20,7 +20,7 @@ use std::collections::BTreeMap;
 
 /// The `scope_counts` name of the invocations of a kind in a scope (with that legacy
 /// status).
-fn invocations_tally(kind: InvocationKind, status: Option<InvokeStatus>) -> String {
+pub(super) fn invocations_tally(kind: InvocationKind, status: Option<InvokeStatus>) -> String {
     let base = match kind {
         InvocationKind::Command => "invocations",
         InvocationKind::File => "files",
@@ -32,7 +32,7 @@ fn invocations_tally(kind: InvocationKind, status: Option<InvokeStatus>) -> Stri
 }
 
 /// The `scope_counts` name of the tasks of a kind in a scope (with that coarse status).
-fn tasks_tally(kind: InvocationKind, status: Option<InstanceInvokeStatus>) -> String {
+pub(super) fn tasks_tally(kind: InvocationKind, status: Option<InstanceInvokeStatus>) -> String {
     let base = match kind {
         InvocationKind::Command => "tasks",
         InvocationKind::File => "file-tasks",

@@ -151,7 +151,7 @@ fn command(id: &str, scope: &Scope, created: Millis) -> CommandRecord {
     }
 }
 
-fn invocation(id: &str, scope: &Scope, created: Millis) -> InvocationRecord {
+pub(super) fn invocation(id: &str, scope: &Scope, created: Millis) -> InvocationRecord {
     InvocationRecord {
         invoke_id: id.into(),
         account_id: scope.account_id.clone(),
@@ -197,16 +197,16 @@ fn task(inv: &InvocationRecord, instance_id: &str) -> TaskRecord {
 }
 
 /// Stores `inv` with a pending task per instance.
-async fn put(s: &SqliteStore, inv: &InvocationRecord, instances: &[&str]) {
+pub(super) async fn put(s: &SqliteStore, inv: &InvocationRecord, instances: &[&str]) {
     let tasks: Vec<_> = instances.iter().map(|i| task(inv, i)).collect();
     s.insert_invocation(None, inv, &tasks).await.unwrap();
 }
 
-fn started(at: Millis) -> TaskEvent {
+pub(super) fn started(at: Millis) -> TaskEvent {
     TaskEvent::Started { at }
 }
 
-fn finished(status: S, output: &[u8]) -> TaskEvent {
+pub(super) fn finished(status: S, output: &[u8]) -> TaskEvent {
     TaskEvent::Finished {
         status,
         exit_code: Some(if status == S::Success { 0 } else { 1 }),
@@ -236,7 +236,7 @@ fn page(offset: u64, limit: u64) -> Page {
     Page { offset, limit }
 }
 
-async fn event(s: &SqliteStore, inv: &str, inst: &str, e: TaskEvent) -> TaskRecord {
+pub(super) async fn event(s: &SqliteStore, inv: &str, inst: &str, e: TaskEvent) -> TaskRecord {
     s.apply_task_event(inv, inst, e).await.unwrap().unwrap()
 }
 
