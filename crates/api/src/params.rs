@@ -303,6 +303,7 @@ impl Params {
             match bounded_json_strings(v, max.saturating_sub(out.len())) {
                 JsonList::Strings(list) => out.extend(list.into_iter().filter(|s| !s.is_empty())),
                 JsonList::TooMany => return Err(too_many()),
+                JsonList::NotAList if out.len() == max => return Err(too_many()),
                 JsonList::NotAList => out.push(v.to_string()),
             }
         }
@@ -508,6 +509,27 @@ mod tests {
         let mixed = p("InstanceId.1=a&InstanceId.2=b&InstanceId=%5B%22c%22%2C%22d%22%5D");
         assert!(mixed.list("InstanceId", 3, too_many).is_err());
         assert_eq!(mixed.list("InstanceId", 4, too_many).unwrap().len(), 4);
+    }
+
+    #[test]
+    fn a_plain_value_counts_towards_the_limit() {
+        // Found by the `params` fuzz target: `Name` itself, when not a JSON array, is
+        // one more item, and it too must stop at the limit.
+        let full = p("InstanceId.1=a&InstanceId.2=b&InstanceId.3=c&InstanceId=d");
+        let e = full.list("InstanceId", 3, too_many).unwrap_err();
+        assert_eq!(e.code(), "InstanceIds.ExceedLimit");
+        assert_eq!(
+            full.list("InstanceId", 4, too_many).unwrap(),
+            vec!["a", "b", "c", "d"]
+        );
+        assert!(p("InstanceId=a").list("InstanceId", 0, too_many).is_err());
+        // Empty entries are not items.
+        assert_eq!(
+            p("InstanceId.1=&InstanceId=d")
+                .list("InstanceId", 1, too_many)
+                .unwrap(),
+            vec!["d"]
+        );
     }
 
     #[test]
