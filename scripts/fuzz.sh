@@ -13,7 +13,8 @@
 # Installs cargo-fuzz when it is missing. Uses the nightly toolchain when there is
 # one, else stable with RUSTC_BOOTSTRAP=1 (cargo-fuzz needs nightly-only flags).
 # Each run starts from fuzz/corpus/<target>/: the committed seeds (seed-*) and what
-# earlier local runs found there (ignored by git). Logs go to fuzz/target/logs/.
+# earlier local runs found there (ignored by git), with fuzz/dicts/<target>.dict if
+# there is one. Logs go to fuzz/target/logs/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -62,9 +63,12 @@ mkdir -p fuzz/target/logs
 failed=()
 
 run_one() {
-    local t="$1" log="fuzz/target/logs/$1.log"
+    local t="$1" log="fuzz/target/logs/$1.log" dict=()
+    if [[ -f "fuzz/dicts/$t.dict" ]]; then
+        dict=(-dict="$PWD/fuzz/dicts/$t.dict")
+    fi
     "${fuzz[@]}" run "$t" -- \
-        -max_total_time="$seconds" -timeout="$timeout" -print_final_stats=1 \
+        -max_total_time="$seconds" -timeout="$timeout" -print_final_stats=1 "${dict[@]}" \
         >"$log" 2>&1
 }
 
