@@ -1,5 +1,8 @@
 """The OCA server and agents for the SDK tests: real processes on 127.0.0.1.
 
+The server speaks HTTPS with the private CA it makes in its data directory, as it does
+by default; the SDK trusts that CA through its `Config(ca=...)`.
+
 The binaries come from $OCA_BIN and $OCA_AGENT_BIN (scripts/test-sdk.sh sets them).
 """
 import json
@@ -35,15 +38,25 @@ class Server:
              "--min-cron-interval-secs", "1"],
             stdout=subprocess.PIPE, text=True, env={**os.environ, "RUST_LOG": "warn"})
         line = self.proc.stdout.readline()
-        assert line.startswith("OCA listening on http://"), line
+        assert line.startswith("OCA listening on https://"), line
         self.addr = line.strip().rsplit("/", 1)[-1]
+        tls = self.proc.stdout.readline()
+        assert "--fingerprint sha256:" in tls, tls
+        self.fingerprint = tls.strip().rsplit(" ", 1)[-1]
+        self.ca = os.path.join(self.dir, "tls", "ca.pem")
         self.agents = []
 
-    def client(self, signature: str = "v3") -> Client:
+    def config(self, signature: str = "v3", **extra) -> Config:
+        """What an SDK client is given: the endpoint over HTTPS and the server's CA."""
         cfg = Config(access_key_id=self.key_id, access_key_secret=self.secret,
-                     endpoint=self.addr, protocol="http", region_id=REGION)
+                     endpoint=self.addr, protocol="https", ca=self.ca, region_id=REGION,
+                     **extra)
         if signature == "v2":
             cfg.signature_algorithm = "v2"
+        return cfg
+
+    def client(self, signature: str = "v3") -> Client:
+        cfg = self.config(signature)
         return Client(cfg)
 
     def agent(self, name: str, **activation) -> str:
@@ -54,7 +67,8 @@ class Server:
             region_id=REGION, instance_name=name, instance_count=1, **activation)).body
         state = tempfile.mkdtemp(prefix="oca-agent-")
         proc = subprocess.Popen(
-            [_bin("OCA_AGENT_BIN", "oca-agent"), "--server", f"http://{self.addr}", "--state-dir", state,
+            [_bin("OCA_AGENT_BIN", "oca-agent"), "--server", f"https://{self.addr}",
+             "--fingerprint", self.fingerprint, "--state-dir", state,
              "--hostname", name, "--activation-id", act.activation_id, "--activation-code", act.activation_code],
             env={**os.environ, "RUST_LOG": "warn"})
         self.agents.append(proc)
@@ -97,11 +111,7 @@ def client(request, server):
 def swas_client_of(server, signature: str = "v3"):
     """An official SWAS-OPEN (2020-06-01) client on the same server and key."""
     from alibabacloud_swas_open20200601.client import Client as SwasClient
-    cfg = Config(access_key_id=server.key_id, access_key_secret=server.secret,
-                 endpoint=server.addr, protocol="http", region_id=REGION)
-    if signature == "v2":
-        cfg.signature_algorithm = "v2"
-    return SwasClient(cfg)
+    return SwasClient(server.config(signature))
 
 
 @pytest.fixture(params=["v3", "v2"])

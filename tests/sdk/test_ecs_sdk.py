@@ -126,13 +126,30 @@ def test_errors_reach_the_sdk(client, fleet):
 
 def test_wrong_secret_is_refused(server):
     for sig in ("v3", "v2"):
-        cfg = Config(access_key_id=server.key_id, access_key_secret="wrong", endpoint=server.addr,
-                     protocol="http", region_id=REGION)
-        if sig == "v2":
-            cfg.signature_algorithm = "v2"
+        cfg = server.config(sig)
+        cfg.access_key_secret = "wrong"
         bad = Client(cfg)
         expect_error(lambda: bad.describe_commands(ecs.DescribeCommandsRequest(region_id=REGION)),
                      "SignatureDoesNotMatch", 400)
+
+
+def test_https_is_verified_against_the_servers_ca(server):
+    """The SDK trusts the server through the CA it is given; without it (the system's
+    roots) the handshake fails, and plain HTTP gets the vendor's NeedSsl error."""
+    ok = Client(server.config())
+    assert ok.describe_commands(ecs.DescribeCommandsRequest(region_id=REGION)).body.request_id
+    # (By the name `localhost`, also in the certificate: the SDK pools connections by
+    # host, and one verified with the CA must not be reused here.)
+    port = server.addr.rsplit(":", 1)[-1]
+    untrusting = Client(Config(access_key_id=server.key_id, access_key_secret=server.secret,
+                               endpoint=f"localhost:{port}", protocol="https", region_id=REGION))
+    with pytest.raises(Exception) as e:
+        untrusting.describe_commands(ecs.DescribeCommandsRequest(region_id=REGION))
+    assert "certificate" in str(e.value).lower() or "ssl" in str(e.value).lower(), e.value
+    plain = Client(Config(access_key_id=server.key_id, access_key_secret=server.secret,
+                          endpoint=server.addr, protocol="http", region_id=REGION))
+    expect_error(lambda: plain.describe_commands(ecs.DescribeCommandsRequest(region_id=REGION)),
+                 "InvalidProtocol.NeedSsl", 404)
 
 
 def test_send_file(client, fleet, tmp_path):

@@ -19,24 +19,32 @@
 //! Output goes out batched: when 32 KiB are waiting, or 200 ms after the first unsent
 //! byte, in `Output` messages of at most 64 KiB read back from the spool file (so a
 //! `Resend` is the same code path).
+//!
+//! Parts: `register.rs` (the identity and the backoff), `startup.rs` (what the agent
+//! takes up from its state dir at start), `repeating.rs` (schedules, timers, runs of
+//! repeating tasks).
+
+mod register;
+mod repeating;
+mod startup;
+
+use register::{local_hostname, register, Backoff};
+pub use register::{register_once, Identity};
+use repeating::{Armed, Firing};
 
 use crate::exec::{self, Observer};
+use crate::isolation::{Isolation, Mode};
 use crate::proc;
-use crate::schedule::{self, host_zone, read_boot_id, Kept, Next, ScheduleStore, BOOT_ID_PATH};
+use crate::schedule::{host_zone, read_boot_id, ScheduleStore, BOOT_ID_PATH};
 use crate::spool::{self, Spool, TaskDir, TaskFile};
 use crate::url::ServerUrl;
 use anyhow::{bail, Context};
-use chrono::{DateTime, Utc};
 use futures_util::{SinkExt, StreamExt};
 use oca_domain::frequency::Zone;
 use oca_domain::status::InvocationStatus;
 use oca_domain::task_error::TaskError;
 use oca_domain::time::{now_millis, Millis};
-use oca_proto::{
-    AgentMsg, KnownTask, RegisterError, RegisterRequest, RegisterResponse, ServerMsg, Task,
-    TaskResult, PROTOCOL_VERSION,
-};
-use serde::{Deserialize, Serialize};
+use oca_proto::{AgentMsg, KnownTask, ServerMsg, Task, TaskResult, PROTOCOL_VERSION};
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -58,17 +66,20 @@ pub const FLUSH_DELAY: Duration = Duration::from_millis(200);
 pub const FLUSH_BYTES: u64 = 32 * 1024;
 /// The most output bytes in one `Output` message.
 pub const CHUNK_BYTES: u64 = 64 * 1024;
-const BACKOFF_START: Duration = Duration::from_millis(200);
-const BACKOFF_CAP: Duration = Duration::from_secs(30);
 /// A connection that lasted this long resets the backoff.
 const HEALTHY_AFTER: Duration = Duration::from_secs(5);
+/// The most an agent waits before it reconnects to a server that said it restarts.
+const RESTART_SPREAD: Duration = Duration::from_secs(3);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How to run the agent.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// `http://host:port`.
+    /// `https://host:port` (or `http://…`).
     pub server: String,
+    /// What to trust of an `https://` server, if told now (else what registration kept,
+    /// else the system's roots).
+    pub trust: Option<oca_tls::Trust>,
     pub state_dir: PathBuf,
     /// Needed only when the state dir has no identity yet.
     pub activation_id: Option<String>,
@@ -78,68 +89,72 @@ pub struct Config {
     /// Where this boot's id is read (reboot tasks fire on a new one); default
     /// [`BOOT_ID_PATH`]. Tests point it at a file of their own.
     pub boot_id_file: Option<PathBuf>,
+    /// How runs' processes are kept together ([`crate::isolation`]).
+    pub task_isolation: Mode,
 }
 
-/// What registration gave the agent, kept in `<state_dir>/identity.json`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Identity {
-    pub instance_id: String,
-    pub token: String,
-}
+/// The agent's umask: what it writes is its own.
+pub const AGENT_UMASK: libc::mode_t = 0o077;
 
-impl Identity {
-    pub fn path(state_dir: &Path) -> PathBuf {
-        state_dir.join("identity.json")
-    }
-
-    pub fn load(state_dir: &Path) -> anyhow::Result<Option<Identity>> {
-        let path = Identity::path(state_dir);
-        match std::fs::read(&path) {
-            Ok(b) => Ok(Some(
-                serde_json::from_slice(&b)
-                    .with_context(|| format!("reading {}", path.display()))?,
-            )),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
-        }
-    }
-
-    pub fn save(&self, state_dir: &Path) -> anyhow::Result<()> {
-        spool::write_atomic(
-            &Identity::path(state_dir),
-            &serde_json::to_vec_pretty(self)?,
-            0o600,
-        )
-        .context("saving the identity")
-    }
-}
-
-/// Runs the agent until a fatal error (registration refused, state dir unusable).
+/// Runs the agent until a fatal error (registration refused, state dir unusable,
+/// `--task-isolation cgroup` where cgroups cannot be used).
 pub async fn run(config: Config) -> anyhow::Result<()> {
+    // SAFETY: umask only sets the process's file mode creation mask.
+    unsafe { libc::umask(AGENT_UMASK) };
     proc::init();
     let url = ServerUrl::parse(&config.server)?;
     let spool = Spool::open(&config.state_dir)
         .with_context(|| format!("opening the state dir {}", config.state_dir.display()))?;
+    let isolation = Isolation::detect(config.task_isolation, &config.state_dir)
+        .await
+        .map_err(|why| anyhow::anyhow!("--task-isolation cgroup: {why}"))?;
     let hostname = config.hostname.clone().unwrap_or_else(local_hostname);
+    let trust = crate::transport::trust(config.trust.clone(), &config.state_dir)?;
+    let transport = crate::transport::Transport::new(&url, &trust, CONNECT_TIMEOUT)?;
+    if url.is_tls() {
+        tracing::info!("TLS: trusting {trust}");
+    }
     let identity = match Identity::load(&config.state_dir)? {
         Some(i) => i,
-        None => register(&config, &url, &hostname).await?,
+        None => {
+            let identity = register(&config, &url, &transport, &hostname, None).await?;
+            identity.save(&config.state_dir)?;
+            identity
+        }
     };
     let store = ScheduleStore::open(&config.state_dir)
         .with_context(|| format!("opening the state dir {}", config.state_dir.display()))?;
+    // What an agent with a looser umask left readable.
+    for path in [
+        Identity::path(&config.state_dir).as_path(),
+        spool.root(),
+        store.root(),
+    ] {
+        match spool::tighten(path) {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(path = %path.display(), "{n} entries made private"),
+            Err(e) => tracing::warn!(path = %path.display(), "cannot make private: {e}"),
+        }
+    }
     let boot_id = read_boot_id(
         config
             .boot_id_file
             .as_deref()
             .unwrap_or(Path::new(BOOT_ID_PATH)),
     );
-    tracing::info!(instance_id = %identity.instance_id, server = %url, %boot_id, "agent starting");
-    let mut agent = Agent::new(spool, store, hostname, boot_id, host_zone());
+    tracing::info!(
+        instance_id = %identity.instance_id,
+        server = %url,
+        %boot_id,
+        task_isolation = isolation.name(),
+        "agent starting"
+    );
+    let mut agent = Agent::new(spool, store, hostname, boot_id, host_zone(), isolation);
     agent.load().await;
     let mut backoff = Backoff::new();
     loop {
         let began = Instant::now();
-        match agent.session(&url, &identity).await {
+        match agent.session(&url, &transport, &identity).await {
             Ok(()) => tracing::info!("disconnected from the server"),
             Err(e) if is_unauthorized(&e) => {
                 tracing::warn!("connection to {url} refused: {e:#}");
@@ -150,7 +165,14 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         if agent.welcomed && began.elapsed() >= HEALTHY_AFTER {
             backoff.reset();
         }
-        let pause = backoff.next();
+        let pause = if std::mem::take(&mut agent.server_restarting) {
+            // Every agent of the server heard this at once: a random pause spreads
+            // their return over a few seconds; then the usual backoff, from its start.
+            backoff.reset();
+            RESTART_SPREAD.mul_f64(rand::random::<f64>())
+        } else {
+            backoff.next()
+        };
         tracing::debug!(?pause, "reconnecting");
         agent.offline(tokio::time::sleep(pause)).await;
     }
@@ -167,98 +189,6 @@ fn is_unauthorized(e: &anyhow::Error) -> bool {
                 if response.status() == 401
         )
     })
-}
-
-/// Registers with the activation code; retries while the server cannot be reached or
-/// throttles this address, gives up when it refuses.
-async fn register(config: &Config, url: &ServerUrl, hostname: &str) -> anyhow::Result<Identity> {
-    let (Some(activation_id), Some(activation_code)) =
-        (config.activation_id.clone(), config.activation_code.clone())
-    else {
-        bail!(
-            "{} does not exist: the agent is not registered; give --activation-id and --activation-code",
-            Identity::path(&config.state_dir).display()
-        );
-    };
-    let request = RegisterRequest {
-        activation_id,
-        activation_code,
-        hostname: hostname.to_string(),
-        os_type: OS_TYPE.to_string(),
-        agent_version: AGENT_VERSION.to_string(),
-        machine_id: std::fs::read_to_string("/etc/machine-id")
-            .map(|s| s.trim().to_string())
-            .unwrap_or_default(),
-    };
-    let client = reqwest::Client::builder()
-        .timeout(CONNECT_TIMEOUT)
-        .build()?;
-    let mut backoff = Backoff::new();
-    loop {
-        match client.post(url.register_url()).json(&request).send().await {
-            Ok(resp) if resp.status().is_success() => {
-                let r: RegisterResponse = resp.json().await.context("the register answer")?;
-                let identity = Identity {
-                    instance_id: r.instance_id,
-                    token: r.token,
-                };
-                identity.save(&config.state_dir)?;
-                tracing::info!(instance_id = %identity.instance_id, "registered");
-                return Ok(identity);
-            }
-            Ok(resp) if resp.status().is_client_error() => {
-                let status = resp.status();
-                let body = resp.text().await.unwrap_or_default();
-                match serde_json::from_str::<RegisterError>(&body) {
-                    // The server throttles this address (too many failed attempts from
-                    // it, perhaps a neighbour's behind the same NAT): not a refusal of
-                    // this code. Wait and try again.
-                    Ok(e) if e.code == oca_domain::throttle::THROTTLING_CODE => {
-                        tracing::warn!("registration throttled ({status}): {}", e.message)
-                    }
-                    Ok(e) => bail!("registration refused ({status}): {}: {}", e.code, e.message),
-                    Err(_) => bail!("registration refused ({status}): {body}"),
-                }
-            }
-            Ok(resp) => tracing::warn!("registration failed: {}", resp.status()),
-            Err(e) => tracing::warn!("registration failed: {e}"),
-        }
-        tokio::time::sleep(backoff.next()).await;
-    }
-}
-
-fn local_hostname() -> String {
-    ["/proc/sys/kernel/hostname", "/etc/hostname"]
-        .iter()
-        .filter_map(|p| std::fs::read_to_string(p).ok())
-        .map(|s| s.trim().to_string())
-        .find(|s| !s.is_empty())
-        .unwrap_or_else(|| "localhost".to_string())
-}
-
-/// Exponential backoff with jitter.
-struct Backoff {
-    next: Duration,
-}
-
-impl Backoff {
-    fn new() -> Self {
-        Backoff {
-            next: BACKOFF_START,
-        }
-    }
-
-    fn reset(&mut self) {
-        self.next = BACKOFF_START;
-    }
-
-    /// A pause between half and all of the current step; the step doubles.
-    fn next(&mut self) -> Duration {
-        let step = self.next;
-        self.next = (step * 2).min(BACKOFF_CAP);
-        let half = step / 2;
-        half + half.mul_f64(rand::random::<f64>())
-    }
 }
 
 /// A run: the task's invoke id and the run's number (0 for a one-time task).
@@ -317,14 +247,6 @@ impl Entry {
     }
 }
 
-/// A repeating task on the schedule, with its timer.
-struct Armed {
-    kept: Kept,
-    /// When it fires next (Period); `None`: not on a clock, or waiting for its current
-    /// run to end.
-    next: Option<DateTime<Utc>>,
-}
-
 type Sink = futures_util::stream::SplitSink<
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
     Message,
@@ -338,6 +260,8 @@ struct Agent {
     boot_id: String,
     /// The host's zone, for cron expressions without one.
     zone: Zone,
+    /// How runs' processes are kept together.
+    isolation: Isolation,
     tasks: BTreeMap<RunKey, Entry>,
     schedules: BTreeMap<String, Armed>,
     events_tx: mpsc::UnboundedSender<Event>,
@@ -345,6 +269,8 @@ struct Agent {
     running: JoinSet<()>,
     /// The current connection was welcomed.
     welcomed: bool,
+    /// The server closed the connection because it is restarting.
+    server_restarting: bool,
 }
 
 impl Agent {
@@ -354,6 +280,7 @@ impl Agent {
         hostname: String,
         boot_id: String,
         zone: Zone,
+        isolation: Isolation,
     ) -> Agent {
         let (events_tx, events_rx) = mpsc::unbounded_channel();
         Agent {
@@ -362,12 +289,14 @@ impl Agent {
             hostname,
             boot_id,
             zone,
+            isolation,
             tasks: BTreeMap::new(),
             schedules: BTreeMap::new(),
             events_tx,
             events_rx,
             running: JoinSet::new(),
             welcomed: false,
+            server_restarting: false,
         }
     }
 
@@ -378,90 +307,6 @@ impl Agent {
             notified: AtomicBool::new(false),
             events: self.events_tx.clone(),
         })
-    }
-
-    /// Takes up the state dir: the schedule, then the spool; forgets repeating tasks
-    /// whose last run has ended; fires reboot tasks if this is another boot; arms the
-    /// timers.
-    async fn load(&mut self) {
-        for kept in self.store.load() {
-            let id = kept.invoke_id().to_string();
-            self.schedules.insert(id, Armed { kept, next: None });
-        }
-        self.load_spool().await;
-        let done: Vec<String> = self
-            .schedules
-            .iter()
-            .filter(|(_, a)| a.kept.done)
-            .map(|(id, _)| id.clone())
-            .collect();
-        for id in done {
-            self.forget_schedule(&id);
-        }
-        let ids: Vec<String> = self.schedules.keys().cloned().collect();
-        for id in ids {
-            if self.schedules[&id].kept.fires_on_boot(&self.boot_id) {
-                tracing::info!(invoke_id = %id, boot_id = %self.boot_id, "a new boot: running the reboot task");
-                self.fire(&id, Firing::Boot);
-            } else {
-                self.arm(&id);
-            }
-        }
-        if !self.schedules.is_empty() {
-            tracing::info!(
-                tasks = self.schedules.len(),
-                zone = %self.zone,
-                "repeating tasks on the schedule"
-            );
-        }
-    }
-
-    /// Takes up the spool: results waiting for an ack, and runs the agent did not see
-    /// end (it died meanwhile), which are finished now as interrupted, their leftover
-    /// processes killed.
-    async fn load_spool(&mut self) {
-        for s in self.spool.load() {
-            let key = (s.file.task.invoke_id.clone(), s.file.run);
-            let result = match s.result {
-                Some(mut r) => {
-                    if self.settle(&mut r) {
-                        if let Err(e) = s.dir.write_result(&r) {
-                            tracing::error!(invoke_id = %key.0, run = key.1, "cannot spool the result: {e}");
-                        }
-                    }
-                    r
-                }
-                None => {
-                    tracing::warn!(invoke_id = %key.0, run = key.1, "the agent stopped during this run: interrupted");
-                    proc::kill_tree(None, &s.file.marker, Duration::from_secs(5)).await;
-                    let mut r = s.dir.interrupted_result(&s.file.task);
-                    r.run = s.file.run;
-                    // The schedule goes on unless this was its last run.
-                    r.more = s.file.run > 0
-                        && self
-                            .schedules
-                            .get(&key.0)
-                            .is_some_and(|a| !(a.kept.done && a.kept.last_run == s.file.run));
-                    if let Err(e) = s.dir.write_result(&r) {
-                        tracing::error!(invoke_id = %key.0, run = key.1, "cannot spool the result: {e}");
-                    }
-                    r
-                }
-            };
-            let progress = self.progress(&key, result.output_len);
-            self.tasks.insert(
-                key,
-                Entry {
-                    dir: s.dir,
-                    progress,
-                    stop: None,
-                    start_time: result.start_time,
-                    sent: result.output_len,
-                    result: Some(result),
-                    due: None,
-                },
-            );
-        }
     }
 
     /// Waits for `fut` while keeping up the agent's own work, as when disconnected: run
@@ -485,7 +330,12 @@ impl Agent {
 
     /// One connection, from connect to disconnect (`self.welcomed` says whether the
     /// server welcomed it).
-    async fn session(&mut self, url: &ServerUrl, identity: &Identity) -> anyhow::Result<()> {
+    async fn session(
+        &mut self,
+        url: &ServerUrl,
+        transport: &crate::transport::Transport,
+        identity: &Identity,
+    ) -> anyhow::Result<()> {
         self.welcomed = false;
         let mut request = url.connect_url().into_client_request()?;
         request.headers_mut().insert(
@@ -498,7 +348,12 @@ impl Agent {
         let (ws, _) = self
             .offline(tokio::time::timeout(
                 CONNECT_TIMEOUT,
-                tokio_tungstenite::connect_async_with_config(request, None, true),
+                tokio_tungstenite::connect_async_tls_with_config(
+                    request,
+                    None,
+                    true,
+                    transport.ws_connector(),
+                ),
             ))
             .await
             .context("connect timed out")??;
@@ -517,6 +372,7 @@ impl Agent {
                 hostname: self.hostname.clone(),
                 os_type: OS_TYPE.to_string(),
                 known: self.known(),
+                task_isolation: self.isolation.name().to_string(),
             },
         )
         .await?;
@@ -534,7 +390,12 @@ impl Agent {
                     last_heard = Instant::now();
                     let text = match frame {
                         Some(Ok(Message::Text(t))) => t,
-                        Some(Ok(Message::Close(_))) | None => return Ok(()),
+                        Some(Ok(Message::Close(frame))) => {
+                            self.server_restarting = frame
+                                .is_some_and(|f| u16::from(f.code) == oca_proto::CLOSE_RESTARTING);
+                            return Ok(());
+                        }
+                        None => return Ok(()),
                         Some(Ok(_)) => continue,
                         Some(Err(e)) => return Err(e.into()),
                     };
@@ -652,33 +513,10 @@ impl Agent {
                 if key.1 > 0 {
                     self.after_run(&key.0, key.1);
                 }
+                self.isolation.tidy();
                 Some(Event::Finished(result))
             }
         }
-    }
-
-    /// A run of a repeating task ended: a task whose last run it was is forgotten; one
-    /// whose due time waited for the run to end is armed again.
-    fn after_run(&mut self, invoke_id: &str, run: u64) {
-        match self.schedules.get(invoke_id) {
-            Some(a) if a.kept.done && a.kept.last_run == run => {
-                tracing::info!(%invoke_id, run, "the last run ended: schedule forgotten");
-                self.forget_schedule(invoke_id);
-            }
-            Some(a) if a.next.is_none() => self.arm(invoke_id),
-            _ => {}
-        }
-    }
-
-    /// A repeating run's result says the schedule goes on only if the agent still has
-    /// it (a `Stop` may have ended it while the run was finishing). Returns whether the
-    /// result changed.
-    fn settle(&self, result: &mut TaskResult) -> bool {
-        if result.run > 0 && result.more && !self.schedules.contains_key(&result.invoke_id) {
-            result.more = false;
-            return true;
-        }
-        false
     }
 
     /// Sends what an event asks for, on a live connection.
@@ -835,219 +673,12 @@ impl Agent {
         self.tasks.range_mut(range)
     }
 
-    /// A `Run` with a repeat: keep (or replace) the schedule and say so with `Scheduled`.
-    async fn on_repeating_run(&mut self, task: Task, sink: &mut Sink) -> anyhow::Result<()> {
-        let id = task.invoke_id.clone();
-        let existing = self.schedules.get(&id).map(|a| a.kept.clone());
-        if let Some(kept) = &existing {
-            if task.revision <= kept.revision() {
-                tracing::debug!(invoke_id = %id, revision = task.revision, "already scheduled");
-                return send(
-                    sink,
-                    &AgentMsg::Scheduled {
-                        invoke_id: id,
-                        revision: kept.revision(),
-                    },
-                )
-                .await;
-            }
-        } else if self.ended_here(&id) {
-            tracing::debug!(invoke_id = %id, "ended here, its last result not yet acknowledged: Run ignored");
-            return Ok(());
-        }
-        let next_run = existing.as_ref().map_or(0, |k| k.last_run) + 1;
-        let changed = existing
-            .as_ref()
-            .is_none_or(|k| k.task.repeat != task.repeat);
-        if changed {
-            if let Err(e) = schedule::check(&task, Utc::now(), self.zone) {
-                tracing::warn!(invoke_id = %id, "the task cannot run here: {e}");
-                self.forget_schedule(&id);
-                let error = e.task_error().unwrap_or(TaskError::BadCronExpression);
-                self.refuse(task, next_run, error);
-                return Ok(());
-            }
-        }
-        let kept = match existing {
-            Some(mut kept) => {
-                kept.replace(task);
-                kept
-            }
-            None => Kept::new(task, &self.boot_id),
-        };
-        if let Err(e) = self.store.save(&kept) {
-            tracing::error!(invoke_id = %id, "cannot keep the schedule: {e}");
-            if !self.schedules.contains_key(&id) {
-                self.refuse(kept.task, next_run, TaskError::ExecutionException);
-            }
-            return Ok(());
-        }
-        let revision = kept.revision();
-        tracing::info!(invoke_id = %id, revision, "scheduled");
-        self.schedules
-            .insert(id.clone(), Armed { kept, next: None });
-        self.arm(&id);
-        send(
-            sink,
-            &AgentMsg::Scheduled {
-                invoke_id: id,
-                revision,
-            },
-        )
-        .await
-    }
-
-    /// Whether a repeating task ended on this agent and its last result still waits for
-    /// its ack (a `Run` for it then is a stale one).
-    fn ended_here(&self, invoke_id: &str) -> bool {
-        let range = (invoke_id.to_string(), 1)..=(invoke_id.to_string(), u64::MAX);
-        self.tasks
-            .range(range)
-            .any(|(_, e)| e.result.as_ref().is_some_and(|r| !r.more))
-    }
-
-    /// Sets a task's timer from its schedule; a task with no run left ends now.
-    fn arm(&mut self, invoke_id: &str) {
-        let Some(a) = self.schedules.get_mut(invoke_id) else {
-            return;
-        };
-        match a.kept.next(Utc::now(), self.zone) {
-            Next::At(t) => a.next = Some(t),
-            Next::Never => a.next = None,
-            Next::Over(why) => {
-                tracing::warn!(%invoke_id, "the schedule is over: {why}");
-                let kept = a.kept.clone();
-                self.forget_schedule(invoke_id);
-                self.refuse(kept.task, kept.last_run + 1, TaskError::BadCronExpression);
-            }
-        }
-    }
-
-    /// The earliest timer, as a monotonic instant.
-    fn next_wake(&self) -> Option<Instant> {
-        let next = self.schedules.values().filter_map(|a| a.next).min()?;
-        let wait = (next - Utc::now()).to_std().unwrap_or_default();
-        // A millisecond over, so that the wall clock has passed the slot on waking.
-        Some(Instant::now() + wait + Duration::from_millis(1))
-    }
-
-    /// Runs every task whose slot has come, unless its previous run is still going
-    /// (then the slot is skipped: not stacked, not counted).
-    fn fire_due(&mut self) {
-        let now = Utc::now();
-        let due: Vec<(String, DateTime<Utc>)> = self
-            .schedules
-            .iter()
-            .filter_map(|(id, a)| Some((id.clone(), a.next.filter(|t| *t <= now)?)))
-            .collect();
-        for (id, slot) in due {
-            if let Some(a) = self.schedules.get_mut(&id) {
-                a.next = None;
-            }
-            let busy = self.runs_mut(&id).any(|(_, e)| e.result.is_none());
-            if busy {
-                tracing::info!(invoke_id = %id, %slot, "the previous run is still going: slot skipped");
-            } else {
-                self.fire(&id, Firing::Slot(slot));
-            }
-            self.arm(&id);
-            // A time already past (an at() whose slot was skipped) waits for the run to
-            // end.
-            if let Some(a) = self.schedules.get_mut(&id) {
-                if a.next.is_some_and(|t| t <= now) {
-                    a.next = None;
-                }
-            }
-        }
-    }
-
-    /// Starts a run of a repeating task: its number and slot (or boot) are on disk
-    /// before it starts.
-    fn fire(&mut self, invoke_id: &str, how: Firing) {
-        let Some(a) = self.schedules.get_mut(invoke_id) else {
-            return;
-        };
-        let mut kept = a.kept.clone();
-        let more = match how {
-            Firing::Slot(slot) => kept.fire_slot(slot, self.zone),
-            Firing::Boot => kept.fire_on_boot(&self.boot_id),
-        };
-        if let Err(e) = self.store.save(&kept) {
-            tracing::error!(%invoke_id, "cannot record the run: {e}; not run");
-            return;
-        }
-        a.kept = kept;
-        let mut task = a.kept.task.clone();
-        let run = a.kept.last_run;
-        // A repeating run's result is its 24 KB view: no output chunks.
-        task.output_cap = 0;
-        self.start(task, run, more);
-    }
-
-    /// Forgets a repeating task's schedule (its runs stay until acknowledged).
-    fn forget_schedule(&mut self, invoke_id: &str) {
-        self.schedules.remove(invoke_id);
-        if let Err(e) = self.store.remove(invoke_id) {
-            tracing::error!(%invoke_id, "cannot remove the schedule: {e}");
-        }
-    }
-
-    /// Ends a run before it starts: spools `error`'s result (`more: false`) for the run
-    /// and reports it like any other.
-    fn refuse(&mut self, task: Task, run: u64, error: TaskError) {
-        let key = (task.invoke_id.clone(), run);
-        let result = TaskResult {
-            invoke_id: task.invoke_id.clone(),
-            status: error.status(),
-            exit_code: None,
-            error: Some(error),
-            start_time: None,
-            finish_time: now_millis(),
-            output: String::new(),
-            dropped: 0,
-            output_len: 0,
-            run,
-            more: false,
-        };
-        let file = TaskFile {
-            task,
-            run,
-            marker: String::new(),
-            received_at: now_millis(),
-        };
-        let dir = match self.spool.create(&file) {
-            Ok(dir) => {
-                if let Err(e) = dir.write_result(&result) {
-                    tracing::error!(invoke_id = %key.0, run, "cannot spool the result: {e}");
-                }
-                dir
-            }
-            Err(e) => {
-                tracing::error!(invoke_id = %key.0, run, "cannot spool the task: {e}");
-                self.spool.dir(&key.0, run)
-            }
-        };
-        let progress = self.progress(&key, 0);
-        self.tasks.insert(
-            key,
-            Entry {
-                dir,
-                progress,
-                stop: None,
-                start_time: None,
-                result: Some(result.clone()),
-                sent: 0,
-                due: None,
-            },
-        );
-        let _ = self.events_tx.send(Event::Finished(result));
-    }
-
     /// Spools a run and starts it. `more`: the schedule goes on after this run (unless
     /// a `Stop` ends it).
     fn start(&mut self, task: Task, run: u64, more: bool) {
         let key = (task.invoke_id.clone(), run);
         let file = TaskFile {
+            cgroup: self.isolation.cgroup_for(&task.invoke_id, run),
             task,
             run,
             marker: format!("{:032x}", rand::random::<u128>()),
@@ -1058,20 +689,12 @@ impl Agent {
             Err(e) => {
                 // Without a spool the run cannot keep its promises: do not start it.
                 tracing::error!(invoke_id = %key.0, run, "cannot spool the task: {e}");
-                let error = TaskError::ExecutionException;
-                let result = TaskResult {
-                    invoke_id: key.0.clone(),
-                    status: error.status(),
-                    exit_code: None,
-                    error: Some(error),
-                    start_time: None,
-                    finish_time: now_millis(),
-                    output: String::new(),
-                    dropped: 0,
-                    output_len: 0,
+                let result = TaskResult::not_started(
+                    &key.0,
                     run,
-                    more: false,
-                };
+                    TaskError::ExecutionException,
+                    now_millis(),
+                );
                 let progress = self.progress(&key, 0);
                 self.tasks.insert(
                     key.clone(),
@@ -1111,7 +734,15 @@ impl Agent {
                     std::future::pending::<()>().await;
                 }
             };
-            let mut result = exec::execute(&file.task, &dir, &file.marker, stop, &*progress).await;
+            let mut result = exec::execute(
+                &file.task,
+                &dir,
+                &file.marker,
+                file.cgroup.as_deref(),
+                stop,
+                &*progress,
+            )
+            .await;
             result.run = run;
             result.more = more && result.status != InvocationStatus::Terminated;
             if let Err(e) = dir.write_result(&result) {
@@ -1158,14 +789,6 @@ impl Agent {
     }
 }
 
-/// Why a repeating task runs.
-enum Firing {
-    /// Its slot came (Period).
-    Slot(DateTime<Utc>),
-    /// The agent started on another boot (reboot modes).
-    Boot,
-}
-
 fn log_join(joined: Result<(), tokio::task::JoinError>) {
     if let Err(e) = joined {
         if e.is_panic() {
@@ -1192,25 +815,5 @@ async fn sleep_until(at: Option<Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_doubles_to_the_cap_with_jitter_and_resets() {
-        let mut b = Backoff::new();
-        let first = b.next();
-        assert!(first >= BACKOFF_START / 2 && first <= BACKOFF_START);
-        for _ in 0..20 {
-            assert!(b.next() <= BACKOFF_CAP);
-        }
-        assert_eq!(b.next, BACKOFF_CAP);
-        let late = b.next();
-        assert!(late >= BACKOFF_CAP / 2);
-        b.reset();
-        assert!(b.next() <= BACKOFF_START);
     }
 }

@@ -15,7 +15,8 @@
 //! - **User.** `task.username` (empty: the agent's own user) is looked up in the user
 //!   database; unknown: `Invalid` / `AccountNotExists`. The child takes its uid, gid and
 //!   supplementary groups and `HOME`, `USER`, `LOGNAME`, `SHELL` and a standard `PATH`
-//!   (`LANG`, `LC_*` and `TZ` pass through from the agent).
+//!   (`LANG`, `LC_*` and `TZ` pass through from the agent), and the umask 022 of a
+//!   normal login (the agent's own, 077, keeps its files private: not the scripts').
 //! - **Directory.** `task.working_dir` (relative: from the home directory; empty: the home
 //!   directory, or `/` for the agent's own user without one); missing:
 //!   `Invalid` / `DirectoryNotExists` (as the official agent does, a named user whose home
@@ -25,8 +26,11 @@
 //!   the spool's output file, and the [`Observer`] hears how many are there.
 //! - **End.** The run ends when the script's process exits (output still in the pipe is
 //!   read until it stops arriving; descendants left running keep running, their later
-//!   output is read and discarded). On timeout or stop the whole process tree is killed
-//!   ([`crate::proc::kill_tree`]).
+//!   output is read and discarded). On timeout or stop the whole process tree is killed:
+//!   the run's cgroup when the agent isolates runs with cgroups, then the session, the
+//!   group, the descendants and the marker ([`crate::isolation`],
+//!   [`crate::proc::kill_tree`]); TerminationMode Process kills the script's process
+//!   only.
 //!
 //! | how it ended                     | status     | exit code | error              |
 //! |----------------------------------|------------|-----------|--------------------|
@@ -42,6 +46,7 @@
 //! The official agent reports exit code 1 on a timeout (it sets it explicitly) and the
 //! Go exit code of the process otherwise, which is -1 for a process killed by a signal.
 
+use crate::isolation::{self, TaskCgroup};
 use crate::proc::{self, Exit, MARKER_ENV};
 use crate::spool::TaskDir;
 use oca_domain::command::{encode_base64, CommandType, TerminationMode};
@@ -54,7 +59,7 @@ use std::ffi::{CString, OsString};
 use std::fs::{self, File};
 use std::future::Future;
 use std::io::{self, Write};
-use std::os::fd::OwnedFd;
+use std::os::fd::{OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::os::unix::process::CommandExt;
@@ -64,6 +69,8 @@ use std::time::Duration;
 use tokio::io::AsyncReadExt;
 use tokio::net::unix::pipe;
 
+/// The umask a script starts with (the agent's own is 077).
+pub const SCRIPT_UMASK: libc::mode_t = 0o022;
 /// The PATH a script gets.
 pub const SCRIPT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 /// The exit code reported for a run that timed out (as the official agent does).
@@ -85,11 +92,14 @@ pub trait Observer: Send + Sync {
 impl Observer for () {}
 
 /// Runs `task`, spooling its output and script in `dir`, its processes marked with
-/// `marker`. `stop` resolving ends the run as `Terminated`.
+/// `marker` and, when `cgroup` names one ([`crate::isolation::Isolation::cgroup_for`]),
+/// born in that cgroup (created now, removed when the run ends unless processes
+/// remain). `stop` resolving ends the run as `Terminated`.
 pub async fn execute(
     task: &Task,
     dir: &TaskDir,
     marker: &str,
+    cgroup: Option<&Path>,
     stop: impl Future<Output = ()>,
     observer: &dyn Observer,
 ) -> TaskResult {
@@ -150,7 +160,20 @@ pub async fn execute(
         },
     };
 
-    let spawned = spawn(&program, &args, &account, &cwd, marker);
+    let cgroup = cgroup.and_then(|path| match TaskCgroup::create(path) {
+        Ok(c) => Some(c),
+        Err(e) => {
+            tracing::warn!(
+                invoke_id = %task.invoke_id,
+                cgroup = %path.display(),
+                "cannot create the run's cgroup: {e}; its processes are tracked by session \
+                 and marker only"
+            );
+            None
+        }
+    });
+    let cgroup_fd = cgroup.as_ref().map(TaskCgroup::procs_fd);
+    let spawned = spawn(&program, &args, &account, &cwd, marker, cgroup_fd);
     let (pid, exit_rx, reader) = match spawned {
         Ok(s) => s,
         Err(e) => {
@@ -200,7 +223,14 @@ pub async fn execute(
     };
     if matches!(end, End::Timeout | End::Stopped) {
         match task.termination_mode {
-            TerminationMode::ProcessTree => proc::kill_tree(Some(pid), marker, KILL_LIMIT).await,
+            TerminationMode::ProcessTree => {
+                if let Some(cg) = &cgroup {
+                    cg.kill(KILL_LIMIT).await;
+                }
+                // Also what a root script moved out of its cgroup, if it kept its session
+                // or its marker.
+                proc::kill_tree(Some(pid), marker, KILL_LIMIT).await
+            }
             TerminationMode::Process => {
                 let _ = nix::sys::signal::kill(
                     nix::unistd::Pid::from_raw(pid),
@@ -221,6 +251,7 @@ pub async fn execute(
         tokio::spawn(discard(rest));
     }
     drop(script);
+    drop(cgroup);
 
     let (status, code, error) = match end {
         End::Exited(Exit::Code(0)) => (InvocationStatus::Success, 0, None),
@@ -246,19 +277,7 @@ pub async fn execute(
 
 /// A result for a task that could not run as asked.
 fn invalid(task: &Task, error: TaskError) -> TaskResult {
-    TaskResult {
-        invoke_id: task.invoke_id.clone(),
-        status: error.status(),
-        exit_code: None,
-        error: Some(error),
-        start_time: None,
-        finish_time: now_millis(),
-        output: String::new(),
-        dropped: 0,
-        output_len: 0,
-        run: 0,
-        more: false,
-    }
+    TaskResult::not_started(&task.invoke_id, 0, error, now_millis())
 }
 
 async fn read_some(reader: &mut Option<pipe::Receiver>, buf: &mut [u8]) -> Option<usize> {
@@ -622,7 +641,8 @@ fn environment(account: &Account, marker: &str) -> Vec<(OsString, OsString)> {
     env
 }
 
-/// Starts the script's process: its own session, the account's credentials, the
+/// Starts the script's process: in the cgroup whose `cgroup.procs` is open as
+/// `cgroup_fd` if any, its own session, umask 022, the account's credentials, the
 /// working directory, stdin from /dev/null, stdout and stderr on one pipe.
 fn spawn(
     program: &Path,
@@ -630,6 +650,7 @@ fn spawn(
     account: &Account,
     cwd: &Path,
     marker: &str,
+    cgroup_fd: Option<RawFd>,
 ) -> io::Result<(i32, tokio::sync::oneshot::Receiver<Exit>, pipe::Receiver)> {
     let (reader, writer) = io::pipe()?;
     let mut cmd = Command::new(program);
@@ -653,9 +674,14 @@ fn spawn(
                     Ok(())
                 }
             };
+            // First, so that everything the script starts is born in the cgroup.
+            if let Some(fd) = cgroup_fd {
+                isolation::enter_in_child(fd)?;
+            }
             if libc::setsid() == -1 {
                 return Err(io::Error::last_os_error());
             }
+            libc::umask(SCRIPT_UMASK);
             if switch {
                 check(libc::setgroups(groups.len() as _, groups.as_ptr()))?;
                 check(libc::setgid(gid))?;

@@ -4,9 +4,13 @@
 //! What is refused before anything is written ends `Invalid` with the official
 //! agent's codes (FileNameInvalid, FileExist, EmptyFile, InvalidFileContent,
 //! InvalidFileMode, FileOwnerNotExist, FileGroupNotExist); a failure while writing ends
-//! `Failed`. The file is written to a temporary name in the target directory, given
-//! its owner and mode, synced, and renamed over the target, then the directory is
-//! synced: a reader sees the old file or the whole new one, never a part.
+//! `Failed`. A mode with the setuid, setgid or sticky bit is refused (InvalidFileMode):
+//! the API refuses them too, this is the host's own check. The file is written to a
+//! short temporary name in the target directory (`.oca-<12 hex digits>`, so that any
+//! name the file system accepts, up to 255 bytes, can be delivered), given its owner
+//! and mode, synced, and renamed over the target, then the directory is synced: a
+//! reader sees the old file or the whole new one, never a part. Directories it creates
+//! are 0755 (whatever the agent's own umask, 077).
 
 use nix::unistd::{Group, User};
 use oca_domain::command::decode_base64;
@@ -14,12 +18,16 @@ use oca_domain::status::InvocationStatus;
 use oca_domain::task_error::TaskError;
 use oca_domain::time::now_millis;
 use oca_proto::{FileDelivery, Task, TaskResult};
-use std::io::Write;
+use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 /// The default mode of a delivered file.
 const DEFAULT_MODE: u32 = 0o644;
+/// The mode of the directories a delivery creates.
+const DIR_MODE: u32 = 0o755;
+/// The setuid, setgid and sticky bits: refused.
+const SPECIAL_BITS: u32 = 0o7000;
 
 /// Writes the task's file and reports how it went.
 pub fn deliver(task: &Task, file: &FileDelivery) -> TaskResult {
@@ -59,7 +67,24 @@ fn parse_mode(mode: &str) -> Option<u32> {
     if mode.len() > 4 || !mode.bytes().all(|b| (b'0'..=b'7').contains(&b)) {
         return None;
     }
-    u32::from_str_radix(mode, 8).ok()
+    u32::from_str_radix(mode, 8)
+        .ok()
+        .filter(|m| m & SPECIAL_BITS == 0)
+}
+
+/// Creates `dir` and its missing parents with mode [`DIR_MODE`].
+fn create_dirs(dir: &Path) -> io::Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    if let Some(parent) = dir.parent() {
+        create_dirs(parent)?;
+    }
+    match std::fs::DirBuilder::new().mode(DIR_MODE).create(dir) {
+        Ok(()) => std::fs::set_permissions(dir, std::fs::Permissions::from_mode(DIR_MODE)),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists && dir.is_dir() => Ok(()),
+        Err(e) => Err(e),
+    }
 }
 
 fn write(f: &FileDelivery) -> Result<(), TaskError> {
@@ -96,13 +121,9 @@ fn write(f: &FileDelivery) -> Result<(), TaskError> {
     if target.symlink_metadata().is_ok() && !f.overwrite {
         return Err(TaskError::FileExist);
     }
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o755)
-        .create(dir)
-        .map_err(|_| TaskError::DirectoryCreateFailed)?;
+    create_dirs(dir).map_err(|_| TaskError::DirectoryCreateFailed)?;
 
-    let tmp: PathBuf = dir.join(format!(".{}.oca-{:016x}", f.name, rand::random::<u64>()));
+    let tmp: PathBuf = dir.join(format!(".oca-{:012x}", rand::random::<u64>() >> 16));
     let result = (|| {
         let mut out = std::fs::OpenOptions::new()
             .write(true)
@@ -146,5 +167,9 @@ mod tests {
         assert_eq!(parse_mode("0999"), None);
         assert_eq!(parse_mode("rwx"), None);
         assert_eq!(parse_mode("07777"), None);
+        for special in ["4755", "2755", "1777", "6755", "7777"] {
+            assert_eq!(parse_mode(special), None, "{special}");
+        }
+        assert_eq!(parse_mode("0777"), Some(0o777));
     }
 }

@@ -1,16 +1,21 @@
 //! The spool: everything the agent must not lose, on disk, one directory per task.
 //!
 //! ```text
-//! <state_dir>/identity.json             instance id + token (0600)
+//! <state_dir>/identity.json             instance id + token
 //! <state_dir>/tasks/<invoke_id>/           a one-time task
 //! <state_dir>/tasks/<invoke_id>@<run>/     run number <run> of a repeating task
-//!     task.json      the task, its run number and its process marker, written when the
-//!                    Run arrives (when the run is due, for a repeating task)
+//!     task.json      the task, its run number, its process marker and its cgroup,
+//!                    written when the Run arrives (when the run is due, for a
+//!                    repeating task)
 //!     started        the start time (ms since the epoch), once the process started
 //!     output         the first `output_cap` bytes of output, as the script printed them
 //!     script.sh      the script (`script.ps1` for PowerShell) when run as the agent's user
 //!     result.json    the TaskResult, once the task ended
 //! ```
+//!
+//! Everything here is private: directories are 0700 and files 0600, created so (the
+//! agent also runs with umask 077), and [`tighten`] takes back a state dir an older
+//! agent or an operator left more open.
 //!
 //! `task.json` and `result.json` are written atomically (temporary file, fsync, rename,
 //! fsync of the directory). A task's directory is removed only when the server
@@ -29,7 +34,7 @@ use oca_proto::{Task, TaskResult};
 use serde::{Deserialize, Serialize};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
-use std::os::unix::fs::{FileExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 const TASK_FILE: &str = "task.json";
@@ -46,6 +51,10 @@ pub struct TaskFile {
     pub run: u64,
     /// The value of `OCA_TASK_MARKER` in the task's processes.
     pub marker: String,
+    /// The run's cgroup when the agent isolates tasks with cgroups
+    /// ([`crate::isolation`]); absent under process-tree.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cgroup: Option<PathBuf>,
     pub received_at: Millis,
 }
 
@@ -79,19 +88,15 @@ impl Spool {
     /// 0), `<invoke_id>@<run>` for a run of a repeating task (`@` never appears in the
     /// name of an invoke id, which is the id itself or `x` and its hex).
     pub fn dir(&self, invoke_id: &str, run: u64) -> TaskDir {
-        let name = match run {
-            0 => dir_name(invoke_id),
-            n => format!("{}@{n}", dir_name(invoke_id)),
-        };
         TaskDir {
-            path: self.root.join(name),
+            path: self.root.join(run_name(invoke_id, run)),
         }
     }
 
     /// Records a task (a run) that just arrived.
     pub fn create(&self, file: &TaskFile) -> io::Result<TaskDir> {
         let dir = self.dir(&file.task.invoke_id, file.run);
-        fs::create_dir_all(&dir.path)?;
+        create_private_dir(&dir.path)?;
         write_atomic(
             &dir.path.join(TASK_FILE),
             &serde_json::to_vec_pretty(file).map_err(io::Error::other)?,
@@ -147,7 +152,7 @@ impl TaskDir {
     /// A task directory at `path` (created if missing), outside any [`Spool`].
     pub fn at(path: impl Into<PathBuf>) -> io::Result<TaskDir> {
         let path = path.into();
-        fs::create_dir_all(&path)?;
+        create_private_dir(&path)?;
         Ok(TaskDir { path })
     }
 
@@ -197,7 +202,14 @@ impl TaskDir {
     }
 
     pub fn write_started(&self, at: Millis) {
-        if let Err(e) = fs::write(self.path.join(STARTED_FILE), at.to_string()) {
+        let written = OpenOptions::new()
+            .create(true)
+            .write(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(self.path.join(STARTED_FILE))
+            .and_then(|mut f| f.write_all(at.to_string().as_bytes()));
+        if let Err(e) = written {
             tracing::warn!(dir = %self.path.display(), "start time not spooled: {e}");
         }
     }
@@ -256,6 +268,16 @@ impl TaskDir {
     }
 }
 
+/// The name of a run's spool directory (and of its cgroup): `<invoke_id>` for a
+/// one-time task (run 0), `<invoke_id>@<run>` for a run of a repeating task, the invoke
+/// id as [`dir_name`] writes it.
+pub(crate) fn run_name(invoke_id: &str, run: u64) -> String {
+    match run {
+        0 => dir_name(invoke_id),
+        n => format!("{}@{n}", dir_name(invoke_id)),
+    }
+}
+
 /// A file or directory name for an invoke id: the id itself when it is a plain name,
 /// else `x` and its hex.
 pub(crate) fn dir_name(invoke_id: &str) -> String {
@@ -273,13 +295,61 @@ pub(crate) fn dir_name(invoke_id: &str) -> String {
     }
 }
 
-/// Creates `dir` if needed with mode 0700.
+/// Creates `dir` if needed with mode 0700; an existing `dir` open to its group or to
+/// others is closed to them (0700).
 pub fn ensure_private_dir(dir: &Path) -> io::Result<()> {
     if !dir.is_dir() {
-        fs::create_dir_all(dir)?;
+        create_private_dir(dir)?;
+    }
+    let mode = fs::metadata(dir)?.permissions().mode();
+    if mode & 0o077 != 0 {
+        tracing::info!(dir = %dir.display(), "mode {:o} tightened to 0700", mode & 0o7777);
         fs::set_permissions(dir, fs::Permissions::from_mode(0o700))?;
     }
     Ok(())
+}
+
+/// Creates `dir` (and missing parents) with mode 0700, whatever the umask.
+fn create_private_dir(dir: &Path) -> io::Result<()> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
+}
+
+/// Closes `path` (a file, or a directory and everything under it) to group and others:
+/// directories become 0700 and files lose their group and other bits (so 0600).
+/// Symbolic links are left alone and not followed; a missing `path` is nothing to do.
+/// Returns how many entries changed. For the parts of a state dir written by an agent
+/// that ran with a looser umask (only the agent's own entries: the state dir may not be
+/// the agent's alone).
+pub fn tighten(path: &Path) -> io::Result<u64> {
+    let mut changed = 0;
+    let mut stack = vec![path.to_path_buf()];
+    while let Some(p) = stack.pop() {
+        let meta = match fs::symlink_metadata(&p) {
+            Ok(m) => m,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        let mode = meta.permissions().mode() & 0o7777;
+        let wanted = if meta.is_dir() {
+            for e in fs::read_dir(&p)?.flatten() {
+                stack.push(e.path());
+            }
+            0o700
+        } else if meta.is_file() {
+            mode & !0o077
+        } else {
+            continue;
+        };
+        if mode != wanted {
+            fs::set_permissions(&p, fs::Permissions::from_mode(wanted))?;
+            changed += 1;
+        }
+    }
+    Ok(changed)
 }
 
 /// Writes `bytes` to `path` atomically: a temporary file, fsync, rename, fsync of the
@@ -350,6 +420,7 @@ mod tests {
             task: task("t-1"),
             run: 0,
             marker: "m".into(),
+            cgroup: None,
             received_at: 1,
         };
         let dir = spool.create(&file).unwrap();

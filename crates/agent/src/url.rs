@@ -1,6 +1,6 @@
 //! The server's address, in one place: `http://host:port` (a path prefix is kept) gives
 //! the register URL and, with `ws://`, the WebSocket URL; `https://` maps to `wss://`
-//! (the build has no TLS yet, so such a server cannot be reached today).
+//! (see `transport.rs` for what is trusted).
 
 use oca_proto::{CONNECT_PATH, REGISTER_PATH};
 
@@ -28,6 +28,11 @@ impl ServerUrl {
             http: format!("{}://{rest}", scheme.to_ascii_lowercase()),
             ws: format!("{ws_scheme}://{rest}"),
         })
+    }
+
+    /// Whether the server is reached over TLS (`https://`).
+    pub fn is_tls(&self) -> bool {
+        self.http.starts_with("https://")
     }
 
     /// `POST` here to register.

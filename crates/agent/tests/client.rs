@@ -90,11 +90,13 @@ async fn a_refused_registration_stops_the_agent() {
     let state = tempfile::tempdir().unwrap();
     let cfg = Config {
         server: server.url.clone(),
+        trust: None,
         state_dir: state.path().to_path_buf(),
         activation_id: Some("act-1".into()),
         activation_code: Some("wrong".into()),
         hostname: Some("testhost".into()),
         boot_id_file: None,
+        task_isolation: Default::default(),
     };
     let err = tokio::time::timeout(WAIT, oca_agent::run(cfg))
         .await

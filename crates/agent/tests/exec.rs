@@ -47,7 +47,7 @@ async fn run_with(
     let tmp = tempfile::tempdir().unwrap();
     let dir = TaskDir::at(tmp.path().join(&task.invoke_id)).unwrap();
     let marker = format!("{:032x}", rand::random::<u128>());
-    let result = execute(&task, &dir, &marker, stop, observer).await;
+    let result = execute(&task, &dir, &marker, None, stop, observer).await;
     let view = decode_base64(&result.output).unwrap();
     let spooled = std::fs::read(dir.output_path()).unwrap_or_default();
     Ran {
@@ -491,6 +491,36 @@ async fn a_file_is_delivered_with_its_mode_into_a_new_directory() {
     }
 }
 
+/// Any name the file system takes (255 bytes) can be delivered: the temporary file's
+/// name is short.
+#[tokio::test]
+async fn files_with_the_longest_names_are_delivered() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ascii = "a".repeat(251) + ".txt";
+    let wide = "中".repeat(85);
+    for name in [ascii, wide] {
+        assert_eq!(name.len(), 255);
+        let r = run(file_task(tmp.path(), &name, b"long\n", false)).await;
+        assert_eq!(r.result.status, S::Success, "{:?}", r.result);
+        assert_eq!(std::fs::read(tmp.path().join(&name)).unwrap(), b"long\n");
+        // Again, over it.
+        let r = run(file_task(tmp.path(), &name, b"again\n", true)).await;
+        assert_eq!(r.result.status, S::Success, "{:?}", r.result);
+        assert_eq!(std::fs::read(tmp.path().join(&name)).unwrap(), b"again\n");
+    }
+    assert_eq!(
+        std::fs::read_dir(tmp.path()).unwrap().count(),
+        2,
+        "no temporary file left"
+    );
+    // One byte more is no name at all.
+    let r = run(file_task(tmp.path(), &"a".repeat(256), b"x", false)).await;
+    assert_eq!(
+        (r.result.status, r.result.error),
+        (S::Invalid, Some(TaskError::FileNameInvalid))
+    );
+}
+
 #[tokio::test]
 async fn bad_file_deliveries_are_invalid_and_write_nothing() {
     let tmp = tempfile::tempdir().unwrap();
@@ -509,6 +539,30 @@ async fn bad_file_deliveries_are_invalid_and_write_nothing() {
             {
                 let mut t = file_task(&dir, "m", b"x", false);
                 t.file.as_mut().unwrap().mode = "0999".into();
+                t
+            },
+            TaskError::InvalidFileMode,
+        ),
+        (
+            {
+                let mut t = file_task(&dir, "setuid", b"x", false);
+                t.file.as_mut().unwrap().mode = "4755".into();
+                t
+            },
+            TaskError::InvalidFileMode,
+        ),
+        (
+            {
+                let mut t = file_task(&dir, "setgid", b"x", false);
+                t.file.as_mut().unwrap().mode = "2755".into();
+                t
+            },
+            TaskError::InvalidFileMode,
+        ),
+        (
+            {
+                let mut t = file_task(&dir, "sticky", b"x", false);
+                t.file.as_mut().unwrap().mode = "1777".into();
                 t
             },
             TaskError::InvalidFileMode,

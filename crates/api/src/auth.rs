@@ -6,8 +6,9 @@
 //! of the database alone reveals no secret.
 
 use crate::error::ApiError;
+use crate::replay::{self, NonceCache};
 use crate::router::Endpoint;
-use crate::signature::{self, Claim, NonceCache, RequestParts, SignatureError};
+use crate::signature::{self, Claim, RequestParts, SignatureError};
 use chacha20poly1305::aead::{Aead, KeyInit};
 use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
 use oca_domain::time::now_millis;
@@ -66,6 +67,13 @@ pub struct Principal {
 pub struct SigningKey {
     record: AccessKeyRecord,
     secret: String,
+}
+
+impl SigningKey {
+    /// The account the key acts for.
+    pub fn account_id(&self) -> &str {
+        &self.record.account_id
+    }
 }
 
 pub struct Authenticator {
@@ -223,7 +231,7 @@ impl Authenticator {
             }
             let record = NonceRecord {
                 access_key_id: claim.access_key_id.clone(),
-                digest: signature::nonce_digest(&claim.nonce).to_be_bytes().to_vec(),
+                digest: replay::nonce_digest(&claim.nonce).to_be_bytes().to_vec(),
                 // As long as the request could pass the time check.
                 expires: claim.timestamp_ms.max(now) + self.max_skew_ms + 1000,
             };

@@ -7,11 +7,13 @@
 //! JSON or XML. Every failure is an [`error::ApiError`] that knows its wire code and
 //! HTTP status.
 
+pub mod audit;
 pub mod auth;
 pub mod ecs;
 pub mod error;
 pub mod params;
 pub mod render;
+pub mod replay;
 pub mod router;
 pub mod signature;
 pub mod swas;
@@ -52,6 +54,18 @@ pub struct ApiConfig {
     /// How long a request's body may take to arrive (a body trickled in a byte at a
     /// time would hold its connection and memory forever).
     pub body_read_timeout: std::time::Duration,
+    /// How hosts reach this server, for the line CreateActivation answers
+    /// (`InstallCommand`); `None`: no line.
+    pub agent_install: Option<AgentInstall>,
+}
+
+/// What a host's install line says about the server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentInstall {
+    /// `https://host:port` as other hosts reach it (`--advertise`).
+    pub server_url: String,
+    /// The fingerprint of the server's private CA (`sha256:…`), when it has one.
+    pub fingerprint: Option<String>,
 }
 
 /// Requests larger than this (query and body together) are parsed and their signature
@@ -72,6 +86,7 @@ impl Default for ApiConfig {
             // listener answers a longer one with this same error (414).
             max_query_bytes: 65_534,
             body_read_timeout: std::time::Duration::from_secs(60),
+            agent_install: None,
         }
     }
 }
@@ -85,6 +100,8 @@ pub struct Api {
     /// Permits for CPU-heavy request work ([`HEAVY_REQUEST_BYTES`]): one less than the
     /// cores (at least one), so a core stays free for everything else.
     heavy: tokio::sync::Semaphore,
+    /// How much of a request's parameters is read.
+    parse_limits: params::ParseLimits,
 }
 
 /// One authenticated request, as handlers see it.
@@ -94,6 +111,16 @@ pub struct Ctx {
     pub scope: Scope,
     pub params: Params,
     pub format: Format,
+    /// The ids the request creates, for the audit trail ([`Ctx::created`]).
+    pub created: audit::Created,
+}
+
+impl Ctx {
+    /// Notes an id the request created (an invocation, a command, an activation), for
+    /// the audit trail.
+    pub fn created(&self, id: &str) {
+        self.created.note(id);
+    }
 }
 
 impl Api {
@@ -108,6 +135,7 @@ impl Api {
             store,
             dispatcher,
             auth,
+            parse_limits: params::ParseLimits::for_instances(config.max_instances_per_invocation),
             config,
             heavy: tokio::sync::Semaphore::new(cores.saturating_sub(1).max(1)),
         }
@@ -197,13 +225,18 @@ async fn handle(State(api): State<Arc<Api>>, request: Request) -> Response {
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
     let heavy = raw_query.len() + body.len() > HEAVY_REQUEST_BYTES;
-    let parse = || Params::parse(raw_query, is_form.then_some(&body[..]));
+    let parse =
+        || Params::parse_bounded(raw_query, is_form.then_some(&body[..]), &api.parse_limits);
     let params = if heavy {
         api.heavy(parse).await
     } else {
         parse()
     };
-    let format = Format::from_param(params.get("Format"));
+    let format = match params.get("Format") {
+        Some(f) => Format::from_param(Some(f)),
+        // Reading may have stopped short of it (a refused request).
+        None => Format::from_raw_query(raw_query),
+    };
     let parts = signature::RequestParts {
         method: head.method.as_str(),
         path: head.uri.path(),
@@ -211,7 +244,21 @@ async fn handle(State(api): State<Arc<Api>>, request: Request) -> Response {
         headers: &head.headers,
         body: &body,
     };
-    match serve(&api, &parts, params, &request_id, format, heavy).await {
+    let mut seen = audit::Seen::default();
+    let outcome = serve(&api, &parts, params, &request_id, format, heavy, &mut seen).await;
+    let (status, result) = match &outcome {
+        Ok(resp) => (resp.status().as_u16(), "Success".to_string()),
+        Err(e) => (e.status(), e.code()),
+    };
+    if seen.recorded() {
+        let peer = head
+            .extensions
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            .map(|c| oca_dispatch::audit_ip(c.0.ip()))
+            .unwrap_or_default();
+        record(&api, seen, peer, &request_id, status, result).await;
+    }
+    match outcome {
         Ok(resp) => resp,
         Err(e) => {
             if e.status() >= 500 {
@@ -222,6 +269,35 @@ async fn handle(State(api): State<Arc<Api>>, request: Request) -> Response {
             render::error(&e, &request_id, &api.config.host_id, format)
         }
     }
+}
+
+/// Records an answered request in the audit trail (see [`audit`]).
+async fn record(
+    api: &Api,
+    seen: audit::Seen,
+    source: String,
+    request_id: &str,
+    http_status: u16,
+    result: String,
+) {
+    let targets = seen.targets();
+    let action = seen.endpoint.map(Endpoint::action).unwrap_or_default();
+    api.dispatcher
+        .audit()
+        .record(oca_store::AuditRecord {
+            at: oca_domain::time::now_millis(),
+            account_id: seen.account_id,
+            access_key_id: seen.access_key_id,
+            source,
+            action: action.to_string(),
+            targets: targets.ids,
+            omitted: targets.omitted,
+            result,
+            http_status,
+            request_id: request_id.to_string(),
+            authenticated: seen.authenticated,
+        })
+        .await;
 }
 
 /// The request body, refused unread when its declared length is over `max` and cut
@@ -257,6 +333,7 @@ async fn serve(
     request_id: &str,
     format: Format,
     heavy: bool,
+    seen: &mut audit::Seen,
 ) -> Result<Response, ApiError> {
     params.check()?;
     // An Authorization header that claims the V3 family but cannot be read is refused
@@ -266,17 +343,27 @@ async fn serve(
     // are only trusted when a V3 signature covers them.
     let (action, version) = signature::action_and_version(parts, params.pairs());
     let endpoint = Endpoint::route(version.as_deref(), action.as_deref())?;
-    let principal = if heavy {
-        let claim = signature::claim(parts, params.pairs())?;
-        let key = api.auth.key_of(&claim).await?;
+    seen.endpoint = Some(endpoint);
+    if seen.recorded() {
+        seen.claimed(parts, params.pairs());
+        // Linear in the request (a JSON list of ids is read item by item).
+        if heavy {
+            api.heavy(|| seen.named(params.pairs())).await;
+        } else {
+            seen.named(params.pairs());
+        }
+    }
+    let claim = signature::claim(parts, params.pairs())?;
+    let key = api.auth.key_of(&claim).await?;
+    seen.account_id = key.account_id().to_string();
+    if heavy {
         api.heavy(|| api.auth.verify(parts, params.pairs(), &claim, &key))
             .await?;
-        api.auth.admit(key, &claim, endpoint).await?
     } else {
-        api.auth
-            .authenticate(parts, params.pairs(), endpoint)
-            .await?
-    };
+        api.auth.verify(parts, params.pairs(), &claim, &key)?;
+    }
+    let principal = api.auth.admit(key, &claim, endpoint).await?;
+    seen.authenticated = true;
     let region_id = params
         .non_empty("RegionId")
         .ok_or(ApiError::MissingRegionId)?;
@@ -292,6 +379,7 @@ async fn serve(
         },
         params,
         format,
+        created: seen.created.clone(),
     };
     ecs::handle(api, ctx).await
 }

@@ -12,15 +12,70 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 /// encode names, so `Username%3Dnobody%26WorkingDir=%2Ftmp` (one odd name) and
 /// `Username=nobody&WorkingDir=%2Ftmp` (two parameters) sign alike; and the canonical
 /// forms sort repeated names, so swapping two values of one name would keep the
-/// signature while changing which value counts. Lookups are by an index built in the
-/// same pass, so a request with 100,000 parameters costs linear time.
+/// signature while changing which value counts.
+///
+/// What is kept is bounded ([`ParseLimits`]): a repeated parameter past what any
+/// action takes, or more names than any action has, ends the parse there and the
+/// request is refused (with that parameter's count error), so a 2 MB body of 100,000
+/// `Tag.N` costs a scan, not 100,000 allocations. Lookups are by an index built in the
+/// same pass.
 #[derive(Debug, Clone, Default)]
 pub struct Params {
     pairs: Vec<(String, String)>,
     /// Name → position in `pairs` of its (only) value.
     index: HashMap<String, usize>,
-    /// The first name that breaks the rules, and why.
-    problem: Option<(String, &'static str)>,
+    /// Entries of each repeated parameter (`Tag` for `Tag.3.Key`), and plain names.
+    families: HashMap<String, usize>,
+    /// The first thing that breaks the rules.
+    problem: Option<Problem>,
+}
+
+/// Why a request's parameters are refused before anything else is done with them.
+#[derive(Debug, Clone)]
+enum Problem {
+    /// A malformed or repeated name (quoted), and why.
+    Name(String, &'static str),
+    /// More entries of one repeated parameter than any action takes.
+    TooMany { family: String, max: usize },
+    /// More names than any action has.
+    TooManyNames(usize),
+}
+
+/// How much of a request [`Params`] keeps.
+#[derive(Debug, Clone, Copy)]
+pub struct ParseLimits {
+    /// The most entries of one repeated parameter (`InstanceId.N`, `Tag.N.Key` and
+    /// `Tag.N.Value`, …): more than the largest list any action takes.
+    pub max_list_entries: usize,
+    /// The most distinct names (repeated parameters counted once).
+    pub max_names: usize,
+}
+
+impl ParseLimits {
+    /// The limits for a server taking `max_instances` instances per invocation: the
+    /// longest list is that, or 20 tags of two entries each.
+    pub fn for_instances(max_instances: usize) -> ParseLimits {
+        ParseLimits {
+            max_list_entries: max_instances.max(2 * 20) + 1,
+            // Every action takes fewer than 50 names (RunCommand, the largest, about
+            // 40 with the signing ones): past 256 a request is not any action's.
+            max_names: 256,
+        }
+    }
+}
+
+impl Default for ParseLimits {
+    fn default() -> Self {
+        ParseLimits::for_instances(500)
+    }
+}
+
+/// The repeated parameter a name belongs to: `Tag` for `Tag.3.Key`, `InstanceId` for
+/// `InstanceId.12`; `None` for a plain name.
+fn family(name: &str) -> Option<&str> {
+    let (head, rest) = name.split_once('.')?;
+    let index = rest.split('.').next().unwrap_or("");
+    (!index.is_empty() && index.bytes().all(|b| b.is_ascii_digit())).then_some(head)
 }
 
 /// How many rows per page, and which page.
@@ -168,42 +223,101 @@ impl Params {
         params
     }
 
+    /// Keeps a pair (the problem, if any, is only noted: see [`Self::admit`]).
     fn push(&mut self, name: String, value: String) {
         if self.problem.is_none() {
             if !is_parameter_name(&name) {
-                self.problem = Some((
+                self.problem = Some(Problem::Name(
                     quoted(&name),
                     "a parameter name is made of letters, digits, \".\", \"_\" and \"-\"",
                 ));
             } else if self.index.contains_key(&name) {
-                self.problem = Some((name.clone(), "it is given more than once"));
+                self.problem = Some(Problem::Name(name.clone(), "it is given more than once"));
             }
         }
         self.index.entry(name.clone()).or_insert(self.pairs.len());
         self.pairs.push((name, value));
     }
 
-    /// Parses a raw query string and (when the body is a form) the body. Names that
-    /// break the rules are kept here and refused by [`Self::check`], so that the error
-    /// can still be written in the requested `Format`.
-    pub fn parse(raw_query: &str, form_body: Option<&[u8]>) -> Self {
-        let mut params = Params::default();
-        for (k, v) in form_urlencoded::parse(raw_query.as_bytes()) {
-            params.push(k.into_owned(), v.into_owned());
+    /// Whether a pair named `name` may be kept under `limits`; notes the problem and
+    /// answers false when it may not (the parse then stops).
+    fn admit(&mut self, name: &str, limits: &ParseLimits) -> bool {
+        if self.problem.is_some() {
+            return false;
         }
-        if let Some(body) = form_body {
-            for (k, v) in form_urlencoded::parse(body) {
-                params.push(k.into_owned(), v.into_owned());
+        let key = family(name).unwrap_or(name);
+        let known = self.families.len();
+        match self.families.get_mut(key) {
+            Some(n) => {
+                *n += 1;
+                if *n > limits.max_list_entries {
+                    self.problem = Some(Problem::TooMany {
+                        family: key.to_string(),
+                        max: limits.max_list_entries,
+                    });
+                    return false;
+                }
+            }
+            None if known >= limits.max_names => {
+                self.problem = Some(Problem::TooManyNames(limits.max_names));
+                return false;
+            }
+            None => {
+                self.families.insert(key.to_string(), 1);
+            }
+        }
+        true
+    }
+
+    /// Parses a raw query string and (when the body is a form) the body, with the
+    /// default [`ParseLimits`].
+    pub fn parse(raw_query: &str, form_body: Option<&[u8]>) -> Self {
+        Self::parse_bounded(raw_query, form_body, &ParseLimits::default())
+    }
+
+    /// Parses a raw query string and (when the body is a form) the body, keeping at
+    /// most what `limits` allow: past them, or at the first malformed or repeated name,
+    /// reading stops and [`Self::check`] refuses the request (the pairs read so far
+    /// stay, so that the error can be written in the requested `Format`).
+    pub fn parse_bounded(raw_query: &str, form_body: Option<&[u8]>, limits: &ParseLimits) -> Self {
+        let mut params = Params::default();
+        let body = form_body.unwrap_or(b"");
+        let pairs =
+            form_urlencoded::parse(raw_query.as_bytes()).chain(form_urlencoded::parse(body));
+        for (k, v) in pairs {
+            if !params.admit(&k, limits) {
+                break;
+            }
+            params.push(k.into_owned(), v.into_owned());
+            if params.problem.is_some() {
+                break;
             }
         }
         params
     }
 
-    /// Refuses a request with a malformed or repeated parameter name.
+    /// Refuses a request with a malformed or repeated parameter name, or past the
+    /// parse limits: a repeated parameter answers its own count error (`Tag` →
+    /// `NumberExceed.Tags`, `InstanceId` → `InstanceIds.ExceedLimit`, …).
     pub fn check(&self) -> Result<(), ApiError> {
         match &self.problem {
             None => Ok(()),
-            Some((name, why)) => Err(ApiError::InvalidParameter(name.clone(), why.to_string())),
+            Some(Problem::Name(name, why)) => {
+                Err(ApiError::InvalidParameter(name.clone(), why.to_string()))
+            }
+            Some(Problem::TooMany { family, max }) => Err(match family.as_str() {
+                "Tag" | "TagKey" => (crate::ecs::tags::TAG_ERRORS.too_many)(),
+                "ResourceTag" => (crate::ecs::invocations::RESOURCE_TAG_ERRORS.too_many)(),
+                "InstanceId" | "InstanceIds" => ApiError::InstanceIdsExceedLimit(*max - 1),
+                other => ApiError::InvalidParameter(
+                    format!("{}.N", quoted(other)),
+                    format!("more than {} entries are not taken", *max - 1),
+                ),
+            }),
+            Some(Problem::TooManyNames(max)) => Err(ApiError::InvalidParameter(
+                "(request)".into(),
+                format!("more than {max} parameter names are not taken: no action has as many"),
+            )),
         }
     }
 
@@ -600,24 +714,56 @@ mod tests {
     }
 
     #[test]
-    fn tags_stop_at_their_limit_in_linear_time() {
+    fn repeated_parameters_stop_at_their_limit_at_parse_time() {
         use crate::ecs::tags::TAG_ERRORS;
-        let mut q = String::new();
-        for n in 1..=100_000 {
-            q.push_str(&format!("Tag.{n}.Key=k{n}&"));
-        }
-        let params = p(&q);
-        params.check().unwrap();
+        let flood = |name: &dyn Fn(usize) -> String| -> String {
+            (1..=100_000).map(|n| format!("{}=k&", name(n))).collect()
+        };
         let t = std::time::Instant::now();
-        let e = params.tags("Tag", 20, TAG_ERRORS).unwrap_err();
-        assert_eq!(e.code(), "NumberExceed.Tags");
-        let e = params.list("Tag", 20, too_many).unwrap_err();
-        assert_eq!(
-            e.code(),
-            "InvalidParameter",
-            "Tag.1.Key is not a list index"
+        // 100,000 Tag.N: reading stops past the longest list any action takes.
+        let tags = p(&flood(&|n| format!("Tag.{n}.Key")));
+        assert!(
+            tags.pairs().len() <= 502,
+            "{} pairs kept",
+            tags.pairs().len()
         );
-        // Twenty distinct keys pass; a key twice is the duplicate error.
+        assert_eq!(tags.check().unwrap_err().code(), "NumberExceed.Tags");
+        let ids = p(&flood(&|n| format!("InstanceId.{n}")));
+        let e = ids.check().unwrap_err();
+        assert_eq!(
+            (e.code().as_str(), e.status()),
+            ("InstanceIds.ExceedLimit", 403)
+        );
+        let rtags = p(&flood(&|n| format!("ResourceTag.{n}.Key")));
+        assert_eq!(
+            rtags.check().unwrap_err().code(),
+            "NumberExceed.ResourceTags"
+        );
+        let other = p(&flood(&|n| format!("Foo.{n}")));
+        assert_eq!(other.check().unwrap_err().code(), "InvalidParameter");
+        // 100,000 names of their own (or of as many lists).
+        let names = p(&flood(&|n| format!("N{n}")));
+        assert!(names.pairs().len() <= 256);
+        assert_eq!(names.check().unwrap_err().code(), "InvalidParameter");
+        let lists = p(&flood(&|n| format!("L{n}.1")));
+        assert!(lists.pairs().len() <= 256);
+        assert!(lists.check().is_err());
+        // Generous: the point is that it is linear and stops early (80,000 tags took
+        // 21 s before).
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(2),
+            "{:?}",
+            t.elapsed()
+        );
+
+        // Under the parse limits, the action's own limit answers (the handler's path).
+        let thirty: String = (1..=30).map(|n| format!("Tag.{n}.Key=k{n}&")).collect();
+        let params = p(&thirty);
+        params.check().unwrap();
+        assert_eq!(
+            params.tags("Tag", 20, TAG_ERRORS).unwrap_err().code(),
+            "NumberExceed.Tags"
+        );
         let twenty: String = (1..=20).map(|n| format!("Tag.{n}.Key=k{n}&")).collect();
         assert_eq!(p(&twenty).tags("Tag", 20, TAG_ERRORS).unwrap().len(), 20);
         let dup = p("Tag.1.Key=a&Tag.2.Key=a");
@@ -625,12 +771,23 @@ mod tests {
             dup.tags("Tag", 20, TAG_ERRORS).unwrap_err().code(),
             "Duplicate.TagKey"
         );
-        // Generous: the point is that it is not quadratic (80,000 tags took 21 s).
-        assert!(
-            t.elapsed() < std::time::Duration::from_secs(2),
-            "{:?}",
-            t.elapsed()
-        );
+        // A larger server takes longer lists.
+        let big = ParseLimits::for_instances(2_000);
+        let many: String = (1..=1_500)
+            .map(|n| format!("InstanceId.{n}=i-{n}&"))
+            .collect();
+        Params::parse_bounded(&many, None, &big).check().unwrap();
+        assert!(p(&many).check().is_err());
+    }
+
+    #[test]
+    fn families() {
+        assert_eq!(family("Tag.3.Key"), Some("Tag"));
+        assert_eq!(family("InstanceId.12"), Some("InstanceId"));
+        assert_eq!(family("InstanceId"), None);
+        assert_eq!(family("x-acs-a.b"), None);
+        assert_eq!(family("A.1x"), None);
+        assert_eq!(family("A."), None);
     }
 
     #[test]

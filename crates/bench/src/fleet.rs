@@ -30,8 +30,12 @@ use tokio_tungstenite::tungstenite::Message;
 
 /// What every simulated run prints.
 pub const OUTPUT: &[u8] = b"hi\n";
-/// The most connections one simulated agent opens (the first and its reconnects).
-const MAX_SESSIONS: usize = 4;
+/// The most connections one simulated agent opens (the first and its reconnects: a
+/// server restart, and the attempts while it is down, take a few).
+const MAX_SESSIONS: usize = 40;
+/// The most a simulated agent waits before it reconnects to a server that said it
+/// restarts (Close 1012), as the real agent does.
+const RESTART_SPREAD: Duration = Duration::from_secs(3);
 /// Handshakes in flight at once over the whole fleet (keeps the listen backlog sane).
 const CONNECT_CONCURRENCY: usize = 128;
 /// Registrations in flight at once.
@@ -58,6 +62,12 @@ pub struct Tracker {
     pub gave_up: AtomicU64,
     /// Agents that have had their first `Welcome`.
     online: AtomicUsize,
+    /// Every `Welcome`, first connections and reconnections.
+    pub welcomes: AtomicUsize,
+    /// Connection attempts that failed (refused, reset, timed out).
+    pub failed_connects: AtomicU64,
+    /// Sessions the server ended with Close 1012 (it restarts).
+    pub told_restarting: AtomicU64,
     /// The last error an agent met (for messages).
     last_error: Mutex<Option<String>>,
 }
@@ -160,6 +170,8 @@ struct Shared {
     tracker: Arc<Tracker>,
     connect_gate: Semaphore,
     ws_url: String,
+    /// TLS for a `wss://` server.
+    connector: Option<tokio_tungstenite::Connector>,
 }
 
 /// Many simulated agents connected to one server.
@@ -171,18 +183,26 @@ pub struct Fleet {
 }
 
 impl Fleet {
-    pub fn new(port: u16) -> Fleet {
+    /// A fleet of `server`'s agents (over TLS when it speaks TLS).
+    pub fn new(server: &crate::server::Server) -> Result<Fleet> {
         let (stop, _) = watch::channel(false);
-        Fleet {
+        let tls = server.client_tls()?;
+        let scheme = if tls.is_some() { "wss" } else { "ws" };
+        Ok(Fleet {
             shared: Arc::new(Shared {
                 tracker: Arc::new(Tracker::default()),
                 connect_gate: Semaphore::new(CONNECT_CONCURRENCY),
-                ws_url: format!("ws://127.0.0.1:{port}{}", oca_proto::CONNECT_PATH),
+                ws_url: format!(
+                    "{scheme}://127.0.0.1:{}{}",
+                    server.port,
+                    oca_proto::CONNECT_PATH
+                ),
+                connector: tls.map(tokio_tungstenite::Connector::Rustls),
             }),
             stop,
             handles: Vec::new(),
             instance_ids: Vec::new(),
-        }
+        })
     }
 
     pub fn tracker(&self) -> &Arc<Tracker> {
@@ -313,6 +333,8 @@ async fn register(
 enum Ended {
     /// The bench asked the agent to stop.
     Stopped,
+    /// The server said it restarts: come back after a short random pause.
+    Restarting,
     /// The connection dropped; the agent may reconnect.
     Dropped(String),
 }
@@ -321,19 +343,41 @@ async fn agent_main(id: Identity, shared: Arc<Shared>, mut stop: watch::Receiver
     // Tasks known and not yet acknowledged, by invoke id.
     let mut tasks: HashMap<String, SimTask> = HashMap::new();
     let mut welcomed_before = false;
+    // The pause before the next attempt: as the real agent, a random one within
+    // RESTART_SPREAD after the server said it restarts, else a backoff from 200 ms
+    // doubling (with jitter) up to 2 s.
+    let mut pause = Duration::ZERO;
+    let mut step = Duration::from_millis(200);
     for session_no in 0..MAX_SESSIONS {
         if *stop.borrow() {
             return;
         }
         if session_no > 0 {
             shared.tracker.reconnects.fetch_add(1, Ordering::Relaxed);
-            tokio::time::sleep(Duration::from_millis(200 * session_no as u64)).await;
+            tokio::time::sleep(pause).await;
         }
         match session(&id, &shared, &mut stop, &mut tasks, &mut welcomed_before).await {
             Ok(Ended::Stopped) => return,
+            Ok(Ended::Restarting) => {
+                shared
+                    .tracker
+                    .told_restarting
+                    .fetch_add(1, Ordering::Relaxed);
+                step = Duration::from_millis(200);
+                pause = RESTART_SPREAD.mul_f64(rand::random::<f64>());
+                continue;
+            }
             Ok(Ended::Dropped(why)) => shared.tracker.error(format!("{}: {why}", id.instance_id)),
-            Err(e) => shared.tracker.error(format!("{}: {e:#}", id.instance_id)),
+            Err(e) => {
+                shared
+                    .tracker
+                    .failed_connects
+                    .fetch_add(1, Ordering::Relaxed);
+                shared.tracker.error(format!("{}: {e:#}", id.instance_id))
+            }
         }
+        pause = step / 2 + (step / 2).mul_f64(rand::random::<f64>());
+        step = (step * 2).min(Duration::from_secs(2));
     }
     if !*stop.borrow() {
         shared.tracker.gave_up.fetch_add(1, Ordering::Relaxed);
@@ -365,7 +409,12 @@ async fn session(
         let config = WebSocketConfig::default().read_buffer_size(4096);
         let (ws, _) = tokio::time::timeout(
             HANDSHAKE_TIMEOUT,
-            tokio_tungstenite::connect_async_with_config(request, Some(config), true),
+            tokio_tungstenite::connect_async_tls_with_config(
+                request,
+                Some(config),
+                true,
+                shared.connector.clone(),
+            ),
         )
         .await
         .context("connect timed out")?
@@ -384,6 +433,8 @@ async fn session(
                     repeating: None,
                 })
                 .collect(),
+            // Simulated agents run no processes.
+            task_isolation: String::new(),
         };
         sink.send(Message::Text(hello.to_json().into())).await?;
         let welcome = tokio::time::timeout(HANDSHAKE_TIMEOUT, stream.next())
@@ -398,11 +449,12 @@ async fn session(
         };
         (sink, stream, heartbeat_secs)
     };
+    tracker.welcomes.fetch_add(1, Ordering::Relaxed);
     if !*welcomed_before {
         *welcomed_before = true;
         tracker.online.fetch_add(1, Ordering::Relaxed);
-        tracker.changed.notify_waiters();
     }
+    tracker.changed.notify_waiters();
     // Results still waiting for an Ack go again.
     for t in tasks.values() {
         sink.feed(text(&AgentMsg::Finished(t.result.clone())))
@@ -429,6 +481,11 @@ async fn session(
                 let at = Instant::now();
                 let msg = match next {
                     Some(Ok(Message::Text(t))) => t,
+                    Some(Ok(Message::Close(Some(frame))))
+                        if u16::from(frame.code) == oca_proto::CLOSE_RESTARTING =>
+                    {
+                        return Ok(Ended::Restarting)
+                    }
                     Some(Ok(Message::Close(_))) | None => return Ok(Ended::Dropped("closed".into())),
                     Some(Err(e)) => return Ok(Ended::Dropped(e.to_string())),
                     Some(Ok(_)) => continue,

@@ -12,6 +12,7 @@ Starts the `oca` server next to this executable on 127.0.0.1 with many simulated
 agents and a real `oca-agent`, and prints a table of figures against their targets.
 
   --quick          smaller counts (1,000 agents, 10,000 records, 50 dispatches)
+  --plain-http     the server without TLS (it speaks HTTPS by default)
   --only SECTION   run only this section (repeatable): dispatch, fanout, api, memory,
                    hostile
   --oca PATH       the oca binary (default: next to oca-bench)
@@ -19,6 +20,7 @@ agents and a real `oca-agent`, and prints a table of figures against their targe
 
 fn main() -> ExitCode {
     let mut quick = false;
+    let mut plain_http = false;
     let mut only: Vec<Section> = Vec::new();
     let mut oca: Option<PathBuf> = None;
     let mut agent: Option<PathBuf> = None;
@@ -26,6 +28,7 @@ fn main() -> ExitCode {
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--quick" => quick = true,
+            "--plain-http" => plain_http = true,
             "--only" => match args.next().as_deref().and_then(Section::parse) {
                 Some(s) => only.push(s),
                 None => return usage("--only needs one of dispatch, fanout, api, memory, hostile"),
@@ -65,6 +68,7 @@ fn main() -> ExitCode {
     } else {
         Config::full(oca, agent)
     };
+    config.tls = !plain_http;
     if !only.is_empty() {
         only.sort();
         only.dedup();
@@ -101,6 +105,14 @@ fn main() -> ExitCode {
     let mode = if quick { "--quick" } else { "full" };
     println!("# oca-bench ({mode})\n");
     println!("Machine: {}\n", report.machine.describe());
+    println!(
+        "Transport: {}\n",
+        if config.tls {
+            "HTTPS / WSS (TLS 1.3, the server's private CA), as the server runs by default"
+        } else {
+            "plain HTTP / WS (--plain-http)"
+        }
+    );
     print!("{}", report.table());
     println!("\nTotal time: {:.0} s", report.elapsed.as_secs_f64());
     if report.errors.is_empty() {

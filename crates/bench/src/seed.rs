@@ -144,6 +144,7 @@ async fn seed_instances(store: &SqliteStore, now: i64) -> Result<Vec<String>> {
             last_invoked: None,
             invocation_count: 0,
             resource_group_id: String::new(),
+            task_isolation: String::new(),
         };
         store.register_instance(&instance).await?;
         ids.push(instance.instance_id);

@@ -86,6 +86,8 @@ pub struct Server {
     pub pid: u32,
     pub port: u16,
     pub data: DataDir,
+    /// Whether it speaks TLS (with the private CA it makes in its data directory).
+    pub tls: bool,
     /// The last lines the server wrote to stderr (for error messages).
     log_tail: Arc<Mutex<VecDeque<String>>>,
 }
@@ -93,19 +95,27 @@ pub struct Server {
 const LOG_TAIL_LINES: usize = 40;
 
 impl Server {
-    pub fn start(oca_bin: &Path, data: DataDir) -> Result<Server> {
+    /// Starts `oca serve` on a free port; over TLS unless `tls` is false.
+    pub fn start(oca_bin: &Path, data: DataDir, tls: bool) -> Result<Server> {
+        Self::start_at(oca_bin, data, tls, 0)
+    }
+
+    /// [`Self::start`] on `port` (0: a free one).
+    pub fn start_at(oca_bin: &Path, data: DataDir, tls: bool, port: u16) -> Result<Server> {
+        let listen = format!("127.0.0.1:{port}");
         let mut child = Command::new(oca_bin)
             .arg("serve")
             .arg("--data-dir")
             .arg(data.path())
             .args([
                 "--listen",
-                "127.0.0.1:0",
+                &listen,
                 "--max-instances",
                 "10000",
                 "--heartbeat-secs",
                 "30",
             ])
+            .args(if tls { &[][..] } else { &["--plain-http"][..] })
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -144,6 +154,7 @@ impl Server {
             pid,
             port: 0,
             data,
+            tls,
             log_tail,
         };
         let first = match rx.recv_timeout(Duration::from_secs(30)) {
@@ -155,6 +166,7 @@ impl Server {
         };
         let addr = first
             .strip_prefix("OCA listening on http://")
+            .or_else(|| first.strip_prefix("OCA listening on https://"))
             .ok_or_else(|| anyhow!("unexpected first line from oca serve: {first:?}"))?;
         if !addr.starts_with("127.0.0.1:") {
             bail!("the server listens on {addr}, not on loopback");
@@ -168,7 +180,67 @@ impl Server {
     }
 
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.port)
+    }
+
+    /// The private CA a TLS server made.
+    pub fn ca_file(&self) -> Option<PathBuf> {
+        self.tls
+            .then(|| self.data.path().join("tls").join("ca.pem"))
+    }
+
+    /// A TLS client configuration trusting this server (`None`: plain HTTP).
+    pub fn client_tls(&self) -> Result<Option<Arc<rustls::ClientConfig>>> {
+        match self.ca_file() {
+            None => Ok(None),
+            Some(ca) => Ok(Some(Arc::new(oca_tls::client_config(
+                &oca_tls::Trust::CaFile(ca),
+            )?))),
+        }
+    }
+
+    /// Stops the server as an operator does (SIGTERM), waits (at most `limit`) for it
+    /// to exit; how long it took. The data directory is kept: see [`Self::restart`].
+    pub fn terminate(&mut self, limit: Duration) -> Result<Duration> {
+        let began = std::time::Instant::now();
+        let Some(mut child) = self.child.take() else {
+            bail!("the server is not running");
+        };
+        // SAFETY: kill(2) on a pid this process spawned and still waits for.
+        unsafe {
+            libc::kill(self.pid as libc::pid_t, libc::SIGTERM);
+        }
+        loop {
+            if child.try_wait()?.is_some() {
+                untrack(self.pid);
+                return Ok(began.elapsed());
+            }
+            if began.elapsed() > limit {
+                let _ = child.kill();
+                let _ = child.wait();
+                untrack(self.pid);
+                bail!("the server did not stop within {limit:?} of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Starts the server again on the same port and data (after [`Self::terminate`]).
+    pub fn restart(self, oca_bin: &Path) -> Result<Server> {
+        let mut this = self;
+        let (port, tls) = (this.port, this.tls);
+        this.stop();
+        // The data directory moves to the new server.
+        let data = std::mem::replace(
+            &mut this.data,
+            DataDir {
+                dir: tempfile::tempdir()?,
+                key_id: String::new(),
+                secret: String::new(),
+            },
+        );
+        Self::start_at(oca_bin, data, tls, port)
     }
 
     pub fn rss_kb(&self) -> Option<u64> {
@@ -205,7 +277,7 @@ pub struct RealAgent {
 impl RealAgent {
     pub fn start(
         agent_bin: &Path,
-        server_url: &str,
+        server: &Server,
         hostname: &str,
         activation_id: &str,
         activation_code: &str,
@@ -213,9 +285,14 @@ impl RealAgent {
         let state = tempfile::Builder::new()
             .prefix("oca-bench-agent-")
             .tempdir()?;
-        let child = Command::new(agent_bin)
-            .args(["--server", server_url, "--state-dir"])
-            .arg(state.path())
+        let mut command = Command::new(agent_bin);
+        command
+            .args(["--server", &server.url(), "--state-dir"])
+            .arg(state.path());
+        if let Some(ca) = server.ca_file() {
+            command.arg("--ca-file").arg(ca);
+        }
+        let child = command
             .args([
                 "--hostname",
                 hostname,

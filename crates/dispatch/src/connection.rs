@@ -73,7 +73,7 @@ pub async fn connect(
         .max_frame_size(MAX_MESSAGE_BYTES)
         .read_buffer_size(4 * 1024)
         .write_buffer_size(0)
-        .on_upgrade(move |socket| serve(d, instance, socket))
+        .on_upgrade(move |socket| serve(d, instance, peer, socket))
 }
 
 enum Authenticated {
@@ -162,7 +162,12 @@ fn too_big(e: &axum::Error) -> bool {
     e.to_string().contains("Message too long")
 }
 
-async fn serve(d: Arc<Dispatcher>, instance: InstanceRecord, socket: WebSocket) {
+async fn serve(
+    d: Arc<Dispatcher>,
+    instance: InstanceRecord,
+    peer: Option<SocketAddr>,
+    socket: WebSocket,
+) {
     let instance_id = instance.instance_id.clone();
     let (mut sink, mut stream) = socket.split();
     let heartbeat = Duration::from_secs(d.config.heartbeat_secs.max(1));
@@ -184,6 +189,7 @@ async fn serve(d: Arc<Dispatcher>, instance: InstanceRecord, socket: WebSocket) 
         hostname,
         os_type,
         known,
+        task_isolation,
         ..
     }) = hello
     else {
@@ -191,6 +197,7 @@ async fn serve(d: Arc<Dispatcher>, instance: InstanceRecord, socket: WebSocket) 
         return;
     };
     let hello = Hello::bounded(&instance_id, agent_version, hostname, os_type, known);
+    let task_isolation = stored_isolation(task_isolation);
     let now = now_millis();
 
     // 2. List the connection; it replaces (and ends) an older one of the instance.
@@ -199,6 +206,7 @@ async fn serve(d: Arc<Dispatcher>, instance: InstanceRecord, socket: WebSocket) 
     let (closing, mut closing_rx) = watch::channel(None);
     let conn = Arc::new(Conn {
         generation,
+        peer,
         tx: tx.clone(),
         name: RwLock::new(instance.name.clone()),
         instance: InstanceRecord {
@@ -206,6 +214,7 @@ async fn serve(d: Arc<Dispatcher>, instance: InstanceRecord, socket: WebSocket) 
             agent_version: hello.agent_version,
             hostname: hello.hostname,
             os_type: hello.os_type,
+            task_isolation,
             ..instance
         },
         last_heartbeat: AtomicI64::new(now),
@@ -231,13 +240,10 @@ async fn serve(d: Arc<Dispatcher>, instance: InstanceRecord, socket: WebSocket) 
         }
     }
     // What the agent says of itself, unless a newer connection already took over.
-    let i = &conn.instance;
     let recorded = if conn.ended() {
         Ok(())
     } else {
-        d.store
-            .touch_instance(&instance_id, now, &i.agent_version, &i.hostname, &i.os_type)
-            .await
+        conn.record_seen(&d, now).await
     };
     if let Err(e) = recorded {
         tracing::error!(instance = %instance_id, "could not record the agent: {e}");
@@ -331,17 +337,7 @@ async fn serve(d: Arc<Dispatcher>, instance: InstanceRecord, socket: WebSocket) 
     writer.abort();
     if current {
         let last = conn.last_heartbeat.load(Ordering::Relaxed);
-        let i = &conn.instance;
-        let _ = d
-            .store
-            .touch_instance(
-                &instance_id,
-                last,
-                &i.agent_version,
-                &i.hostname,
-                &i.os_type,
-            )
-            .await;
+        let _ = conn.record_seen(&d, last).await;
     }
     tracing::info!(instance = %instance_id, "agent disconnected");
 }
@@ -355,6 +351,20 @@ async fn ended(closing: &mut watch::Receiver<Option<Ending>>) -> Ending {
     }
 }
 
+/// What an agent said of its task isolation, as stored: a short word (`cgroup`,
+/// `process-tree`, or what a later agent calls its method), else nothing.
+fn stored_isolation(said: String) -> String {
+    let word = said.len() <= 32
+        && said
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    if word {
+        said
+    } else {
+        String::new()
+    }
+}
+
 /// The Close frame of a connection the server ends.
 fn close_frame(ending: Ending) -> Message {
     let (code, reason) = match ending {
@@ -365,6 +375,10 @@ fn close_frame(ending: Ending) -> Message {
         Ending::Deregistered => (oca_proto::CLOSE_GONE, "the instance is deregistered"),
         Ending::AccountDeleted => (oca_proto::CLOSE_GONE, "the instance's account is deleted"),
         Ending::TooBig => (oca_proto::CLOSE_TOO_BIG, "message too big"),
+        Ending::Restarting => (
+            oca_proto::CLOSE_RESTARTING,
+            "the server is restarting: reconnect after a short random pause",
+        ),
     };
     Message::Close(Some(CloseFrame {
         code,
@@ -467,12 +481,7 @@ async fn handle(d: &Dispatcher, conn: &Conn, msg: AgentMsg) {
                 return;
             }
             conn.stored_heartbeat.store(now, Ordering::Relaxed);
-            let i = &conn.instance;
-            if let Err(e) = d
-                .store
-                .touch_instance(instance_id, now, &i.agent_version, &i.hostname, &i.os_type)
-                .await
-            {
+            if let Err(e) = conn.record_seen(d, now).await {
                 tracing::warn!(instance = %instance_id, "heartbeat not stored: {e}");
             }
         }

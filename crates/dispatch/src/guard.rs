@@ -59,13 +59,20 @@ impl Guard {
 
     /// The answer to send when `peer` is throttled; `None` when it may go on.
     pub fn refusal(&self, peer: Option<SocketAddr>) -> Option<Response> {
-        let peer = peer?;
+        self.throttled(peer).then(throttled)
+    }
+
+    /// Whether `peer` is throttled now (then it is counted for the report).
+    pub fn throttled(&self, peer: Option<SocketAddr>) -> bool {
+        let Some(peer) = peer else { return false };
         let now = self.now();
         let verdict = self.lock().check(Source::of(peer.ip()), now);
-        let throttled_for = verdict.err()?;
+        let Err(throttled_for) = verdict else {
+            return false;
+        };
         tracing::debug!(%peer, retry_after_ms = throttled_for.retry_after_ms, "agent endpoint throttled");
         self.report(peer, now);
-        Some(throttled())
+        true
     }
 
     /// Counts a failed authentication of `peer`.

@@ -30,7 +30,8 @@ use oca_domain::task_error::TaskError;
 use oca_domain::throttle::FailureLimits;
 use oca_domain::time::{now_millis, Millis};
 use oca_proto::ServerMsg;
-use oca_store::{InstanceRecord, InvocationRecord, Store};
+use oca_store::audit::{AuditLog, Targets};
+use oca_store::{AuditRecord, InstanceRecord, InvocationRecord, Store};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
@@ -39,6 +40,18 @@ use tokio::sync::{mpsc, watch};
 
 pub use register::{digest, ip_range_is_valid};
 pub use task::build_task;
+
+/// An address as the audit trail keeps it: an IPv4 peer seen as an IPv6-mapped address
+/// is its IPv4 address.
+pub fn audit_ip(ip: std::net::IpAddr) -> String {
+    match ip {
+        std::net::IpAddr::V6(v6) => v6
+            .to_ipv4_mapped()
+            .map_or(ip, std::net::IpAddr::V4)
+            .to_string(),
+        v4 => v4.to_string(),
+    }
+}
 
 /// How the dispatcher behaves; the defaults are the production ones.
 #[derive(Debug, Clone)]
@@ -85,6 +98,8 @@ impl Default for DispatchConfig {
 /// One live agent connection.
 struct Conn {
     generation: u64,
+    /// The agent's address (`None` in in-process tests), for the audit trail.
+    peer: Option<std::net::SocketAddr>,
     tx: mpsc::UnboundedSender<ServerMsg>,
     instance: InstanceRecord,
     /// The instance's name now (ModifyManagedInstance renames it while connected), for
@@ -110,6 +125,8 @@ enum Ending {
     AccountDeleted,
     /// The agent sent a message past `oca_proto::limits::MAX_MESSAGE_BYTES`.
     TooBig,
+    /// The server stops (and is, most likely, restarting).
+    Restarting,
 }
 
 impl Conn {
@@ -127,6 +144,12 @@ impl Conn {
     /// Whether the server has ended the connection.
     fn ended(&self) -> bool {
         self.closing.borrow().is_some()
+    }
+
+    /// Stores that the agent was seen at `at`, with what it says of itself (through the
+    /// writer: group-committed).
+    async fn record_seen(&self, d: &Dispatcher, at: i64) -> Result<(), String> {
+        d.writer.seen(&self.instance, at).await
     }
 
     /// The task this agent runs for `invocation`, with the instance's current name.
@@ -151,12 +174,14 @@ pub struct Dispatcher {
     conns: RwLock<HashMap<String, Arc<Conn>>>,
     next_generation: AtomicU64,
     guard: guard::Guard,
+    audit: AuditLog,
 }
 
 impl Dispatcher {
     pub fn new(store: Arc<dyn Store>, config: DispatchConfig) -> Arc<Self> {
         Arc::new(Dispatcher {
             writer: writer::Writer::spawn(store.clone()),
+            audit: AuditLog::spawn(store.clone()),
             store,
             guard: guard::Guard::new(config.auth_failures),
             config,
@@ -167,6 +192,41 @@ impl Dispatcher {
 
     pub fn config(&self) -> &DispatchConfig {
         &self.config
+    }
+
+    /// The server stops: every agent is told (Close 1012, "reconnect after a short
+    /// random pause"); results being stored are committed and acknowledged first; then
+    /// whatever the writer still holds is committed. Waits at most `grace`.
+    pub async fn shutdown(&self, grace: std::time::Duration) {
+        let deadline = tokio::time::Instant::now() + grace;
+        let conns: Vec<Arc<Conn>> = self
+            .conns
+            .read()
+            .expect("connection map lock")
+            .values()
+            .cloned()
+            .collect();
+        let told = conns.len();
+        for c in &conns {
+            c.end(Ending::Restarting);
+        }
+        while !self.conns.read().expect("connection map lock").is_empty()
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        let left = self.conns.read().expect("connection map lock").len();
+        self.writer.flush(deadline).await;
+        tracing::info!(
+            agents = told,
+            still_connected = left,
+            "agents told the server stops"
+        );
+    }
+
+    /// The audit trail's writer, shared with the API (`oca_store::audit`).
+    pub fn audit(&self) -> &AuditLog {
+        &self.audit
     }
 
     /// How stale the stored heartbeat of a connected agent may get. While an agent is
@@ -216,21 +276,17 @@ impl Dispatcher {
         current
     }
 
-    /// Ends the instance's live connection, if any, for `ending`; whether there was one.
-    fn drop_conn(&self, instance_id: &str, ending: Ending) -> bool {
+    /// Ends the instance's live connection, if any, for `ending`; the connection it
+    /// ended.
+    fn drop_conn(&self, instance_id: &str, ending: Ending) -> Option<Arc<Conn>> {
         let conn = self
             .conns
             .write()
             .expect("connection map lock")
-            .remove(instance_id);
-        match conn {
-            Some(conn) => {
-                conn.end(ending);
-                tracing::info!(instance = %instance_id, ?ending, "connection dropped by the server");
-                true
-            }
-            None => false,
-        }
+            .remove(instance_id)?;
+        conn.end(ending);
+        tracing::info!(instance = %instance_id, ?ending, "connection dropped by the server");
+        Some(conn)
     }
 
     fn conn(&self, instance_id: &str) -> Option<Arc<Conn>> {
@@ -304,7 +360,7 @@ impl Dispatcher {
     /// token invalid in the store (a connection that was being set up re-reads the
     /// instance once it is listed, so it cannot slip in after this).
     pub fn forget(&self, instance_id: &str) -> bool {
-        self.drop_conn(instance_id, Ending::Deregistered)
+        self.drop_conn(instance_id, Ending::Deregistered).is_some()
     }
 
     /// Cuts off the live connections of deleted accounts' instances (accounts are
@@ -334,8 +390,18 @@ impl Dispatcher {
             .map(|(id, _)| id.clone())
             .collect();
         for id in &doomed {
-            if self.drop_conn(id, Ending::AccountDeleted) {
+            if let Some(conn) = self.drop_conn(id, Ending::AccountDeleted) {
                 tracing::warn!(instance = %id, "agent cut off: its account is deleted");
+                let mut targets = Targets::default();
+                targets.add(id);
+                self.audit_cut_off(
+                    &conn.instance.account_id,
+                    conn.peer,
+                    targets,
+                    "AccountDeleted",
+                    "",
+                )
+                .await;
             }
         }
         doomed.len()
@@ -346,7 +412,10 @@ impl Dispatcher {
     /// `ExecutionInterrupted`), a connected agent is told to stop them (runs under way
     /// and schedules alike, so nothing the service started goes on on the host), and
     /// its connection is dropped ([`Self::forget`]).
-    pub async fn deregistered(&self, instance_id: &str) {
+    ///
+    /// Recorded in the audit trail (`CutOffAgent`, `Deregistered`, with the instance and
+    /// the invocations whose tasks it ended) under `request_id`, the deregistration's.
+    pub async fn deregistered(&self, account_id: &str, instance_id: &str, request_id: &str) {
         use oca_domain::status::InvocationStatus as S;
         let live = match self.store.tasks_for_instance(instance_id, &S::LIVE).await {
             Ok(v) => v,
@@ -355,7 +424,8 @@ impl Dispatcher {
                 Vec::new()
             }
         };
-        if let Some(conn) = self.conn(instance_id) {
+        let conn = self.conn(instance_id);
+        if let Some(conn) = &conn {
             for item in &live {
                 let _ = conn.tx.send(ServerMsg::Stop {
                     invoke_id: item.task.invoke_id.clone(),
@@ -363,6 +433,14 @@ impl Dispatcher {
             }
         }
         self.forget(instance_id);
+        let mut targets = Targets::default();
+        targets.add(instance_id);
+        for item in &live {
+            targets.add(&item.task.invoke_id);
+        }
+        let peer = conn.and_then(|c| c.peer);
+        self.audit_cut_off(account_id, peer, targets, "Deregistered", request_id)
+            .await;
         let now = now_millis();
         // One group commit for them all rather than one sync each.
         let ends = live.iter().map(|item| {
@@ -377,6 +455,33 @@ impl Dispatcher {
                 tracing::warn!(invoke_id = %item.task.invoke_id, instance = %instance_id, "could not end the task of a deregistered instance: {e}");
             }
         }
+    }
+
+    /// Records that an instance's agent was cut off (its address: where it was
+    /// connected from, empty when it was not connected).
+    async fn audit_cut_off(
+        &self,
+        account_id: &str,
+        peer: Option<std::net::SocketAddr>,
+        targets: Targets,
+        why: &str,
+        request_id: &str,
+    ) {
+        self.audit
+            .record(AuditRecord {
+                at: now_millis(),
+                account_id: account_id.to_string(),
+                access_key_id: String::new(),
+                source: peer.map(|p| audit_ip(p.ip())).unwrap_or_default(),
+                action: "CutOffAgent".to_string(),
+                targets: targets.ids,
+                omitted: targets.omitted,
+                result: why.to_string(),
+                http_status: 0,
+                request_id: request_id.to_string(),
+                authenticated: true,
+            })
+            .await;
     }
 
     /// After ModifyManagedInstance: a connected agent's next tasks carry the new name

@@ -14,13 +14,15 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use oca_domain::ids;
+use oca_domain::throttle::{THROTTLING_CODE, THROTTLING_HTTP_STATUS, THROTTLING_MESSAGE};
 use oca_domain::time::now_millis;
 use oca_proto::limits::{
     MAX_ACTIVATION_CODE, MAX_ACTIVATION_ID, MAX_AGENT_VERSION, MAX_HOSTNAME, MAX_MACHINE_ID,
     MAX_OS_TYPE, MAX_REGISTER_BODY,
 };
 use oca_proto::{RegisterError, RegisterRequest, RegisterResponse};
-use oca_store::{InstanceRecord, StoreError};
+use oca_store::audit::Targets;
+use oca_store::{AuditRecord, InstanceRecord, StoreError};
 use std::sync::Arc;
 
 /// SHA-256 hex, for activation codes and agent tokens (both long random secrets).
@@ -38,15 +40,34 @@ pub fn digests_equal(a: &str, b: &str) -> bool {
             == 0
 }
 
-fn refuse(status: StatusCode, code: &str, message: &str) -> Response {
-    (
-        status,
-        Json(RegisterError {
-            code: code.to_string(),
-            message: message.to_string(),
-        }),
-    )
-        .into_response()
+/// A refused registration: what the agent is answered, and the audit trail records.
+pub(crate) struct Refusal {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl Refusal {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Refusal {
+        Refusal {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        (
+            self.status,
+            Json(RegisterError {
+                code: self.code.to_string(),
+                message: self.message,
+            }),
+        )
+            .into_response()
+    }
 }
 
 /// Whether `addr` may use an activation limited to `range` (a CIDR block or one address,
@@ -74,17 +95,17 @@ pub fn ip_range_is_valid(range: &str) -> bool {
 }
 
 /// An activation id or code that matches nothing.
-fn invalid_activation() -> Response {
-    refuse(
+fn invalid_activation() -> Refusal {
+    Refusal::new(
         StatusCode::FORBIDDEN,
         "InvalidActivation",
         "the activation id or code is not valid",
     )
 }
 
-fn storage_error(e: impl std::fmt::Display) -> Response {
+fn storage_error(e: impl std::fmt::Display) -> Refusal {
     tracing::error!("register: {e}");
-    refuse(
+    Refusal::new(
         StatusCode::INTERNAL_SERVER_ERROR,
         "InternalError",
         "storage error",
@@ -92,11 +113,11 @@ fn storage_error(e: impl std::fmt::Display) -> Response {
 }
 
 /// A field of the request past its cap: refused, naming it.
-fn too_long(field: &str, max: usize) -> Response {
-    refuse(
+fn too_long(field: &str, max: usize) -> Refusal {
+    Refusal::new(
         StatusCode::BAD_REQUEST,
         "InvalidParameter",
-        &format!("{field} is longer than {max} bytes"),
+        format!("{field} is longer than {max} bytes"),
     )
 }
 
@@ -112,37 +133,95 @@ pub fn instance_name(activation_name: &str, hostname: &str, instance_id: &str) -
         .to_string()
 }
 
+/// What a registration showed of itself, for the audit trail: never the code, the
+/// token or what the host said of itself, only ids.
+#[derive(Default)]
+struct Seen {
+    /// The activation it named.
+    activation_id: String,
+    /// The activation's account, once the activation is found.
+    account_id: String,
+    /// The activation code matched.
+    authenticated: bool,
+    /// The instance it became.
+    instance_id: String,
+}
+
+/// `POST /agent/v1/register`; every attempt, refused or not, is recorded in the audit
+/// trail (`RegisterAgent`).
 pub async fn register(
     State(d): State<Arc<Dispatcher>>,
     peer: Option<axum::Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let peer = peer.map(|axum::Extension(axum::extract::ConnectInfo(addr))| addr);
+    let mut seen = Seen::default();
+    let outcome = try_register(&d, peer, body, &mut seen).await;
+    let (status, result) = match &outcome {
+        Ok(_) => (StatusCode::OK, "Success"),
+        Err(refusal) => (refusal.status, refusal.code),
+    };
+    let mut targets = Targets::default();
+    targets.add(&seen.activation_id);
+    targets.add(&seen.instance_id);
+    let request_id = ids::new_request_id();
+    if outcome.is_err() {
+        tracing::info!(request_id, code = result, activation = %oca_store::audit::clean(&seen.activation_id, 64), "agent registration refused");
+    }
+    d.audit
+        .record(AuditRecord {
+            at: now_millis(),
+            account_id: seen.account_id,
+            access_key_id: String::new(),
+            source: peer.map(|p| crate::audit_ip(p.ip())).unwrap_or_default(),
+            action: "RegisterAgent".to_string(),
+            targets: targets.ids,
+            omitted: targets.omitted,
+            result: result.to_string(),
+            http_status: status.as_u16(),
+            request_id,
+            authenticated: seen.authenticated,
+        })
+        .await;
+    match outcome {
+        Ok(answer) => Json(answer).into_response(),
+        Err(refusal) => refusal.into_response(),
+    }
+}
+
+async fn try_register(
+    d: &Dispatcher,
+    peer: Option<std::net::SocketAddr>,
+    body: Result<Bytes, BytesRejection>,
+    seen: &mut Seen,
+) -> Result<RegisterResponse, Refusal> {
     // A throttled address is refused before anything it sent is looked at.
-    if let Some(answer) = d.guard.refusal(peer) {
-        return answer;
+    if d.guard.throttled(peer) {
+        return Err(Refusal::new(
+            StatusCode::from_u16(THROTTLING_HTTP_STATUS).unwrap_or(StatusCode::TOO_MANY_REQUESTS),
+            THROTTLING_CODE,
+            THROTTLING_MESSAGE,
+        ));
     }
     // The body is capped (`Dispatcher::routes`): a larger one is refused unread.
-    let body = match body {
-        Ok(b) => b,
-        Err(rejection) => {
-            return refuse(
-                rejection.status(),
-                "InvalidParameter",
-                &format!(
-                    "the request body could not be read (at most {MAX_REGISTER_BODY} bytes): {}",
-                    rejection.body_text()
-                ),
-            )
-        }
-    };
+    let body = body.map_err(|rejection| {
+        Refusal::new(
+            rejection.status(),
+            "InvalidParameter",
+            format!(
+                "the request body could not be read (at most {MAX_REGISTER_BODY} bytes): {}",
+                rejection.body_text()
+            ),
+        )
+    })?;
     let Ok(req) = serde_json::from_slice::<RegisterRequest>(&body) else {
-        return refuse(
+        return Err(Refusal::new(
             StatusCode::BAD_REQUEST,
             "InvalidParameter",
             "the request body is not a JSON registration request",
-        );
+        ));
     };
+    seen.activation_id = req.activation_id.clone();
     for (field, value, max) in [
         ("hostname", &req.hostname, MAX_HOSTNAME),
         ("os_type", &req.os_type, MAX_OS_TYPE),
@@ -150,7 +229,7 @@ pub async fn register(
         ("machine_id", &req.machine_id, MAX_MACHINE_ID),
     ] {
         if value.len() > max {
-            return too_long(field, max);
+            return Err(too_long(field, max));
         }
     }
     // Ids and codes longer than any real one match nothing: a failure, without a
@@ -159,52 +238,54 @@ pub async fn register(
         || req.activation_code.len() > MAX_ACTIVATION_CODE
     {
         d.guard.failed(peer);
-        return invalid_activation();
+        return Err(invalid_activation());
     }
     let activation = match d.store.get_activation(&req.activation_id).await {
         Ok(Some(a)) => a,
         Ok(None) => {
             d.guard.failed(peer);
-            return invalid_activation();
+            return Err(invalid_activation());
         }
-        Err(e) => return storage_error(e),
+        Err(e) => return Err(storage_error(e)),
     };
+    seen.account_id = activation.account_id.clone();
     if !digests_equal(&activation.code_hash, &digest(&req.activation_code)) {
         d.guard.failed(peer);
-        return invalid_activation();
+        return Err(invalid_activation());
     }
+    seen.authenticated = true;
     // The activation's IpAddressRange: checked after the code, so that it says nothing
     // to whoever does not hold one. (Without a peer address, as in-process tests, it
     // cannot be checked; the server always has one.)
     if let Some(peer) = peer {
         if !allowed_by(&activation.ip_address_range, peer.ip()) {
             tracing::warn!(activation = %activation.activation_id, %peer, "registration from outside the activation's IpAddressRange");
-            return refuse(
+            return Err(Refusal::new(
                 StatusCode::FORBIDDEN,
                 "InvalidIpAddress",
                 "this host's address is outside the activation's IpAddressRange",
-            );
+            ));
         }
     }
     // The activation's account must be live: a deleted one's activations are dead, a
     // disabled one's wait until it is enabled again.
     match d.store.get_account(&activation.account_id).await {
         Ok(Some(a)) if a.deleted.is_some() => {
-            return refuse(
+            return Err(Refusal::new(
                 StatusCode::FORBIDDEN,
                 "ActivationUnavailable",
                 "the activation's account is deleted",
-            )
+            ))
         }
         Ok(Some(a)) if !a.enabled => {
-            return refuse(
+            return Err(Refusal::new(
                 StatusCode::FORBIDDEN,
                 "ActivationUnavailable",
                 "the activation's account is disabled",
-            )
+            ))
         }
         Ok(_) => {}
-        Err(e) => return storage_error(e),
+        Err(e) => return Err(storage_error(e)),
     }
     let token = ids::new_secret(48);
     let now = now_millis();
@@ -226,20 +307,24 @@ pub async fn register(
         invocation_count: 0,
         // An instance belongs to its activation's resource group.
         resource_group_id: activation.resource_group_id.clone(),
+        // Said by the agent when it connects.
+        task_isolation: String::new(),
     };
     match d.store.register_instance(&instance).await {
         Ok(()) => {
             tracing::info!(instance = %instance.instance_id, host = %req.hostname, "agent registered");
-            Json(RegisterResponse {
+            seen.instance_id = instance.instance_id.clone();
+            Ok(RegisterResponse {
                 instance_id: instance.instance_id,
                 token,
             })
-            .into_response()
         }
-        Err(StoreError::Conflict(why)) => {
-            refuse(StatusCode::FORBIDDEN, "ActivationUnavailable", &why)
-        }
-        Err(e) => storage_error(e),
+        Err(StoreError::Conflict(why)) => Err(Refusal::new(
+            StatusCode::FORBIDDEN,
+            "ActivationUnavailable",
+            why,
+        )),
+        Err(e) => Err(storage_error(e)),
     }
 }
 

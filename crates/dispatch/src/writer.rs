@@ -20,6 +20,8 @@ type Reply = oneshot::Sender<Result<WriteOutcome, String>>;
 #[derive(Clone)]
 pub struct Writer {
     tx: mpsc::UnboundedSender<(WriteOp, Reply)>,
+    /// Writes handed over and not yet answered.
+    pending: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Writer {
@@ -45,17 +47,36 @@ impl Writer {
                 }
             }
         });
-        Writer { tx }
+        Writer {
+            tx,
+            pending: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
+        }
     }
 
     async fn submit(&self, op: WriteOp) -> Result<WriteOutcome, String> {
+        use std::sync::atomic::Ordering;
         let (reply, answer) = oneshot::channel();
-        self.tx
-            .send((op, reply))
-            .map_err(|_| "the writer has stopped".to_string())?;
-        answer
-            .await
-            .map_err(|_| "the writer has stopped".to_string())?
+        self.pending.fetch_add(1, Ordering::SeqCst);
+        let sent = self.tx.send((op, reply));
+        let outcome = match sent {
+            Ok(()) => answer
+                .await
+                .map_err(|_| "the writer has stopped".to_string())
+                .and_then(|r| r),
+            Err(_) => Err("the writer has stopped".to_string()),
+        };
+        self.pending.fetch_sub(1, Ordering::SeqCst);
+        outcome
+    }
+
+    /// Waits until every write handed over so far is committed and answered (or
+    /// `deadline` passes).
+    pub async fn flush(&self, deadline: tokio::time::Instant) {
+        while self.pending.load(std::sync::atomic::Ordering::SeqCst) > 0
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
     }
 
     /// `Store::apply_task_event`, committed with whatever else is waiting.
@@ -72,7 +93,7 @@ impl Writer {
         };
         match self.submit(op).await? {
             WriteOutcome::Task(t) => Ok(t),
-            WriteOutcome::Output(_) => Err("the store answered an event with an append".into()),
+            _ => Err("the store answered an event with something else".into()),
         }
     }
 
@@ -94,7 +115,21 @@ impl Writer {
         };
         match self.submit(op).await? {
             WriteOutcome::Output(a) => Ok(a),
-            WriteOutcome::Task(_) => Err("the store answered an append with an event".into()),
+            _ => Err("the store answered an append with something else".into()),
         }
+    }
+
+    /// `Store::touch_instance`, committed with whatever else is waiting: thousands of
+    /// agents connecting at once (a server restart) share a few syncs.
+    pub async fn seen(&self, instance: &oca_store::InstanceRecord, at: i64) -> Result<(), String> {
+        let op = WriteOp::Seen {
+            instance_id: instance.instance_id.clone(),
+            at,
+            agent_version: instance.agent_version.clone(),
+            hostname: instance.hostname.clone(),
+            os_type: instance.os_type.clone(),
+            task_isolation: instance.task_isolation.clone(),
+        };
+        self.submit(op).await.map(|_| ())
     }
 }

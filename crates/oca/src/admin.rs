@@ -1,5 +1,5 @@
 //! `oca keys …` and `oca accounts …`: managing tenants and their access keys, offline
-//! against a data directory. They open the database directly (WAL lets them run next
+//! against a data directory; `oca audit`: reading the audit trail there. They open the database directly (WAL lets them run next
 //! to a live server); the server reads keys and accounts on every request, so a
 //! disable takes effect on the next call.
 
@@ -98,6 +98,154 @@ pub enum AccountsCommand {
     },
 }
 
+#[derive(clap::Args, Debug)]
+pub struct AuditArgs {
+    #[command(flatten)]
+    dir: DataDirArg,
+    /// Only entries since this time: a duration back from now (`90s`, `15m`, `2h`,
+    /// `7d`) or a time (`2025-01-31T08:00:00Z`, any RFC 3339 time, or `2025-01-31`
+    /// for midnight UTC).
+    #[arg(long, value_name = "DURATION|TIME", value_parser = parse_since)]
+    since: Option<i64>,
+    /// Only this action: an API action (`RunCommand`, …), an agent's (`RegisterAgent`,
+    /// `CutOffAgent`) or an offline change (`CreateAccessKey`, `DisableAccount`, …).
+    #[arg(long)]
+    action: Option<String>,
+    /// Only this account's entries.
+    #[arg(long)]
+    account: Option<String>,
+    /// Print at most this many entries: the newest, oldest first.
+    #[arg(long, default_value_t = 1000)]
+    limit: u64,
+    /// Output format.
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = AuditFormat::Table)]
+    output: AuditFormat,
+}
+
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuditFormat {
+    Table,
+    Json,
+}
+
+/// `--since`: `<n>s|m|h|d` back from now, or an RFC 3339 time, or a UTC day.
+fn parse_since(s: &str) -> std::result::Result<i64, String> {
+    parse_since_at(s, now_millis())
+}
+
+fn parse_since_at(s: &str, now: i64) -> std::result::Result<i64, String> {
+    let s = s.trim();
+    let unit_ms = match s.chars().last() {
+        Some('s') => Some(1_000),
+        Some('m') => Some(60_000),
+        Some('h') => Some(3_600_000),
+        Some('d') => Some(86_400_000),
+        _ => None,
+    };
+    if let Some(unit) = unit_ms {
+        if let Ok(n) = s[..s.len() - 1].parse::<i64>() {
+            return Ok(now.saturating_sub(n.saturating_mul(unit)));
+        }
+    }
+    oca_domain::time::parse_api(s)
+        .or_else(|| oca_domain::time::parse_api(&format!("{s}T00:00:00Z")))
+        .ok_or_else(|| {
+            format!(
+                "{s:?} is neither a duration (90s, 15m, 2h, 7d) nor a time \
+                 (2025-01-31T08:00:00Z, 2025-01-31)"
+            )
+        })
+}
+
+/// `oca audit`: the audit trail of a data directory, newest entries oldest first.
+pub async fn audit(args: AuditArgs) -> Result<ExitCode> {
+    let data = open_existing(&args.dir)?;
+    let filter = oca_store::AuditFilter {
+        since: args.since,
+        action: args.action,
+        account_id: args.account,
+        // One more, to tell whether there are more.
+        limit: args.limit.saturating_add(1),
+    };
+    let mut entries = data.store.list_audit(&filter).await?;
+    let more = entries.len() as u64 > args.limit;
+    if more {
+        entries.remove(0);
+    }
+    match args.output {
+        AuditFormat::Json => {
+            let items: Vec<serde_json::Value> = entries
+                .iter()
+                .map(|e| {
+                    let mut v = serde_json::to_value(e).unwrap_or_default();
+                    v["time"] = format_api(e.at).into();
+                    v
+                })
+                .collect();
+            println!("{}", serde_json::to_string_pretty(&items)?);
+        }
+        AuditFormat::Table => {
+            println!(
+                "{:<20} {:<16} {:<24} {:<15} {:<25} {:<22} {:<36} TARGETS",
+                "TIME", "ACCOUNT", "ACCESS KEY", "SOURCE", "ACTION", "RESULT", "REQUEST ID"
+            );
+            let dash = |s: &str| {
+                if s.is_empty() {
+                    "-".to_string()
+                } else {
+                    s.to_string()
+                }
+            };
+            for e in &entries {
+                let mut targets = e.targets.join(",");
+                if e.omitted > 0 {
+                    targets.push_str(&format!(" (+{})", e.omitted));
+                }
+                println!(
+                    "{:<20} {:<16} {:<24} {:<15} {:<25} {:<22} {:<36} {}",
+                    format_api(e.at),
+                    dash(&e.account_id),
+                    dash(&e.access_key_id),
+                    dash(&e.source),
+                    e.action,
+                    e.result,
+                    dash(&e.request_id),
+                    dash(&targets),
+                );
+            }
+        }
+    }
+    if more {
+        eprintln!(
+            "(the newest {} entries shown; older ones match too: raise --limit or narrow --since)",
+            args.limit
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Records a change made offline (`oca keys …`, `oca accounts …`, the key `oca up`
+/// makes) in the audit trail: source `local`, no access key (whoever can write the
+/// data directory needs none), the key or account changed as the target.
+pub async fn record_local(store: &dyn oca_store::Store, action: &str, account: &str, target: &str) {
+    let entry = oca_store::AuditRecord {
+        at: now_millis(),
+        account_id: account.to_string(),
+        access_key_id: String::new(),
+        source: "local".to_string(),
+        action: action.to_string(),
+        targets: vec![target.to_string()],
+        omitted: 0,
+        result: "Success".to_string(),
+        http_status: 0,
+        request_id: oca_domain::ids::new_request_id(),
+        authenticated: true,
+    };
+    if let Err(e) = store.record_audit(vec![entry], true).await {
+        eprintln!("warning: the change was made but could not be recorded in the audit trail: {e}");
+    }
+}
+
 /// The `default` account, created on first use.
 pub fn default_account() -> AccountRecord {
     AccountRecord {
@@ -166,9 +314,22 @@ pub async fn keys(command: KeysCommand) -> Result<ExitCode> {
         KeysCommand::Enable { dir, access_key_id } => set_key(&dir, &access_key_id, true).await,
         KeysCommand::Delete { dir, access_key_id } => {
             let data = open_existing(&dir)?;
+            let account = data
+                .store
+                .get_access_key(&access_key_id)
+                .await?
+                .map(|k| k.account_id)
+                .unwrap_or_default();
             if !data.store.delete_access_key(&access_key_id).await? {
                 bail!("no access key {access_key_id}");
             }
+            record_local(
+                data.store.as_ref(),
+                "DeleteAccessKey",
+                &account,
+                &access_key_id,
+            )
+            .await;
             println!("Deleted access key {access_key_id}");
             Ok(ExitCode::SUCCESS)
         }
@@ -180,6 +341,18 @@ async fn set_key(dir: &DataDirArg, id: &str, enabled: bool) -> Result<ExitCode> 
     if !data.store.set_access_key_enabled(id, enabled).await? {
         bail!("no access key {id}");
     }
+    let account = data
+        .store
+        .get_access_key(id)
+        .await?
+        .map(|k| k.account_id)
+        .unwrap_or_default();
+    let action = if enabled {
+        "EnableAccessKey"
+    } else {
+        "DisableAccessKey"
+    };
+    record_local(data.store.as_ref(), action, &account, id).await;
     println!("Access key {id} {}", status(enabled));
     Ok(ExitCode::SUCCESS)
 }
@@ -204,6 +377,13 @@ async fn create_key(dir: DataDirArg, account: &str) -> Result<ExitCode> {
         .create_key(account)
         .await
         .map_err(|e| anyhow::anyhow!("{}", e.message()))?;
+    record_local(
+        data.store.as_ref(),
+        "CreateAccessKey",
+        &key.account_id,
+        &key.access_key_id,
+    )
+    .await;
     println!("AccessKeyId: {}", key.access_key_id);
     println!("AccessKeySecret: {secret}");
     println!("Account: {}", key.account_id);
@@ -246,6 +426,8 @@ pub async fn accounts(command: AccountsCommand) -> Result<ExitCode> {
                 }
                 Err(e) => return Err(e).context("creating the account"),
             }
+            let id = &record.account_id;
+            record_local(data.store.as_ref(), "CreateAccount", id, id).await;
             println!("Created account {}", record.account_id);
             println!(
                 "Create a key for it with: oca keys create --account {}",
@@ -296,6 +478,13 @@ pub async fn accounts(command: AccountsCommand) -> Result<ExitCode> {
                 ),
                 Err(e) => return Err(e).context("deleting the account"),
             }
+            record_local(
+                data.store.as_ref(),
+                "DeleteAccount",
+                &account_id,
+                &account_id,
+            )
+            .await;
             println!("Deleted account {account_id}");
             println!(
                 "Its id is never used again; a running server cuts its agents off within \
@@ -314,13 +503,36 @@ async fn set_account(dir: &DataDirArg, id: &str, enabled: bool) -> Result<ExitCo
         Err(StoreError::Conflict(_)) => bail!("account {id} was deleted: it stays disabled"),
         Err(e) => return Err(e).context("changing the account"),
     }
+    let action = if enabled {
+        "EnableAccount"
+    } else {
+        "DisableAccount"
+    };
+    record_local(data.store.as_ref(), action, id, id).await;
     println!("Account {id} {}", status(enabled));
     Ok(ExitCode::SUCCESS)
 }
 
 #[cfg(test)]
 mod tests {
-    use super::valid_account_id;
+    use super::{parse_since_at, valid_account_id};
+
+    #[test]
+    fn since() {
+        let now = 1_700_000_000_000;
+        assert_eq!(parse_since_at("90s", now), Ok(now - 90_000));
+        assert_eq!(parse_since_at("15m", now), Ok(now - 900_000));
+        assert_eq!(parse_since_at("2h", now), Ok(now - 7_200_000));
+        assert_eq!(parse_since_at("7d", now), Ok(now - 7 * 86_400_000));
+        assert_eq!(
+            parse_since_at("2023-11-14T22:13:20Z", now),
+            Ok(1_700_000_000_000)
+        );
+        assert_eq!(parse_since_at("2023-11-14", now), Ok(1_699_920_000_000));
+        assert!(parse_since_at("yesterday", now).is_err());
+        assert!(parse_since_at("5", now).is_err());
+        assert!(parse_since_at("xs", now).is_err());
+    }
 
     #[test]
     fn account_ids() {

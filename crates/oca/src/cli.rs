@@ -69,7 +69,7 @@ pub struct ResultsArgs {
 }
 
 fn client(common: &Common) -> Result<Client> {
-    Ok(Client::new(Credentials::load(common.config.as_deref())?))
+    Client::new(Credentials::load(common.config.as_deref())?)
 }
 
 fn s<'a>(v: &'a Value, k: &str) -> &'a str {

@@ -46,11 +46,21 @@ const RFC3986: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
     .remove(b'~');
 
 impl Client {
-    pub fn new(creds: Credentials) -> Client {
-        Client {
-            http: reqwest::Client::new(),
-            creds,
+    pub fn new(creds: Credentials) -> Result<Client> {
+        let mut builder = reqwest::Client::builder();
+        if creds.endpoint.starts_with("https://") {
+            let trust = match &creds.ca_file {
+                Some(ca) => oca_tls::Trust::CaFile(ca.clone()),
+                None => oca_tls::Trust::SystemRoots,
+            };
+            let config = oca_tls::client_config(&trust)
+                .with_context(|| format!("trusting {trust} for {}", creds.endpoint))?;
+            builder = builder.use_preconfigured_tls(config);
         }
+        Ok(Client {
+            http: builder.build()?,
+            creds,
+        })
     }
 
     /// Calls `action` with `params` (RegionId is added) and returns the JSON answer.

@@ -28,6 +28,10 @@ pub struct Credentials {
     pub region_id: String,
     pub access_key_id: String,
     pub access_key_secret: String,
+    /// The CA to trust for an `https://` endpoint (the server's private CA); without
+    /// it, the system's roots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
 }
 
 pub fn credentials_path(data_dir: &Path) -> PathBuf {

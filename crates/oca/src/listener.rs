@@ -87,6 +87,9 @@ pub struct Tracker {
     /// counts descriptors exactly (an evicted connection holds its permit until its
     /// task has dropped the socket).
     permits: Arc<tokio::sync::Semaphore>,
+    /// Set when the server stops: connections finish the request they serve, if any,
+    /// and close.
+    draining: tokio::sync::watch::Sender<bool>,
     /// Connections closed to make room, and connections refused (for figures and logs).
     pub evicted: AtomicU64,
     pub refused: AtomicU64,
@@ -96,6 +99,7 @@ impl Tracker {
     pub fn new(limits: Limits) -> Arc<Tracker> {
         Arc::new(Tracker {
             permits: Arc::new(tokio::sync::Semaphore::new(limits.max_connections.max(1))),
+            draining: tokio::sync::watch::channel(false).0,
             limits,
             started: Instant::now(),
             next_id: AtomicU64::new(1),
@@ -103,6 +107,20 @@ impl Tracker {
             evicted: AtomicU64::new(0),
             refused: AtomicU64::new(0),
         })
+    }
+
+    /// The server stops: every connection finishes the request it serves (if any) and
+    /// closes; waits until all have (or `grace` passes). Answers how many were left.
+    pub async fn drain(&self, grace: Duration) -> usize {
+        self.draining.send_replace(true);
+        let deadline = Instant::now() + grace;
+        loop {
+            let open = self.limits.max_connections.max(1) - self.permits.available_permits();
+            if open == 0 || Instant::now() >= deadline {
+                return open;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 
     fn now(&self) -> i64 {
@@ -236,12 +254,21 @@ fn is_connection_error(e: &io::Error) -> bool {
     )
 }
 
+/// What every connection is served with.
+#[derive(Clone)]
+pub struct Site {
+    pub app: Router,
+    /// `HostId` in the error documents written here.
+    pub host_id: String,
+    /// TLS, unless the server was told to serve plain HTTP.
+    pub tls: Option<Arc<crate::tls::ServerTls>>,
+}
+
 /// Accepts and serves connections until `shutdown` resolves.
 pub async fn serve(
     listener: TcpListener,
-    app: Router,
+    site: Site,
     tracker: Arc<Tracker>,
-    host_id: String,
     shutdown: impl Future<Output = ()>,
 ) {
     tokio::pin!(shutdown);
@@ -284,32 +311,81 @@ pub async fn serve(
             drop(tcp);
             continue;
         };
-        tokio::spawn(serve_connection(
-            tcp,
-            peer,
-            app.clone(),
-            slot,
-            host_id.clone(),
-            permit,
-        ));
+        tokio::spawn(serve_connection(tcp, peer, site.clone(), slot, permit));
     }
 }
 
 async fn serve_connection(
     tcp: TcpStream,
     peer: SocketAddr,
-    app: Router,
+    site: Site,
     slot: Slot,
-    host_id: String,
-    permit: tokio::sync::OwnedSemaphorePermit,
+    // Held until the socket is closed (at the end of this function).
+    _permit: tokio::sync::OwnedSemaphorePermit,
 ) {
     // Small messages (a task to an agent, an Ack) must leave at once: with Nagle's
     // algorithm a second small write waits for the peer's delayed ACK (~40 ms).
     if let Err(e) = tcp.set_nodelay(true) {
         tracing::debug!("could not set TCP_NODELAY: {e}");
     }
+    let deadline = slot.tracker.limits.header_read_timeout;
+    match &site.tls {
+        None => serve_http(tcp, peer, site.app, slot, site.host_id).await,
+        Some(tls) => {
+            // A TLS connection opens with a handshake record (0x16); anything else is
+            // a plain HTTP client at the TLS port: it gets a document that says so.
+            let mut first = [0u8; 1];
+            match tokio::time::timeout(deadline, tcp.peek(&mut first)).await {
+                Ok(Ok(1)) if first[0] == 0x16 => {}
+                Ok(Ok(1)) => return refuse_plain_http(tcp, &site.host_id).await,
+                _ => return,
+            }
+            let acceptor = tokio_rustls::TlsAcceptor::from(tls.config());
+            match tokio::time::timeout(deadline, acceptor.accept(tcp)).await {
+                Ok(Ok(stream)) => serve_http(stream, peer, site.app, slot, site.host_id).await,
+                Ok(Err(e)) => tracing::debug!(%peer, "TLS handshake failed: {e}"),
+                Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+            }
+        }
+    }
+}
+
+/// Answers a plain HTTP request sent to the TLS port with the vendor's error for it
+/// (`InvalidProtocol.NeedSsl`, 404: "Your request is denied as lack of ssl protect.",
+/// in the vendor's OpenAPI error table, help.aliyun.com/document_detail/434846), then
+/// closes.
+async fn refuse_plain_http(mut tcp: TcpStream, host_id: &str) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // Read what came of the request first, so that closing does not reset it.
+    let mut buf = [0u8; 8192];
+    let _ = tokio::time::timeout(Duration::from_millis(200), tcp.read(&mut buf)).await;
+    let _ = tcp.write_all(&plain_http_refusal(host_id)).await;
+    let _ = tcp.shutdown().await;
+}
+
+/// The answer to plain HTTP at the TLS port.
+pub fn plain_http_refusal(host_id: &str) -> Vec<u8> {
+    let body = serde_json::json!({
+        "RequestId": oca_domain::ids::new_request_id(),
+        "HostId": host_id,
+        "Code": "InvalidProtocol.NeedSsl",
+        "Message": "Your request is denied as lack of ssl protect. This server takes HTTPS only: use https://.",
+    })
+    .to_string();
+    format!(
+        "HTTP/1.1 404 Not Found\r\ncontent-type: application/json;charset=utf-8\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+/// Serves HTTP/1.1 on one connection (plain or TLS) until it ends or is evicted.
+async fn serve_http<I>(io: I, peer: SocketAddr, app: Router, slot: Slot, host_id: String)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let limits = slot.tracker.limits.clone();
-    let io = TokioIo::new(ErrorDocIo::new(tcp, host_id));
+    let io = TokioIo::new(ErrorDocIo::new(io, host_id));
     let slot = Arc::new(slot);
     let service_slot = slot.clone();
     let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
@@ -331,18 +407,29 @@ async fn serve_connection(
         .max_buf_size(limits.max_head_bytes.max(8192))
         .keep_alive(true);
     let conn = builder.serve_connection(io, service).with_upgrades();
-    tokio::select! {
-        result = conn => {
-            if let Err(e) = result {
-                tracing::debug!(%peer, "connection ended: {e}");
+    tokio::pin!(conn);
+    let mut draining = slot.tracker.draining.subscribe();
+    let mut finishing = false;
+    loop {
+        tokio::select! {
+            result = conn.as_mut() => {
+                if let Err(e) = result {
+                    tracing::debug!(%peer, "connection ended: {e}");
+                }
+                break;
+            }
+            _ = slot.conn.evict.notified() => {
+                tracing::debug!(%peer, "connection closed to make room");
+                break;
+            }
+            _ = draining.wait_for(|d| *d), if !finishing => {
+                // The server stops: the request under way, if any, is answered; then
+                // the connection closes.
+                conn.as_mut().graceful_shutdown();
+                finishing = true;
             }
         }
-        _ = slot.conn.evict.notified() => {
-            tracing::debug!(%peer, "connection closed to make room");
-        }
     }
-    // The socket is closed (dropped with `conn` above): its place is free.
-    drop(permit);
 }
 
 // -------------------------------------------------------------------------------------

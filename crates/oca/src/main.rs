@@ -4,9 +4,13 @@
 //! - `oca serve` — the server alone.
 //! - `oca run`, `oca invocations`, `oca results`, `oca instances`, `oca deregister` —
 //!   the everyday CLI, talking to the API with the credentials `oca up` saved.
+//! - `oca activations …` — the codes hosts join with; `create` prints the line that
+//!   installs an agent on a host.
 //! - `oca keys …`, `oca accounts …` — access keys and accounts (teams), offline
 //!   against the data directory.
+//! - `oca audit` — the audit trail (every change and registration), offline.
 
+mod activations;
 mod admin;
 mod cli;
 mod client;
@@ -14,8 +18,10 @@ mod config;
 mod listener;
 mod retention;
 mod server;
+mod settings;
+mod tls;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use std::process::ExitCode;
 
 #[derive(Parser)]
@@ -52,6 +58,12 @@ enum Command {
     Tag(cli::TagArgs),
     /// Remove tags from an instance (`oca untag mi-… env`).
     Untag(cli::UntagArgs),
+    /// Activations, the codes hosts join with: `oca activations create --count 20`
+    /// prints the line to run on each host.
+    Activations {
+        #[command(subcommand)]
+        command: activations::ActivationsCommand,
+    },
     /// Manage access keys (offline, against a data directory).
     Keys {
         #[command(subcommand)]
@@ -62,6 +74,9 @@ enum Command {
         #[command(subcommand)]
         command: admin::AccountsCommand,
     },
+    /// List the audit trail: every call that changed something or tried to, every agent
+    /// registration (offline, against a data directory).
+    Audit(admin::AuditArgs),
 }
 
 fn main() -> ExitCode {
@@ -71,7 +86,16 @@ fn main() -> ExitCode {
     unsafe {
         libc::umask(0o077);
     }
-    let args = Args::parse();
+    // `oca serve` and `oca up` take their settings from a file too (`settings.rs`).
+    let matches = match settings::matches(Args::command(), std::env::args_os().collect()) {
+        Ok(Some(m)) => m,
+        Ok(None) => return ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    let args = Args::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     let filter = tracing_subscriber::EnvFilter::try_from_env("RUST_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     tracing_subscriber::fmt()
@@ -92,8 +116,10 @@ fn main() -> ExitCode {
             Command::Deregister(a) => cli::deregister(a).await,
             Command::Tag(a) => cli::tag(a).await,
             Command::Untag(a) => cli::untag(a).await,
+            Command::Activations { command } => activations::activations(command).await,
             Command::Keys { command } => admin::keys(command).await,
             Command::Accounts { command } => admin::accounts(command).await,
+            Command::Audit(a) => admin::audit(a).await,
         }
     });
     match result {

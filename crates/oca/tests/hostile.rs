@@ -17,6 +17,8 @@ mod wire;
 
 #[path = "hostile/accounts.rs"]
 mod accounts;
+#[path = "hostile/agent_escape.rs"]
+mod agent_escape;
 #[path = "hostile/agents.rs"]
 mod agents;
 #[path = "hostile/connections.rs"]
@@ -38,6 +40,7 @@ fn main() {
         agents::CASES,
         accounts::CASES,
         guessing::CASES,
+        agent_escape::CASES,
     ]
     .into_iter()
     .flatten()

@@ -469,6 +469,7 @@ fn a_disabled_key_is_refused_at_once() {
         key_id: other.key_id.clone(),
         secret: "wrong".into(),
         sig: Sig::V3,
+        tls: None,
     }
     .err("DescribeCommands", &[], "SignatureDoesNotMatch", 400);
 }

@@ -66,6 +66,8 @@ use oca_domain::task_error::TaskError;
 use oca_domain::time::Millis;
 use serde::{Deserialize, Serialize};
 
+pub mod install;
+
 /// The protocol version this build speaks.
 pub const PROTOCOL_VERSION: u32 = 1;
 
@@ -78,6 +80,10 @@ pub const CLOSE_REPLACED: u16 = 4001;
 /// The Close code of a connection whose instance no longer exists for the server: it
 /// was deregistered, or its account was deleted (1008, policy violation).
 pub const CLOSE_GONE: u16 = 1008;
+/// The Close code of every connection when the server stops (1012, service restart,
+/// in IANA's WebSocket close code registry): the agent reconnects after a short random
+/// pause, so a restarted server is not met by all its agents at once.
+pub const CLOSE_RESTARTING: u16 = 1012;
 /// The Close code of a connection that sent a message past
 /// [`limits::MAX_MESSAGE_BYTES`] (1009, message too big).
 pub const CLOSE_TOO_BIG: u16 = 1009;
@@ -276,6 +282,27 @@ pub struct TaskResult {
     pub more: bool,
 }
 
+impl TaskResult {
+    /// The result of a run that ended before it started (`error` says why: a user
+    /// that does not exist, a spool that cannot be written, …): no exit code, no
+    /// output, the schedule of a repeating task ends.
+    pub fn not_started(invoke_id: &str, run: u64, error: TaskError, at: Millis) -> TaskResult {
+        TaskResult {
+            invoke_id: invoke_id.to_string(),
+            status: error.status(),
+            exit_code: None,
+            error: Some(error),
+            start_time: None,
+            finish_time: at,
+            output: String::new(),
+            dropped: 0,
+            output_len: 0,
+            run,
+            more: false,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum AgentMsg {
@@ -285,6 +312,10 @@ pub enum AgentMsg {
         hostname: String,
         os_type: String,
         known: Vec<KnownTask>,
+        /// How the agent keeps a run's processes together so that its timeout or stop
+        /// ends them all: `cgroup` or `process-tree` (empty from older agents).
+        #[serde(default)]
+        task_isolation: String,
     },
     Heartbeat {
         active_tasks: u32,
@@ -388,6 +419,12 @@ mod tests {
                 run: 0
             }
         );
+        // An older agent's Hello says nothing of its task isolation.
+        let json = r#"{"type":"hello","protocol":1,"agent_version":"0.1","hostname":"h","os_type":"linux","known":[]}"#;
+        match serde_json::from_str::<AgentMsg>(json).unwrap() {
+            AgentMsg::Hello { task_isolation, .. } => assert_eq!(task_isolation, ""),
+            other => panic!("{other:?}"),
+        }
         let json = r#"{"type":"started","invoke_id":"t-1","start_time":5}"#;
         assert_eq!(
             serde_json::from_str::<AgentMsg>(json).unwrap(),

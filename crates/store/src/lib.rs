@@ -6,6 +6,7 @@
 //! region), so one tenant's ids are invisible to another: a lookup outside the scope
 //! answers `None`, exactly like a missing id.
 
+pub mod audit;
 pub mod records;
 pub mod sqlite;
 
@@ -118,6 +119,16 @@ pub enum WriteOp {
         data: Vec<u8>,
         cap: u64,
     },
+    /// [`Store::touch_instance`]: an agent was seen (connected, heartbeat, left), with
+    /// what it says of itself.
+    Seen {
+        instance_id: String,
+        at: Millis,
+        agent_version: String,
+        hostname: String,
+        os_type: String,
+        task_isolation: String,
+    },
 }
 
 /// What one [`WriteOp`] did.
@@ -128,6 +139,8 @@ pub enum WriteOp {
 pub enum WriteOutcome {
     Task(Option<TaskRecord>),
     Output(OutputAppend),
+    /// A [`WriteOp::Seen`] was stored.
+    Seen,
 }
 
 /// The outcome of appending a chunk of a run's whole output.
@@ -415,7 +428,8 @@ pub trait Store: Send + Sync + 'static {
         instance_id: &str,
         name: &str,
     ) -> Result<Option<InstanceRecord>>;
-    /// Records an agent's heartbeat and what it says of itself.
+    /// Records an agent's heartbeat and what it says of itself (its version, host name,
+    /// OS and task isolation).
     async fn touch_instance(
         &self,
         instance_id: &str,
@@ -423,6 +437,7 @@ pub trait Store: Send + Sync + 'static {
         agent_version: &str,
         hostname: &str,
         os_type: &str,
+        task_isolation: &str,
     ) -> Result<()>;
 
     // ---- replay protection --------------------------------------------------------
@@ -430,6 +445,25 @@ pub trait Store: Send + Sync + 'static {
     /// new (`false`: the same key used it before and it has not expired, or it comes
     /// twice in `nonces`). Also forgets a bounded number of nonces expired by `now`.
     async fn record_nonces(&self, nonces: Vec<NonceRecord>, now: Millis) -> Result<Vec<bool>>;
+
+    // ---- audit trail --------------------------------------------------------------
+    /// Appends audit entries in one transaction. With `sync` false the commit does not
+    /// wait for the disk: the entries survive a crash of the process at once, and a
+    /// power loss once the next synced commit (of anything) or checkpoint has been
+    /// made. (`audit::AuditLog` is how the server writes them.)
+    async fn record_audit(&self, entries: Vec<AuditRecord>, sync: bool) -> Result<()>;
+    /// The newest `filter.limit` audit entries that match, oldest first.
+    async fn list_audit(&self, filter: &AuditFilter) -> Result<Vec<AuditRecord>>;
+    /// Deletes, in one short write transaction, at most `batch` audit entries, oldest
+    /// first: those made before `older_than`, those beyond the newest `max_entries`, and
+    /// the unauthenticated ones beyond the newest `max_unauthenticated` of them.
+    async fn purge_audit(
+        &self,
+        older_than: Millis,
+        max_entries: u64,
+        max_unauthenticated: u64,
+        batch: u64,
+    ) -> Result<AuditPurged>;
 
     // ---- retention --------------------------------------------------------------
     /// Deletes, in one short write transaction, at most `batch` invocations that have

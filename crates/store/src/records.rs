@@ -329,6 +329,9 @@ pub struct InstanceRecord {
     pub invocation_count: i64,
     /// Its activation's resource group; empty: none.
     pub resource_group_id: String,
+    /// How its agent keeps a run's processes together, as its `Hello` said:
+    /// `cgroup`, `process-tree`; empty until an agent that says so connects.
+    pub task_isolation: String,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -401,4 +404,60 @@ impl TagResource {
 pub struct Tag {
     pub key: String,
     pub value: String,
+}
+
+/// One entry of the audit trail: a call that changed something or tried to (every API
+/// action but `Describe…`/`List…`, refusals included), an agent registration, an
+/// agent cut off by a deregistration, or a change made offline (`oca keys`, `oca
+/// accounts`: source `local`). Operators' data: no API action reads it.
+///
+/// Nothing secret is kept: no command content, no parameter values, no activation
+/// code, token or secret; only ids. What a caller sent is bounded before it gets here
+/// (see `oca_store::audit`): ids are cut to 64 bytes, at most 16 of them per entry.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct AuditRecord {
+    /// When the call was answered (Unix ms).
+    pub at: Millis,
+    /// The account the call acted for; for a refusal, the account of the access key
+    /// or activation it named, if that exists; else empty.
+    pub account_id: String,
+    /// The access key the request claimed (empty when it named none, and for agents).
+    pub access_key_id: String,
+    /// The caller's IP address (the TCP peer's); `local` for a change made offline.
+    pub source: String,
+    /// The API action (`RunCommand`, …) or agent event (`RegisterAgent`, `AgentCutOff`).
+    pub action: String,
+    /// The ids the call named or created, at most 16.
+    pub targets: Vec<String>,
+    /// Ids left out past the cap (for `AuditOverflow`: the entries left out).
+    pub omitted: u64,
+    /// `Success`, or the error code answered.
+    pub result: String,
+    /// The HTTP status answered.
+    pub http_status: u16,
+    pub request_id: String,
+    /// Whether the caller proved a secret: a signature verified and admitted (a fresh
+    /// nonce, an enabled key), an activation code or an agent token that matched.
+    /// Entries that did not are capped apart, so a flood of refusals cannot push the
+    /// others out.
+    pub authenticated: bool,
+}
+
+/// Which audit entries [`crate::Store::list_audit`] returns.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuditFilter {
+    /// Entries at or after this time.
+    pub since: Option<Millis>,
+    pub action: Option<String>,
+    pub account_id: Option<String>,
+    /// The newest this many at most.
+    pub limit: u64,
+}
+
+/// What one [`crate::Store::purge_audit`] call deleted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AuditPurged {
+    pub entries: u64,
+    /// The call stopped at its batch: call again.
+    pub more: bool,
 }

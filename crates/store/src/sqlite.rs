@@ -52,6 +52,7 @@
 //! [`StatusCounts`]: oca_domain::status::StatusCounts
 
 mod accounts;
+mod audit;
 mod catalog;
 mod instances;
 mod invocations;
@@ -64,11 +65,11 @@ mod tags;
 mod tests;
 
 use crate::{
-    AccessKeyRecord, AccountRecord, ActivationFilter, ActivationRecord, CommandFilter,
-    CommandRecord, DispatchItem, InstanceFilter, InstanceRecord, InvocationChange,
-    InvocationFilter, InvocationRecord, InvocationView, Listing, NewInvocation, NonceRecord,
-    OutputAppend, Page, PriorInvocation, Result, ResultFilter, RunRecord, Scope, Store, StoreError,
-    Tag, TagResource, TaskRecord, WriteOp, WriteOutcome,
+    AccessKeyRecord, AccountRecord, ActivationFilter, ActivationRecord, AuditFilter, AuditPurged,
+    AuditRecord, CommandFilter, CommandRecord, DispatchItem, InstanceFilter, InstanceRecord,
+    InvocationChange, InvocationFilter, InvocationRecord, InvocationView, Listing, NewInvocation,
+    NonceRecord, OutputAppend, Page, PriorInvocation, Result, ResultFilter, RunRecord, Scope,
+    Store, StoreError, Tag, TagResource, TaskRecord, WriteOp, WriteOutcome,
 };
 use async_trait::async_trait;
 use oca_domain::status::InvocationStatus;
@@ -715,14 +716,38 @@ impl Store for SqliteStore {
         agent_version: &str,
         hostname: &str,
         os_type: &str,
+        task_isolation: &str,
     ) -> Result<()> {
         let id = instance_id.to_string();
-        let (v, h, o) = (
+        let (v, h, o, t) = (
             agent_version.to_string(),
             hostname.to_string(),
             os_type.to_string(),
+            task_isolation.to_string(),
         );
-        self.write(move |c| instances::touch_instance(c, &id, at, &v, &h, &o))
+        self.write(move |c| instances::touch_instance(c, &id, at, &v, &h, &o, &t))
+            .await
+    }
+
+    // ---- audit trail --------------------------------------------------------------
+
+    async fn record_audit(&self, entries: Vec<AuditRecord>, sync: bool) -> Result<()> {
+        self.write(move |c| audit::record(c, &entries, sync)).await
+    }
+
+    async fn list_audit(&self, filter: &AuditFilter) -> Result<Vec<AuditRecord>> {
+        let filter = filter.clone();
+        self.read(move |c| audit::list(c, &filter)).await
+    }
+
+    async fn purge_audit(
+        &self,
+        older_than: Millis,
+        max_entries: u64,
+        max_unauthenticated: u64,
+        batch: u64,
+    ) -> Result<AuditPurged> {
+        self.write(move |c| audit::purge(c, older_than, max_entries, max_unauthenticated, batch))
             .await
     }
 

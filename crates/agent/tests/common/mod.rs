@@ -108,19 +108,26 @@ impl FakeServer {
 
     /// The next connection, after its Hello; answers Welcome.
     pub async fn welcome(&mut self, heartbeat_secs: u64) -> (Conn, Vec<KnownTask>) {
+        let (c, known, _) = self.welcome_hello(heartbeat_secs).await;
+        (c, known)
+    }
+
+    /// [`Self::welcome`], with the task isolation the Hello reported.
+    pub async fn welcome_hello(&mut self, heartbeat_secs: u64) -> (Conn, Vec<KnownTask>, String) {
         let mut c = self.next_conn().await;
-        let known = match c.recv().await {
+        let (known, task_isolation) = match c.recv().await {
             AgentMsg::Hello {
                 protocol,
                 known,
                 os_type,
                 hostname,
+                task_isolation,
                 ..
             } => {
                 assert_eq!(protocol, oca_proto::PROTOCOL_VERSION);
                 assert_eq!(os_type, "linux");
                 assert_eq!(hostname, "testhost");
-                known
+                (known, task_isolation)
             }
             other => panic!("expected Hello, got {other:?}"),
         };
@@ -130,7 +137,7 @@ impl FakeServer {
             server_time: 0,
         })
         .await;
-        (c, known)
+        (c, known, task_isolation)
     }
 }
 
@@ -253,14 +260,24 @@ pub fn start_agent_on_boot(
     boot_id_file: Option<&Path>,
 ) -> JoinHandle<anyhow::Result<()>> {
     let cfg = Config {
+        boot_id_file: boot_id_file.map(Path::to_path_buf),
+        ..agent_config(url, state, activation)
+    };
+    tokio::spawn(oca_agent::run(cfg))
+}
+
+/// How the tests' agents run (task isolation `auto`).
+pub fn agent_config(url: &str, state: &Path, activation: bool) -> Config {
+    Config {
         server: url.to_string(),
+        trust: None,
         state_dir: state.to_path_buf(),
         activation_id: activation.then(|| "act-1".to_string()),
         activation_code: activation.then(|| "code-1".to_string()),
         hostname: Some("testhost".into()),
-        boot_id_file: boot_id_file.map(Path::to_path_buf),
-    };
-    tokio::spawn(oca_agent::run(cfg))
+        boot_id_file: None,
+        task_isolation: Default::default(),
+    }
 }
 
 pub fn registered(state: &Path) {

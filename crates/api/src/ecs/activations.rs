@@ -2,6 +2,12 @@
 //! activation codes hosts register with (`oca-agent --activation-id … --activation-code
 //! …`; the registration itself is the dispatcher's, `oca_dispatch::register`).
 //!
+//! - CreateActivation also answers `InstallCommand` (an OCA extension; the SDKs ignore
+//!   fields their models lack): the line that installs an agent on a host,
+//!   `oca-agent install --server … --activation-id … --activation-code …
+//!   [--fingerprint …]` ([`oca_proto::install::InstallLine`]), with the server's
+//!   advertised URL and its private CA's fingerprint. Like the code, it is shown once:
+//!   neither is logged nor stored (only the code's digest is).
 //! - An activation counts its registrations (`RegisteredCount`, each a use of
 //!   `InstanceCount`) and, of those, the instances deregistered since
 //!   (`DeregisteredCount`); a deregistration does not give the use back.
@@ -29,6 +35,9 @@ struct CreateActivationResponse {
     request_id: String,
     activation_id: String,
     activation_code: String,
+    /// OCA's: the line to run on a host.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    install_command: Option<String>,
 }
 
 pub async fn create(api: &Api, ctx: &Ctx) -> Result<Response, ApiError> {
@@ -97,12 +106,23 @@ pub async fn create(api: &Api, ctx: &Ctx) -> Result<Response, ApiError> {
         resource_group_id: super::resource_group(p)?.unwrap_or_default(),
     };
     api.store.create_activation(&activation, &tags).await?;
+    ctx.created(&activation.activation_id);
+    let install_command = api.config.agent_install.as_ref().map(|i| {
+        oca_proto::install::InstallLine {
+            server: &i.server_url,
+            activation_id: &activation.activation_id,
+            activation_code: &code,
+            fingerprint: i.fingerprint.as_deref(),
+        }
+        .to_string()
+    });
     Ok(render::ok(
         "CreateActivation",
         &CreateActivationResponse {
             request_id: ctx.request_id.clone(),
             activation_id: activation.activation_id,
             activation_code: code,
+            install_command,
         },
         ctx.format,
     ))

@@ -131,6 +131,7 @@ pub async fn create(api: &Api, ctx: &Ctx) -> Result<Response, ApiError> {
         resource_group_id,
     };
     api.store.insert_command(&record).await?;
+    ctx.created(&record.command_id);
     if !tags.is_empty() {
         let ids = [record.command_id.clone()];
         api.store

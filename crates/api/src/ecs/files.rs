@@ -196,6 +196,7 @@ pub async fn send_file(api: &Api, ctx: &Ctx) -> Result<Response, ApiError> {
             tags: &tags,
         })
         .await?;
+    ctx.created(&invoke_id);
     send(api, &invocation, &tasks);
     tracing::info!(invoke_id, instances = tasks.len(), "file delivery started");
     Ok(render::ok(

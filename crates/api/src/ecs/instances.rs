@@ -6,6 +6,12 @@
 //! token no longer authenticates), its live connection is dropped, its live tasks end,
 //! it is listed nowhere and no invocation can name it (`InvalidInstance.NotFound`); its
 //! past results stay readable and its activation counts it in `DeregisteredCount`.
+//!
+//! OCA extension: DescribeCloudAssistantStatus and DescribeManagedInstances return each
+//! instance's `TaskIsolation`, how its agent keeps a run's processes together so that a
+//! timeout or a stop ends them all: `cgroup`, `process-tree`, or `""` when its agent
+//! never said (an older agent, or none connected yet). The official SDKs ignore
+//! fields they do not know.
 
 use crate::error::ApiError;
 use crate::render;
@@ -41,6 +47,9 @@ pub(crate) struct StatusItem {
     invocation_count: i64,
     last_invoked_time: String,
     support_session_manager: bool,
+    /// OCA extension (ECS only; SWAS's DescribeCloudAssistantAttributes leaves it out).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    task_isolation: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -74,13 +83,25 @@ fn instance_filter(ctx: &Ctx, os_param: &str) -> Result<InstanceFilter, ApiError
     })
 }
 
-/// One page of instances with their agent's status: what ECS
-/// DescribeCloudAssistantStatus and SWAS DescribeCloudAssistantAttributes list.
+/// One page of instances with their agent's status: what SWAS
+/// DescribeCloudAssistantAttributes lists.
 pub(crate) async fn status_items(
     api: &Api,
     ctx: &Ctx,
     filter: &InstanceFilter,
     paging: &crate::params::Paging,
+) -> Result<(u64, Vec<StatusItem>), ApiError> {
+    status_page(api, ctx, filter, paging, false).await
+}
+
+/// [`status_items`]; with `extensions`, OCA's own fields too (ECS
+/// DescribeCloudAssistantStatus).
+async fn status_page(
+    api: &Api,
+    ctx: &Ctx,
+    filter: &InstanceFilter,
+    paging: &crate::params::Paging,
+    extensions: bool,
 ) -> Result<(u64, Vec<StatusItem>), ApiError> {
     let listing = api
         .store
@@ -104,6 +125,7 @@ pub(crate) async fn status_items(
                 invocation_count: i.invocation_count,
                 last_invoked_time: format_api_opt(i.last_invoked),
                 support_session_manager: false,
+                task_isolation: extensions.then_some(i.task_isolation),
                 instance_id: i.instance_id,
             }
         })
@@ -114,7 +136,7 @@ pub(crate) async fn status_items(
 pub async fn status(api: &Api, ctx: &Ctx) -> Result<Response, ApiError> {
     let paging = ctx.params.paging()?;
     let filter = instance_filter(ctx, "OSType")?;
-    let (total, items) = status_items(api, ctx, &filter, &paging).await?;
+    let (total, items) = status_page(api, ctx, &filter, &paging, true).await?;
     let body = DescribeCloudAssistantStatusResponse {
         request_id: ctx.request_id.clone(),
         total_count: total,
@@ -149,6 +171,8 @@ struct ManagedInstance {
     resource_group_id: String,
     /// A flat list here (`Tags: [{TagKey, TagValue}]`), unlike commands' `Tags.Tag`.
     tags: Vec<FlatTag>,
+    /// OCA extension.
+    task_isolation: String,
 }
 
 /// A tag in a flat list (`Tags: [{TagKey, TagValue}]`), as managed instances and
@@ -193,6 +217,7 @@ fn managed(api: &Api, i: InstanceRecord, tags: Option<&Vec<Tag>>) -> ManagedInst
         machine_id: i.machine_id,
         invocation_count: i.invocation_count,
         resource_group_id: i.resource_group_id,
+        task_isolation: i.task_isolation,
     }
 }
 
@@ -338,7 +363,9 @@ pub async fn deregister_managed(api: &Api, ctx: &Ctx) -> Result<Response, ApiErr
         .ok_or_else(|| ApiError::InvalidInstanceNotFound(instance_id.to_string()))?;
     // The token is no longer valid in the store: now cut the live connection and end
     // what the instance had under way.
-    api.dispatcher.deregistered(&i.instance_id).await;
+    api.dispatcher
+        .deregistered(&i.account_id, &i.instance_id, &ctx.request_id)
+        .await;
     tracing::info!(instance = %i.instance_id, "instance deregistered");
     let body = DeregisterManagedInstanceResponse {
         request_id: ctx.request_id.clone(),

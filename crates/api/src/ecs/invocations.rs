@@ -1,5 +1,5 @@
 //! RunCommand, InvokeCommand, StopInvocation, DescribeInvocations,
-//! DescribeInvocationResults, and OCA's DescribeInvocationOutput.
+//! DescribeInvocationResults (OCA's DescribeInvocationOutput is in `output.rs`).
 
 use super::commands::{self, content_encoding};
 use super::Empty;
@@ -50,7 +50,7 @@ struct InvokeOptions {
 }
 
 /// The vendor's errors for `ResourceTag.N`.
-const RESOURCE_TAG_ERRORS: TagErrors = TagErrors {
+pub(crate) const RESOURCE_TAG_ERRORS: TagErrors = TagErrors {
     missing_key: || {
         ApiError::Tagging(
             "MissingParameter.ResourceTagKey",
@@ -534,6 +534,7 @@ pub async fn invoke(api: &Api, ctx: &Ctx) -> Result<Response, ApiError> {
         Some(earlier) => earlier,
         None => invoke_new(api, ctx).await?,
     };
+    ctx.created(&started.invoke_id);
     Ok(render::ok(
         "InvokeCommand",
         &InvokeCommandResponse {
@@ -579,10 +580,13 @@ pub async fn run(api: &Api, ctx: &Ctx) -> Result<Response, ApiError> {
 
 /// RunCommand's work (or a replayed first answer), whatever the response's shape.
 pub(crate) async fn run_or_replay(api: &Api, ctx: &Ctx) -> Result<Started, ApiError> {
-    match replayed(api, ctx).await? {
-        Some(earlier) => Ok(earlier),
-        None => run_new(api, ctx).await,
-    }
+    let started = match replayed(api, ctx).await? {
+        Some(earlier) => earlier,
+        None => run_new(api, ctx).await?,
+    };
+    ctx.created(&started.invoke_id);
+    ctx.created(&started.command_id);
+    Ok(started)
 }
 
 async fn run_new(api: &Api, ctx: &Ctx) -> Result<Started, ApiError> {
@@ -617,7 +621,7 @@ async fn run_new(api: &Api, ctx: &Ctx) -> Result<Started, ApiError> {
 
 /// The command run must exist in the caller's scope; elsewhere it is simply not
 /// found, and so is a file delivery's id.
-async fn require_invocation(
+pub(crate) async fn require_invocation(
     api: &Api,
     ctx: &Ctx,
     invoke_id: &str,
@@ -1142,82 +1146,6 @@ pub async fn modify(api: &Api, ctx: &Ctx) -> Result<Response, ApiError> {
         "ModifyInvocationAttribute",
         &Empty {
             request_id: ctx.request_id.clone(),
-        },
-        ctx.format,
-    ))
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "PascalCase")]
-struct DescribeInvocationOutputResponse {
-    request_id: String,
-    invoke_id: String,
-    instance_id: String,
-    /// The bytes from `Offset` on (at most `Length`).
-    output: String,
-    /// Where this page starts.
-    offset: u64,
-    /// Bytes in this page.
-    length: u64,
-    /// Where the next page starts (= `OutputLength` once everything is read).
-    next_offset: u64,
-    /// Bytes stored for the run in all.
-    output_length: u64,
-}
-
-/// The most bytes of output one DescribeInvocationOutput answers with, and its
-/// default: a page costs the server a few times this in memory however large the
-/// output is (16 MiB by default), so many readers at once stay cheap.
-pub const MAX_OUTPUT_PAGE: u64 = 1 << 20;
-
-/// OCA's own action: the whole stored output of one run (up to the server's cap),
-/// where `DescribeInvocationResults` keeps 24 KB, a page at a time: `Offset` (bytes,
-/// default 0) and `Length` (at most and by default [`MAX_OUTPUT_PAGE`]). With
-/// `ContentEncoding=PlainText` a page may end inside a UTF-8 character; Base64 pages
-/// join back byte for byte.
-pub async fn output(api: &Api, ctx: &Ctx) -> Result<Response, ApiError> {
-    let p = &ctx.params;
-    let invoke_id = p.required("InvokeId")?;
-    let instance_id = p.required("InstanceId")?;
-    let encoding = content_encoding(p, ContentEncoding::Base64)?;
-    let offset = match p.int("Offset")? {
-        None => 0,
-        Some(o) if o >= 0 => o as u64,
-        Some(_) => {
-            return Err(ApiError::InvalidParameter(
-                "Offset".into(),
-                "it must be 0 or more".into(),
-            ))
-        }
-    };
-    let length = match p.int("Length")? {
-        None => MAX_OUTPUT_PAGE,
-        Some(l) if (1..=MAX_OUTPUT_PAGE as i64).contains(&l) => l as u64,
-        Some(_) => {
-            return Err(ApiError::InvalidParameter(
-                "Length".into(),
-                format!("it must be between 1 and {MAX_OUTPUT_PAGE}"),
-            ))
-        }
-    };
-    require_invocation(api, ctx, invoke_id).await?;
-    let (total, bytes) = api
-        .store
-        .output_range(invoke_id, instance_id, offset, length)
-        .await?
-        .ok_or_else(|| ApiError::InvalidInstanceNotFound(instance_id.to_string()))?;
-    let length = bytes.len() as u64;
-    Ok(render::ok(
-        "DescribeInvocationOutput",
-        &DescribeInvocationOutputResponse {
-            request_id: ctx.request_id.clone(),
-            invoke_id: invoke_id.to_string(),
-            instance_id: instance_id.to_string(),
-            output: encoding.render(&bytes),
-            offset,
-            length,
-            next_offset: offset + length,
-            output_length: total,
         },
         ctx.format,
     ))

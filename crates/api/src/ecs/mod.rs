@@ -9,6 +9,7 @@ pub mod commands;
 pub mod files;
 pub mod instances;
 pub mod invocations;
+pub mod output;
 pub mod tags;
 
 use crate::error::ApiError;
@@ -30,7 +31,7 @@ pub async fn handle(api: &Api, ctx: Ctx) -> Result<Response, ApiError> {
         ModifyInvocationAttribute => invocations::modify(api, &ctx).await,
         DescribeInvocations => invocations::describe(api, &ctx).await,
         DescribeInvocationResults => invocations::results(api, &ctx).await,
-        DescribeInvocationOutput => invocations::output(api, &ctx).await,
+        DescribeInvocationOutput => output::output(api, &ctx).await,
         DescribeCloudAssistantStatus => instances::status(api, &ctx).await,
         CreateActivation => activations::create(api, &ctx).await,
         DescribeActivations => activations::describe(api, &ctx).await,

@@ -51,5 +51,6 @@ pub(crate) fn renamed(ctx: &Ctx, names: &[(&str, &str)]) -> Ctx {
         scope: ctx.scope.clone(),
         params: Params::from_pairs(pairs),
         format: ctx.format,
+        created: ctx.created.clone(),
     }
 }

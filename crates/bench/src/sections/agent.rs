@@ -15,9 +15,9 @@ const NAME: &str = "bench-real-agent";
 const SETTLE: Duration = Duration::from_secs(1);
 
 pub async fn run(config: &Config) -> Result<Vec<Row>> {
-    let (server, api) = start_server(&config.oca_bin)?;
+    let (server, api) = start_server(config)?;
     let (act_id, act_code) = api.create_activation(NAME, 1).await?;
-    let agent = RealAgent::start(&config.agent_bin, &server.url(), NAME, &act_id, &act_code)?;
+    let agent = RealAgent::start(&config.agent_bin, &server, NAME, &act_id, &act_code)?;
 
     // Wait until the server shows it connected.
     let deadline = Instant::now() + Duration::from_secs(30);

@@ -48,7 +48,7 @@ pub async fn run(config: &Config) -> Result<Vec<Row>> {
         },
     )];
 
-    let (server, api) = start_on(&config.oca_bin, data)?;
+    let (server, api) = start_on(config, data)?;
     // The seeded records are what the API sees.
     let first = api.call(Method::Get, "DescribeInvocations", &[]).await?;
     let total = first["TotalCount"].as_u64().unwrap_or(0);

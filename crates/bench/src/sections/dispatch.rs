@@ -17,8 +17,8 @@ const PACE: Duration = Duration::from_millis(100);
 const PACED_MAX: usize = 50;
 
 pub async fn run(config: &Config) -> Result<Vec<Row>> {
-    let (server, api) = start_server(&config.oca_bin)?;
-    let mut fleet = Fleet::new(server.port);
+    let (server, api) = start_server(config)?;
+    let mut fleet = Fleet::new(&server)?;
     fleet.grow_to(&api, 1, Duration::from_secs(60)).await?;
     let ids = vec![fleet.instance_ids[0].clone()];
 

@@ -18,7 +18,7 @@ pub async fn run(
     fanout: bool,
     outcomes: &mut Vec<FanoutOutcome>,
 ) -> Result<Vec<Row>> {
-    let (server, api) = start_server(&config.oca_bin)?;
+    let (server, api) = start_server(config)?;
     // One API call so the baseline includes a warmed-up API path.
     api.call(Method::Get, "DescribeInvocations", &[]).await?;
     tokio::time::sleep(SETTLE).await;
@@ -34,7 +34,7 @@ pub async fn run(
         kib(baseline),
     ));
 
-    let mut fleet = Fleet::new(server.port);
+    let mut fleet = Fleet::new(&server)?;
     let mut measured: Vec<(usize, u64)> = Vec::new();
     let mut sizes = config.fanout_sizes.clone();
     sizes.sort();
@@ -136,6 +136,14 @@ pub async fn run(
             t.reconnects.load(Relaxed)
         ),
     ));
+    let server = if fanout {
+        eprintln!("  restarting the server under {} agents", fleet.len());
+        let (r, server) = restart(config, server, &fleet).await?;
+        rows.extend(r);
+        server
+    } else {
+        server
+    };
     eprintln!("  disconnecting {} agents", fleet.len());
     fleet.shutdown().await;
     drop(server);
@@ -295,4 +303,64 @@ async fn fan_out(
             verified,
         },
     ))
+}
+
+/// A quiet restart under the whole fleet: SIGTERM (the server tells every agent it
+/// restarts and exits), start again on the same port and data, until every agent has
+/// been welcomed again.
+async fn restart(
+    config: &Config,
+    server: crate::server::Server,
+    fleet: &Fleet,
+) -> Result<(Vec<Row>, crate::server::Server)> {
+    use std::sync::atomic::Ordering::Relaxed;
+    let s = Section::Fanout;
+    let t = fleet.tracker().clone();
+    let n = fleet.len();
+    let welcomed = t.welcomes.load(Relaxed);
+    let failed = t.failed_connects.load(Relaxed);
+    let told = t.told_restarting.load(Relaxed);
+    let gave_up = t.gave_up.load(Relaxed);
+    let began = Instant::now();
+    let oca_bin = config.oca_bin.clone();
+    let (stop_took, server) = tokio::task::spawn_blocking(move || -> Result<_> {
+        let mut server = server;
+        let took = server.terminate(Duration::from_secs(30))?;
+        Ok((took, server.restart(&oca_bin)?))
+    })
+    .await??;
+    let up_after = began.elapsed();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let all_back = t
+        .wait_until(deadline, |t| t.welcomes.load(Relaxed) >= welcomed + n)
+        .await;
+    let total = began.elapsed();
+    let back = t.welcomes.load(Relaxed) - welcomed;
+    let new_gave_up = t.gave_up.load(Relaxed) - gave_up;
+    let mut rows = vec![Row::info(
+        s,
+        format!(
+            "restart under {} agents: SIGTERM → exit / → serving again",
+            count(n)
+        ),
+        format!("{} / {}", secs(stop_took), secs(up_after)),
+    )];
+    rows.push(Row::target(
+        s,
+        format!(
+            "restart under {} agents: SIGTERM → every agent welcomed again ({} told Close 1012; {} failed connection attempts while it was down; {} gave up)",
+            count(n),
+            count((t.told_restarting.load(Relaxed) - told) as usize),
+            count((t.failed_connects.load(Relaxed) - failed) as usize),
+            new_gave_up
+        ),
+        if all_back {
+            secs(total)
+        } else {
+            format!("{} of {} back after {}", count(back), count(n), secs(total))
+        },
+        format!("≤ {}", secs(targets::RESTART_ALL_BACK)),
+        all_back && new_gave_up == 0 && total <= targets::RESTART_ALL_BACK,
+    ));
+    Ok((rows, server))
 }

@@ -12,16 +12,16 @@ use crate::server::{DataDir, Server};
 use anyhow::Result;
 use std::time::Duration;
 
-/// A fresh server and a client with its key.
-pub(crate) fn start_server(oca_bin: &std::path::Path) -> Result<(Server, ApiClient)> {
-    let data = DataDir::create(oca_bin)?;
-    start_on(oca_bin, data)
+/// A fresh server (over TLS unless the bench runs `--plain-http`) and a client with
+/// its key.
+pub(crate) fn start_server(config: &crate::Config) -> Result<(Server, ApiClient)> {
+    let data = DataDir::create(&config.oca_bin)?;
+    start_on(config, data)
 }
 
-pub(crate) fn start_on(oca_bin: &std::path::Path, data: DataDir) -> Result<(Server, ApiClient)> {
-    let key = (data.key_id.clone(), data.secret.clone());
-    let server = Server::start(oca_bin, data)?;
-    let api = ApiClient::new(server.port, &key.0, &key.1)?;
+pub(crate) fn start_on(config: &crate::Config, data: DataDir) -> Result<(Server, ApiClient)> {
+    let server = Server::start(&config.oca_bin, data, config.tls)?;
+    let api = ApiClient::of(&server)?;
     Ok((server, api))
 }
 

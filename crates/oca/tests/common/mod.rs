@@ -40,6 +40,11 @@ pub mod tally {
     use std::sync::atomic::{AtomicU64, Ordering};
     pub static REQUESTS: AtomicU64 = AtomicU64::new(0);
     pub static SERVER_ERRORS: AtomicU64 = AtomicU64::new(0);
+    /// Servers started, the highest peak memory of any (read as each is stopped), and
+    /// the panics their logs show (servers started with `Server::start_logged`).
+    pub static SERVERS: AtomicU64 = AtomicU64::new(0);
+    pub static PEAK_RSS: AtomicU64 = AtomicU64::new(0);
+    pub static SERVER_PANICS: AtomicU64 = AtomicU64::new(0);
 
     /// Counts one answer with HTTP status `status` (0: none came).
     pub fn answer(status: u16) {
@@ -66,6 +71,11 @@ pub struct Server {
     extra_args: Vec<String>,
     /// Where the server's stderr goes (appended across restarts); `None`: inherited.
     pub log: Option<PathBuf>,
+    /// Whether the server speaks TLS ([`Self::start_tls`]); the suites but the TLS
+    /// ones run it with `--plain-http` (allowed quietly on loopback).
+    pub tls: bool,
+    /// The private CA's fingerprint a TLS server printed.
+    pub fingerprint: Option<String>,
 }
 
 impl Server {
@@ -103,9 +113,48 @@ impl Server {
             child: None,
             extra_args: extra.iter().map(|s| s.to_string()).collect(),
             log: None,
+            tls: false,
+            fingerprint: None,
         };
         server.spawn();
         server
+    }
+
+    /// [`Self::start_logged`], speaking TLS with the private CA it makes in its data
+    /// directory (`ca_file`).
+    pub fn start_tls(extra: &[&str]) -> Server {
+        let mut server = Self::start_with(extra);
+        server.kill9();
+        server.tls = true;
+        server.log = Some(server.dir.path().join("server.log"));
+        server.spawn();
+        server
+    }
+
+    /// What an agent of this server is told to trust (its CA file, when it speaks TLS).
+    fn agent_trust(&self) -> Vec<String> {
+        if self.tls {
+            vec!["--ca-file".into(), self.ca_file().display().to_string()]
+        } else {
+            vec![]
+        }
+    }
+
+    /// The flags given at the next (re)start, in place of those given so far.
+    pub fn set_extra_args(&mut self, extra: &[&str]) {
+        self.extra_args = extra.iter().map(|s| s.to_string()).collect();
+    }
+
+    /// A TLS server's private CA.
+    pub fn ca_file(&self) -> PathBuf {
+        self.dir.path().join("tls").join("ca.pem")
+    }
+
+    /// A TLS client configuration that trusts this server's private CA.
+    pub fn tls_config(&self) -> std::sync::Arc<rustls::ClientConfig> {
+        std::sync::Arc::new(
+            oca_tls::client_config(&oca_tls::Trust::CaFile(self.ca_file())).expect("the CA"),
+        )
     }
 
     /// [`Self::start_with`], with the server's stderr kept in `server.log` in its data
@@ -166,6 +215,11 @@ impl Server {
                 "--delivery-timeout-ms",
                 "3000",
             ])
+            .args(if self.tls {
+                &[][..]
+            } else {
+                &["--plain-http"][..]
+            })
             .args(&self.extra_args)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
@@ -177,15 +231,24 @@ impl Server {
         let line = lines.next().expect("server printed nothing").unwrap();
         let addr = line
             .strip_prefix("OCA listening on http://")
+            .or_else(|| line.strip_prefix("OCA listening on https://"))
             .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
         self.port = addr.rsplit(':').next().unwrap().parse().unwrap();
+        if self.tls {
+            let line = lines.next().expect("no TLS line").unwrap();
+            self.fingerprint = line
+                .rsplit("--fingerprint ")
+                .next()
+                .map(|s| s.trim().to_string());
+        }
         // Keep draining stdout so the server never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
         self.child = Some(child);
     }
 
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.port)
     }
 
     /// `kill -9` the server, then start it again on the same port and data.
@@ -204,7 +267,39 @@ impl Server {
         self.spawn();
     }
 
+    /// Stops the server as an operator does (SIGTERM) and waits for it to exit, at most
+    /// `limit`; its exit status and how long it took.
+    pub fn terminate(&mut self, limit: Duration) -> Option<(std::process::ExitStatus, Duration)> {
+        if let Some(peak) = self.peak_rss() {
+            tally::PEAK_RSS.fetch_max(peak, std::sync::atomic::Ordering::Relaxed);
+        }
+        let child = self.child.as_mut()?;
+        let began = Instant::now();
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .ok()?;
+        let status = wait_for(limit, || child.try_wait().ok().flatten())?;
+        self.child = None;
+        Some((status, began.elapsed()))
+    }
+
+    /// Starts the server again (after [`Self::terminate`]) on the same port and data.
+    pub fn start_again(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpListener::bind(("127.0.0.1", self.port)).is_err()
+            && Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.spawn();
+    }
+
     pub fn kill9(&mut self) {
+        if let Some(peak) = self.peak_rss() {
+            tally::PEAK_RSS.fetch_max(peak, std::sync::atomic::Ordering::Relaxed);
+        }
         if let Some(mut c) = self.child.take() {
             let _ = c.kill(); // SIGKILL
             let _ = c.wait();
@@ -217,6 +312,7 @@ impl Server {
             key_id: self.key_id.clone(),
             secret: self.secret.clone(),
             sig: Sig::V3,
+            tls: self.tls.then(|| self.tls_config()),
         }
     }
 
@@ -259,6 +355,7 @@ impl Server {
             key_id: field("AccessKeyId:"),
             secret: field("AccessKeySecret:"),
             sig: Sig::V3,
+            tls: self.tls.then(|| self.tls_config()),
         }
     }
 
@@ -299,7 +396,7 @@ impl Server {
             state: tempfile::tempdir().expect("tempdir"),
             server_url: self.url(),
             child: None,
-            extra_args: vec![],
+            extra_args: self.agent_trust(),
         };
         agent.spawn(&["--activation-id", activation_id, "--activation-code", code]);
         agent
@@ -344,7 +441,14 @@ impl Server {
             state,
             server_url: self.url(),
             child: None,
-            extra_args: extra.iter().map(|s| s.to_string()).collect(),
+            extra_args: if extra.contains(&"--fingerprint") {
+                extra.iter().map(|s| s.to_string()).collect()
+            } else {
+                self.agent_trust()
+                    .into_iter()
+                    .chain(extra.iter().map(|s| s.to_string()))
+                    .collect()
+            },
         };
         agent.spawn(&[
             "--activation-id",
@@ -371,6 +475,10 @@ impl Server {
 impl Drop for Server {
     fn drop(&mut self) {
         self.kill9();
+        use std::sync::atomic::Ordering::Relaxed;
+        tally::SERVERS.fetch_add(1, Relaxed);
+        let panics = self.log_text().matches("panicked").count() as u64;
+        tally::SERVER_PANICS.fetch_add(panics, Relaxed);
     }
 }
 
@@ -445,6 +553,8 @@ pub struct Client {
     pub key_id: String,
     pub secret: String,
     pub sig: Sig,
+    /// For a TLS server: what the client trusts.
+    pub tls: Option<std::sync::Arc<rustls::ClientConfig>>,
 }
 
 /// A signed request as it goes on the wire ([`Client::sign`]).
@@ -544,7 +654,7 @@ impl Client {
         now_ms: i64,
         nonce: &str,
     ) -> Answer {
-        let host = self.url.trim_start_matches("http://").to_string();
+        let host = self.host();
         let headers: Vec<(String, String)> = match self.sig {
             Sig::V3 => oca_api::signature::sign_v3(
                 "GET",
@@ -577,7 +687,7 @@ impl Client {
             .iter()
             .map(|(k, v)| format!("{}={}", rfc3986(k), rfc3986(v)))
             .collect();
-        http_get(&host, &format!("/?{}", qs.join("&")), &headers)
+        self.exchange("GET", &format!("/?{}", qs.join("&")), &headers, b"")
     }
 
     /// A signed request, not sent: exactly what [`Self::send`] puts on the wire, for
@@ -591,7 +701,7 @@ impl Client {
         now_ms: i64,
         nonce: &str,
     ) -> Signed {
-        let host = self.url.trim_start_matches("http://").to_string();
+        let host = self.host();
         let method = if in_body { "POST" } else { "GET" };
         let encode = |params: &[(String, String)]| -> String {
             params
@@ -660,13 +770,36 @@ impl Client {
 
     /// Sends a signed request (as signed, or as a test changed it).
     pub fn send(&self, s: &Signed) -> Answer {
-        http_send(
-            &s.host,
-            &s.method,
-            &format!("/?{}", s.query),
-            &s.headers,
-            &s.body,
-        )
+        self.exchange(&s.method, &format!("/?{}", s.query), &s.headers, &s.body)
+    }
+
+    /// `127.0.0.1:port` of the server.
+    pub fn host(&self) -> String {
+        self.url
+            .trim_start_matches("http://")
+            .trim_start_matches("https://")
+            .to_string()
+    }
+
+    /// One request to the server, over TLS when it speaks TLS.
+    pub fn exchange(
+        &self,
+        method: &str,
+        path_and_query: &str,
+        headers: &[(String, String)],
+        body: &[u8],
+    ) -> Answer {
+        match &self.tls {
+            None => http_send(&self.host(), method, path_and_query, headers, body),
+            Some(config) => https_send(
+                &self.host(),
+                config.clone(),
+                method,
+                path_and_query,
+                headers,
+                body,
+            ),
+        }
     }
 
     /// Calls and expects success; returns the JSON answer.
@@ -807,11 +940,52 @@ fn http_send_untallied(
     headers: &[(String, String)],
     body: &[u8],
 ) -> Answer {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(host).expect("connect");
+    let stream = std::net::TcpStream::connect(host).expect("connect");
     stream
         .set_read_timeout(Some(Duration::from_secs(30)))
         .unwrap();
+    exchange_on(stream, host, method, path_and_query, headers, body)
+}
+
+/// [`http_send`] over TLS, trusting what `config` trusts (the server is named by its
+/// address, `127.0.0.1`).
+pub fn https_send(
+    host: &str,
+    config: std::sync::Arc<rustls::ClientConfig>,
+    method: &str,
+    path_and_query: &str,
+    headers: &[(String, String)],
+    body: &[u8],
+) -> Answer {
+    assert!(
+        host.starts_with("127.0.0.1:"),
+        "tests talk to loopback only"
+    );
+    let tcp = std::net::TcpStream::connect(host).expect("connect");
+    tcp.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    let conn = rustls::ClientConnection::new(config, name).expect("TLS client");
+    let answer = exchange_on(
+        rustls::StreamOwned::new(conn, tcp),
+        host,
+        method,
+        path_and_query,
+        headers,
+        body,
+    );
+    tally::answer(answer.status);
+    answer
+}
+
+/// One HTTP/1.1 exchange on a connected stream (`Connection: close`).
+fn exchange_on(
+    mut stream: impl std::io::Read + std::io::Write,
+    host: &str,
+    method: &str,
+    path_and_query: &str,
+    headers: &[(String, String)],
+    body: &[u8],
+) -> Answer {
     let mut req =
         format!("{method} {path_and_query} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n");
     for (k, v) in headers {

@@ -3,7 +3,7 @@
 //! instances.
 
 use crate::common::{wait_for, Server};
-use crate::figures::{self, Case};
+use crate::figures::Case;
 use crate::wire;
 use std::time::Duration;
 
@@ -92,5 +92,4 @@ fn a_deleted_account_stays_dead() {
         assert_eq!(found["TotalCount"], 0, "{found}");
     }
     drop(agent);
-    figures::observe(&server);
 }

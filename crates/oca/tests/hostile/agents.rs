@@ -75,7 +75,6 @@ fn one_connection_per_instance() {
     let i = listed(&server, &id);
     assert_eq!(i["Hostname"], "host-5", "{i}");
     assert_eq!(i["Connected"], true, "{i}");
-    figures::observe(&server);
 }
 
 /// A message of 60 MB in frames of 15 MB (each under tungstenite's default frame limit
@@ -132,7 +131,6 @@ fn a_60_mb_message_is_refused_unread() {
     );
     let peak = server.peak_rss().unwrap();
     assert!(peak < before + (16 << 20), "peak RSS {peak} bytes");
-    figures::observe(&server);
 }
 
 /// Sends `message` as one text message in frames of `frame` bytes (the last one final),
@@ -216,5 +214,4 @@ fn a_1_mb_hostname_is_refused_or_cut() {
     let _ = ws.send(Message::text(wire::hello(&two_megabytes)));
     assert_ne!(wire::wait_end(&mut ws, Duration::from_secs(5)), Ended::Open);
     assert_eq!(listed(&server, &id)["Hostname"], hostname.as_str());
-    figures::observe(&server);
 }

@@ -108,7 +108,6 @@ fn idle_and_slow_sockets_are_closed() {
         "idle keep-alive"
     );
     figures::count_answer(404);
-    figures::observe(&server);
 }
 
 /// Sets the server's open-file limit (as `ulimit -n` would have).
@@ -172,7 +171,6 @@ fn hoarded_sockets_do_not_lock_out_signed_calls() {
         "{}",
         server.log_text()
     );
-    figures::observe(&server);
 }
 
 fn cpu_ticks(pid: u32) -> u64 {
@@ -213,7 +211,6 @@ fn out_of_file_descriptors_the_server_backs_off_and_recovers() {
         server.log_text()
     );
     drop(hoarded);
-    figures::observe(&server);
 
     // Over it: the server runs out of descriptors.
     let server = Server::start_logged(&[
@@ -250,5 +247,4 @@ fn out_of_file_descriptors_the_server_backs_off_and_recovers() {
         (c.call("DescribeCommands", &[]).status == 200).then_some(())
     });
     assert!(served.is_some(), "the server did not recover");
-    figures::observe(&server);
 }

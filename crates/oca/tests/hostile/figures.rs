@@ -2,17 +2,14 @@
 //! The hostile suite's harness: runs the cases one after another, catches their
 //! panics, and prints what the suite did and what the servers went through.
 
-use crate::common::{tally, Server};
-use std::sync::atomic::{AtomicU64, Ordering};
+use crate::common::tally;
+use std::sync::atomic::Ordering;
 use std::sync::Mutex;
 use std::time::Instant;
 
 /// One case: its name and its body (which panics on failure).
 pub type Case = (&'static str, fn());
 
-static SERVER_PANICS: AtomicU64 = AtomicU64::new(0);
-static PEAK_RSS: AtomicU64 = AtomicU64::new(0);
-static SERVERS: AtomicU64 = AtomicU64::new(0);
 static NOTES: Mutex<Vec<String>> = Mutex::new(Vec::new());
 
 /// Requests made without the common client (raw sockets): counts them and their
@@ -24,18 +21,6 @@ pub fn count_answer(status: u16) {
 /// A figure a case measured, printed with the summary (e.g. memory under attack).
 pub fn note(text: impl Into<String>) {
     NOTES.lock().unwrap().push(text.into());
-}
-
-/// Call at the end of a case (before the server is dropped): adds the server's peak
-/// memory and any panic in its log to the figures. The server must have been started
-/// with [`Server::start_logged`] for panics to be seen.
-pub fn observe(server: &Server) {
-    SERVERS.fetch_add(1, Ordering::Relaxed);
-    if let Some(peak) = server.peak_rss() {
-        PEAK_RSS.fetch_max(peak, Ordering::Relaxed);
-    }
-    let panics = server.log_text().matches("panicked").count() as u64;
-    SERVER_PANICS.fetch_add(panics, Ordering::Relaxed);
 }
 
 /// Runs the cases whose name contains the first command-line argument (all without
@@ -62,7 +47,7 @@ pub fn run(cases: Vec<Case>) {
             }
         }
     }
-    let panics = SERVER_PANICS.load(Ordering::Relaxed);
+    let panics = tally::SERVER_PANICS.load(Ordering::Relaxed);
     println!();
     println!("hostile-input figures");
     println!("  cases run:          {ran} ({} failed)", failed.len());
@@ -77,8 +62,8 @@ pub fn run(cases: Vec<Case>) {
     println!("  server panics:      {panics}");
     println!(
         "  servers' peak RSS:  {:.1} MiB (highest of {} servers)",
-        PEAK_RSS.load(Ordering::Relaxed) as f64 / (1 << 20) as f64,
-        SERVERS.load(Ordering::Relaxed)
+        tally::PEAK_RSS.load(Ordering::Relaxed) as f64 / (1 << 20) as f64,
+        tally::SERVERS.load(Ordering::Relaxed)
     );
     for n in NOTES.lock().unwrap().iter() {
         println!("  {n}");

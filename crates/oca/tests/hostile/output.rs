@@ -117,7 +117,6 @@ fn xml_is_always_well_formed() {
         &[("Format", "XML"), ("PageSize", "\u{1}")],
     );
     assert_well_formed(&a.body, "an error");
-    figures::observe(&server);
 }
 
 /// Item 10: a 16 MiB output read whole by ten readers at once, a page at a time: the
@@ -194,7 +193,6 @@ fn reading_whole_output_is_bounded() {
         peak >> 20
     ));
     assert!(peak < 100 << 20, "peak RSS {} MiB", peak >> 20);
-    figures::observe(&server);
 }
 
 /// Item 11: SendFile names are counted in bytes as the host's file system does, and
@@ -251,7 +249,6 @@ fn send_file_names_and_modes() {
         let meta = std::fs::metadata(dir.join(&name)).expect("written");
         assert_eq!(meta.permissions().mode() & 0o7777, 0o755);
     }
-    figures::observe(&server);
 }
 
 /// Item 13: what the server writes is private, and an existing data directory left
@@ -297,5 +294,4 @@ fn the_data_directory_is_private() {
     server.crash_and_restart();
     server.client().ok("DescribeCommands", &[]);
     check("after a restart");
-    figures::observe(&server);
 }

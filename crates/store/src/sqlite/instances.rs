@@ -209,7 +209,7 @@ pub(super) fn register_instance(c: &mut Connection, i: &InstanceRecord) -> Resul
     .execute([id])?;
     let sql = format!(
         "INSERT INTO instances ({INSTANCE_COLS}) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
     );
     tx.prepare_cached(&sql)?.execute(params![
         i.instance_id,
@@ -227,6 +227,7 @@ pub(super) fn register_instance(c: &mut Connection, i: &InstanceRecord) -> Resul
         i.last_invoked,
         i.invocation_count,
         i.resource_group_id,
+        i.task_isolation,
     ])?;
     tx.commit()?;
     Ok(())
@@ -377,12 +378,20 @@ pub(super) fn touch_instance(
     agent_version: &str,
     hostname: &str,
     os_type: &str,
+    task_isolation: &str,
 ) -> Result<()> {
     c.prepare_cached(
-        "UPDATE instances SET last_heartbeat = ?, agent_version = ?, hostname = ?, os_type = ? \
-         WHERE instance_id = ?",
+        "UPDATE instances SET last_heartbeat = ?, agent_version = ?, hostname = ?, os_type = ?, \
+         task_isolation = ? WHERE instance_id = ?",
     )?
-    .execute(params![at, agent_version, hostname, os_type, id])?;
+    .execute(params![
+        at,
+        agent_version,
+        hostname,
+        os_type,
+        task_isolation,
+        id
+    ])?;
     Ok(())
 }
 

@@ -490,6 +490,25 @@ pub(super) fn apply_batch(c: &mut Connection, ops: Vec<WriteOp>) -> Result<Vec<W
                 &data,
                 cap,
             )?),
+            WriteOp::Seen {
+                instance_id,
+                at,
+                agent_version,
+                hostname,
+                os_type,
+                task_isolation,
+            } => {
+                super::instances::touch_instance(
+                    &tx,
+                    &instance_id,
+                    at,
+                    &agent_version,
+                    &hostname,
+                    &os_type,
+                    &task_isolation,
+                )?;
+                WriteOutcome::Seen
+            }
         });
     }
     tx.commit()?;

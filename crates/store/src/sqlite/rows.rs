@@ -283,7 +283,7 @@ pub(super) fn activation(r: &Row) -> rusqlite::Result<ActivationRecord> {
 
 pub(super) const INSTANCE_COLS: &str = "instance_id, account_id, region_id, name, hostname, \
      os_type, agent_version, machine_id, activation_id, token_hash, registered, last_heartbeat, \
-     last_invoked, invocation_count, resource_group_id";
+     last_invoked, invocation_count, resource_group_id, task_isolation";
 
 pub(super) fn instance(r: &Row) -> rusqlite::Result<InstanceRecord> {
     Ok(InstanceRecord {
@@ -302,6 +302,7 @@ pub(super) fn instance(r: &Row) -> rusqlite::Result<InstanceRecord> {
         last_invoked: r.get(12)?,
         invocation_count: r.get(13)?,
         resource_group_id: r.get(14)?,
+        task_isolation: r.get(15)?,
     })
 }
 

@@ -331,6 +331,36 @@ INSERT OR IGNORE INTO accounts (account_id, name, enabled, created, deleted)
     GROUP BY account_id;
 "#;
 
+/// How an instance's agent keeps a run's processes together (its `Hello`:
+/// `cgroup`, `process-tree`; '' until an agent that says so connects).
+pub(super) const TASK_ISOLATION: &str = r#"
+ALTER TABLE instances ADD COLUMN task_isolation TEXT NOT NULL DEFAULT '';
+"#;
+
+/// The audit trail (`AuditRecord`): one row per call that changed something or tried
+/// to, per agent registration and per agent cut off. `seq` only grows (rows go oldest
+/// first), so the newest `n` rows are those with `seq > MAX(seq) - n`. `targets` is a
+/// JSON array of ids. Entries whose caller proved no secret are indexed apart, to be
+/// capped apart.
+pub(super) const AUDIT: &str = r#"
+CREATE TABLE audit (
+    seq           INTEGER PRIMARY KEY,
+    at            INTEGER NOT NULL,
+    account_id    TEXT NOT NULL,
+    access_key_id TEXT NOT NULL,
+    source        TEXT NOT NULL,
+    action        TEXT NOT NULL,
+    targets       TEXT NOT NULL,
+    omitted       INTEGER NOT NULL,
+    result        TEXT NOT NULL,
+    http_status   INTEGER NOT NULL,
+    request_id    TEXT NOT NULL,
+    authenticated INTEGER NOT NULL
+);
+CREATE INDEX audit_at ON audit (at);
+CREATE INDEX audit_unauthenticated ON audit (seq) WHERE authenticated = 0;
+"#;
+
 /// Every migration, in order. Index `i` brings the schema to version `i + 1`.
 pub(super) const MIGRATIONS: &[&str] = &[
     V1,
@@ -344,6 +374,8 @@ pub(super) const MIGRATIONS: &[&str] = &[
     FLEET,
     NONCES,
     ACCOUNT_TOMBSTONES,
+    TASK_ISOLATION,
+    AUDIT,
 ];
 
 /// The schema version this build writes.

@@ -85,7 +85,51 @@ on_both_stores!(
     disabling_and_deleting_activations,
     deregistration,
     renaming,
+    agents_seen_in_a_batch,
 );
+
+async fn agents_seen_in_a_batch(s: &SqliteStore) {
+    s.insert_activation(&activation("act-s", 2)).await.unwrap();
+    s.register_instance(&instance("mi-s1", "act-s", 10))
+        .await
+        .unwrap();
+    s.register_instance(&instance("mi-s2", "act-s", 10))
+        .await
+        .unwrap();
+    let seen = |id: &str, at: Millis| WriteOp::Seen {
+        instance_id: id.into(),
+        at,
+        agent_version: "9.9".into(),
+        hostname: format!("host-{id}"),
+        os_type: "linux".into(),
+        task_isolation: "cgroup".into(),
+    };
+    let out = s
+        .apply_batch(vec![
+            seen("mi-s1", 50),
+            seen("mi-s2", 60),
+            seen("mi-gone", 70),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(
+        out,
+        vec![WriteOutcome::Seen; 3],
+        "a missing instance changes nothing"
+    );
+    for (id, at) in [("mi-s1", 50), ("mi-s2", 60)] {
+        let i = s.get_instance(id).await.unwrap().unwrap();
+        assert_eq!(i.last_heartbeat, Some(at));
+        assert_eq!(
+            (
+                i.agent_version.as_str(),
+                i.hostname.as_str(),
+                i.task_isolation.as_str()
+            ),
+            ("9.9", format!("host-{id}").as_str(), "cgroup")
+        );
+    }
+}
 
 fn command(id: &str, scope: &Scope, created: Millis) -> CommandRecord {
     CommandRecord {
@@ -1336,6 +1380,7 @@ fn instance(id: &str, activation_id: &str, registered: Millis) -> InstanceRecord
         last_invoked: None,
         invocation_count: 0,
         resource_group_id: String::new(),
+        task_isolation: String::new(),
     }
 }
 
@@ -1470,10 +1515,10 @@ async fn activations_and_instances(s: &SqliteStore) {
     assert_eq!(list(no_ids, all()).await, (0, vec![]));
 
     // Heartbeats and invocation counts.
-    s.touch_instance("mi-1", 500, "2.0", "new-host", "linux")
+    s.touch_instance("mi-1", 500, "2.0", "new-host", "linux", "cgroup")
         .await
         .unwrap();
-    s.touch_instance("mi-x", 500, "2.0", "new-host", "linux")
+    s.touch_instance("mi-x", 500, "2.0", "new-host", "linux", "cgroup")
         .await
         .unwrap();
     let got = s.get_instance("mi-1").await.unwrap().unwrap();
@@ -1481,9 +1526,10 @@ async fn activations_and_instances(s: &SqliteStore) {
         (
             got.last_heartbeat,
             got.agent_version.as_str(),
-            got.hostname.as_str()
+            got.hostname.as_str(),
+            got.task_isolation.as_str()
         ),
-        (Some(500), "2.0", "new-host")
+        (Some(500), "2.0", "new-host", "cgroup")
     );
     // Invocations count on their instances (each instance once per invocation).
     let inv_a = invocation("t-n1", &h, 600);
@@ -2169,7 +2215,7 @@ async fn batches(s: &SqliteStore) {
     assert_eq!(outcomes.len(), 6);
     let status = |o: &WriteOutcome| match o {
         WriteOutcome::Task(t) => t.as_ref().map(|t| t.state.status),
-        WriteOutcome::Output(_) => None,
+        WriteOutcome::Output(_) | WriteOutcome::Seen => None,
     };
     assert_eq!(status(&outcomes[0]), Some(S::Running));
     assert_eq!(
@@ -3643,7 +3689,7 @@ async fn deregistration(s: &SqliteStore) {
         1
     );
     // A heartbeat of the gone instance changes nothing.
-    s.touch_instance("mi-1", 500, "2.0", "h", "linux")
+    s.touch_instance("mi-1", 500, "2.0", "h", "linux", "cgroup")
         .await
         .unwrap();
     assert_eq!(s.get_instance("mi-1").await.unwrap(), None);
@@ -3705,4 +3751,36 @@ async fn the_fleet_migration_counts_no_deregistration() {
         activation_ids(&s, &home(), ActivationFilter::default(), all()).await,
         (1, strs(&["act-old"]))
     );
+}
+
+/// A database from before task isolation was reported: its instances read '' until
+/// their agent says.
+#[tokio::test]
+async fn the_task_isolation_migration_reads_empty_until_an_agent_says() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("oca.db");
+    {
+        let before = schema::MIGRATIONS
+            .iter()
+            .position(|m| *m == schema::TASK_ISOLATION)
+            .unwrap();
+        let mut c = rusqlite::Connection::open(&path).unwrap();
+        schema::migrate_to(&mut c, before).unwrap();
+        c.execute_batch(
+            "INSERT INTO instances (instance_id, account_id, region_id, name, hostname, \
+               os_type, agent_version, machine_id, activation_id, token_hash, registered, \
+               last_heartbeat, last_invoked, invocation_count) \
+             VALUES ('mi-old', 'acct-1', 'cn-hangzhou', 'web', 'h', 'linux', '1.0', '', \
+               'act-old', 'ab', 1, NULL, NULL, 0);",
+        )
+        .unwrap();
+    }
+    let s = SqliteStore::open(&path).unwrap();
+    let i = s.get_instance("mi-old").await.unwrap().unwrap();
+    assert_eq!(i.task_isolation, "");
+    s.touch_instance("mi-old", 5, "2.0", "h", "linux", "process-tree")
+        .await
+        .unwrap();
+    let i = s.get_instance("mi-old").await.unwrap().unwrap();
+    assert_eq!(i.task_isolation, "process-tree");
 }
