@@ -2,19 +2,23 @@
 //!
 //! Input: the raw query, then (after the first line feed, if any) the form body.
 //!
-//! Properties: nothing panics; `check` passes exactly when every name is a parameter
-//! name given once; `get` answers the first value; `list` and `tags` never return
-//! more than the most they are given, and nothing they promise to leave out;
-//! `paging` stays within its bounds and the `NextToken` it answers reads back as the
-//! next page.
+//! Properties: nothing panics; `check` passes only when every name is a parameter name
+//! given once, and then nothing was dropped (the parameters are every pair of query and
+//! body, in order); it refuses a request with a bad or repeated name, and one past the
+//! parse limits (more distinct names, or entries of one repeated parameter, than
+//! `ParseLimits` takes: checked with the defaults and with small limits), and only
+//! those; what is kept stays within the limits; `get` answers the first value; `list`
+//! and `tags` never return more than the most they are given, and nothing they promise
+//! to leave out; `paging` stays within its bounds and the `NextToken` it answers reads
+//! back as the next page.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use oca_api::ecs::tags::TAG_ERRORS;
 use oca_api::error::ApiError;
-use oca_api::params::{self, Params, MAX_PAGE_SIZE};
+use oca_api::params::{self, Params, ParseLimits, MAX_PAGE_SIZE};
 use oca_api::render::Format;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 const LIST_NAMES: [&str; 4] = ["InstanceId", "ResourceId", "TagKey", "InstanceIds"];
 const TAG_NAMES: [&str; 2] = ["Tag", "ResourceTag"];
@@ -34,6 +38,53 @@ fn too_many() -> ApiError {
     ApiError::InstanceIdsExceedLimit(0)
 }
 
+/// The repeated parameter a name belongs to (`Tag` for `Tag.3.Key`, `InstanceId` for
+/// `InstanceId.12`), else the name itself: what `ParseLimits` counts.
+fn family(name: &str) -> &str {
+    match name.split_once('.') {
+        Some((head, rest)) => {
+            let index = rest.split('.').next().unwrap_or("");
+            if !index.is_empty() && index.bytes().all(|b| b.is_ascii_digit()) {
+                head
+            } else {
+                name
+            }
+        }
+        None => name,
+    }
+}
+
+/// Whether `pairs` fit `limits`.
+fn within(pairs: &[(String, String)], limits: &ParseLimits) -> bool {
+    let mut families: HashMap<&str, usize> = HashMap::new();
+    for (k, _) in pairs {
+        *families.entry(family(k)).or_default() += 1;
+    }
+    families.len() <= limits.max_names && families.values().all(|&n| n <= limits.max_list_entries)
+}
+
+/// `check`'s verdict on `p`, parsed from `all` under `limits`.
+fn check_parse(p: &Params, all: &[(String, String)], limits: &ParseLimits) {
+    let mut seen = HashSet::new();
+    let names_ok = all
+        .iter()
+        .all(|(k, _)| params::is_parameter_name(k) && seen.insert(k.as_str()));
+    let fits = within(all, limits);
+    assert_eq!(
+        p.check().is_ok(),
+        names_ok && fits,
+        "names ok: {names_ok}, within {limits:?}: {fits}: {all:?}"
+    );
+    if p.check().is_ok() {
+        assert_eq!(p.pairs(), all, "a checked request keeps every pair");
+    } else {
+        // Reading stopped at the first problem: what is kept is a prefix of the
+        // request, within the limits.
+        assert!(all.starts_with(p.pairs()));
+        assert!(within(p.pairs(), limits), "{limits:?}: {:?}", p.pairs());
+    }
+}
+
 fuzz_target!(|data: &[u8]| {
     let (query, body) = match data.iter().position(|&b| b == b'\n') {
         Some(i) => (&data[..i], Some(&data[i + 1..])),
@@ -43,13 +94,17 @@ fuzz_target!(|data: &[u8]| {
     let p = Params::parse(&query, body);
     let _ = Format::from_raw_query(&query);
 
-    // check: every name well-formed and given once.
-    let mut seen = HashSet::new();
-    let names_ok = p
-        .pairs()
-        .iter()
-        .all(|(k, _)| params::is_parameter_name(k) && seen.insert(k.as_str()));
-    assert_eq!(p.check().is_ok(), names_ok, "{:?}", p.pairs());
+    // Every pair of the query and the body, as a form decodes them.
+    let all: Vec<(String, String)> = form_urlencoded::parse(query.as_bytes())
+        .chain(form_urlencoded::parse(body.unwrap_or(b"")))
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
+    check_parse(&p, &all, &ParseLimits::default());
+    let small = ParseLimits {
+        max_list_entries: 1 + data.len() % 5,
+        max_names: 1 + data.len() / 5 % 9,
+    };
+    check_parse(&Params::parse_bounded(&query, body, &small), &all, &small);
 
     // get: the first value of a name.
     for (k, _) in p.pairs() {

@@ -83,6 +83,26 @@ fn header_map(headers: &[(String, String)]) -> HeaderMap {
     map
 }
 
+/// The server reads exactly the pairs sent when their names are parameter names, each
+/// once (there are too few to reach the parse limits); otherwise it refuses them,
+/// having read no further than the first bad one.
+fn reads_what_was_sent(params: &Params, sent: &[(String, String)]) {
+    let mut seen = HashSet::new();
+    if sent
+        .iter()
+        .all(|(k, _)| is_parameter_name(k) && seen.insert(k.as_str()))
+    {
+        params.check().expect("well-named parameters pass");
+        assert_eq!(params.pairs(), sent, "the server reads what was sent");
+    } else {
+        assert!(params.check().is_err());
+        assert!(
+            sent.starts_with(params.pairs()),
+            "the server reads what was sent"
+        );
+    }
+}
+
 fuzz_target!(|input: Input| {
     let mut pairs: Vec<(String, String)> = Vec::new();
     let mut names = HashSet::new();
@@ -122,11 +142,7 @@ fuzz_target!(|input: Input| {
             body: body.as_bytes(),
         };
         let params = Params::parse(&raw_query, Some(body.as_bytes()));
-        assert_eq!(
-            params.pairs(),
-            &signed[..],
-            "the server reads what was sent"
-        );
+        reads_what_was_sent(&params, &signed);
         assert_v1_string_to_sign_is_injective(method, &params);
         if params.check().is_err() {
             return;
@@ -212,7 +228,7 @@ fuzz_target!(|input: Input| {
         let headers = header_map(&headers);
         let raw_query = signature::encode_pairs(q);
         let params = Params::parse(&raw_query, (!body.is_empty()).then_some(body.as_bytes()));
-        assert_eq!(params.pairs(), &pairs[..], "the server reads what was sent");
+        reads_what_was_sent(&params, &pairs);
         assert_v3_canonical_is_injective(&raw_query);
         if params.check().is_err() {
             return;
