@@ -139,11 +139,18 @@ fn encode_token(offset: u64) -> String {
     format!("{offset:x}")
 }
 
+/// The furthest row a listing can start at: tables count their rows in an `i64`, so
+/// no total, and no offset token we answer, is larger. Refusing larger offsets keeps
+/// the page number and the next offset from overflowing.
+const MAX_OFFSET: u64 = i64::MAX as u64;
+
 fn decode_token(token: &str) -> Option<u64> {
     if token.is_empty() || token.len() > 16 {
         return None;
     }
-    u64::from_str_radix(token, 16).ok()
+    u64::from_str_radix(token, 16)
+        .ok()
+        .filter(|&offset| offset <= MAX_OFFSET)
 }
 
 /// The errors [`Params::tags`] answers with; `Tag.N` and `ResourceTag.N` have their
@@ -426,6 +433,7 @@ impl Params {
             match bounded_json_strings(v, max.saturating_sub(out.len())) {
                 JsonList::Strings(list) => out.extend(list.into_iter().filter(|s| !s.is_empty())),
                 JsonList::TooMany => return Err(too_many()),
+                JsonList::NotAList if out.len() == max => return Err(too_many()),
                 JsonList::NotAList => out.push(v.to_string()),
             }
         }
@@ -634,6 +642,27 @@ mod tests {
     }
 
     #[test]
+    fn a_plain_value_counts_towards_the_limit() {
+        // Found by the `params` fuzz target: `Name` itself, when not a JSON array, is
+        // one more item, and it too must stop at the limit.
+        let full = p("InstanceId.1=a&InstanceId.2=b&InstanceId.3=c&InstanceId=d");
+        let e = full.list("InstanceId", 3, too_many).unwrap_err();
+        assert_eq!(e.code(), "InstanceIds.ExceedLimit");
+        assert_eq!(
+            full.list("InstanceId", 4, too_many).unwrap(),
+            vec!["a", "b", "c", "d"]
+        );
+        assert!(p("InstanceId=a").list("InstanceId", 0, too_many).is_err());
+        // Empty entries are not items.
+        assert_eq!(
+            p("InstanceId.1=&InstanceId=d")
+                .list("InstanceId", 1, too_many)
+                .unwrap(),
+            vec!["d"]
+        );
+    }
+
+    #[test]
     fn query_and_body_are_merged() {
         let params = Params::parse("A=1&B=2", Some(b"C=%20x"));
         params.check().unwrap();
@@ -825,6 +854,31 @@ mod tests {
             p("MaxResults=99").paging().unwrap_err().code(),
             "InvalidParam.MaxResults"
         );
+    }
+
+    #[test]
+    fn offset_tokens_past_any_row_are_refused() {
+        // Found while writing the `params` fuzz target's paging property: an offset
+        // near u64::MAX overflowed computing the page number and the next token.
+        for q in [
+            "NextToken=ffffffffffffffff",
+            "MaxResults=1&NextToken=ffffffffffffffff",
+            "MaxResults=50&NextToken=ffffffffffffffce",
+            "NextToken=8000000000000000",
+        ] {
+            assert_eq!(
+                p(q).paging().unwrap_err().code(),
+                "InvalidParam.NextToken",
+                "{q}"
+            );
+        }
+        // The furthest offset a table can have still reads, as the last page.
+        let pg = p("MaxResults=50&NextToken=7fffffffffffffff")
+            .paging()
+            .unwrap();
+        assert_eq!(pg.offset(), MAX_OFFSET);
+        assert_eq!(pg.page_number, MAX_OFFSET / 50 + 1);
+        assert_eq!(pg.next_token(MAX_OFFSET), "");
     }
 
     #[test]

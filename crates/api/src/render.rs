@@ -88,15 +88,22 @@ pub fn forbidden_in_xml(c: char) -> bool {
 
 /// The document with every character XML 1.0 forbids replaced by U+FFFD, so that
 /// every answer parses whatever a field holds (a name stored before such names were
-/// refused, a host's error text, plain-text output with NUL bytes). Element names
-/// are ours, so only text can hold one.
+/// refused, a host's error text, plain-text output with NUL bytes), and every carriage
+/// return written `&#13;`, which a parser reads back as one where it reads a literal
+/// CR (or CR LF) as a line feed. Element names are ours, so only text can hold either.
 fn xml_safe(doc: String) -> String {
-    if !doc.chars().any(forbidden_in_xml) {
+    if !doc.chars().any(|c| c == '\r' || forbidden_in_xml(c)) {
         return doc;
     }
-    doc.chars()
-        .map(|c| if forbidden_in_xml(c) { '\u{FFFD}' } else { c })
-        .collect()
+    let mut out = String::with_capacity(doc.len() + 16);
+    for c in doc.chars() {
+        match c {
+            '\r' => out.push_str("&#13;"),
+            c if forbidden_in_xml(c) => out.push('\u{FFFD}'),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// A successful answer: `root` is the XML root element (`<Action>Response`).
@@ -224,6 +231,30 @@ mod tests {
         // JSON carries every character (escaped).
         let json = serialize("R", &value, Format::Json).unwrap();
         assert!(json.contains("\\u0000"), "{json}");
+    }
+
+    #[test]
+    fn carriage_returns_survive_xml() {
+        // Found by the `xml` fuzz target: an XML parser reads a literal CR (and CR LF)
+        // in text as LF, so Windows output or a description with CR LF lost its CRs.
+        #[derive(Serialize)]
+        #[serde(rename_all = "PascalCase")]
+        struct T {
+            output: String,
+        }
+        let text = "line one\r\nline two\r";
+        let xml = serialize(
+            "R",
+            &T {
+                output: text.into(),
+            },
+            Format::Xml,
+        )
+        .unwrap();
+        assert!(!xml.contains('\r'), "{xml:?}");
+        let doc = roxmltree::Document::parse(&xml).unwrap();
+        let output = doc.root_element().first_element_child().unwrap();
+        assert_eq!(output.text(), Some(text));
     }
 
     #[test]

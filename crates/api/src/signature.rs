@@ -712,6 +712,14 @@ fn v3_canonical_query(pairs: &[RawPair], encode_names: bool) -> String {
         .join("&")
 }
 
+/// The V3 canonical query of a raw (still percent-encoded) query string, as [`verify`]
+/// builds it: names encoded as the vendor documents (`encode_names`) or left as the
+/// Python SDK leaves them. Public for the fuzz targets, which check that two queries
+/// with one canonical form decode to the same parameters.
+pub fn v3_canonical_query_of(raw_query: &str, encode_names: bool) -> String {
+    v3_canonical_query(&decode_query(raw_query), encode_names)
+}
+
 /// `name:v1,v2\n` for each signed header, values trimmed and sorted.
 fn v3_canonical_headers(headers: &axum::http::HeaderMap, signed: &[String]) -> String {
     let mut out = String::new();
